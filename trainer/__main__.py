@@ -1,0 +1,99 @@
+"""`higgs-audio-trainer` / `python -m trainer`: the subcommands.
+
+    train            fine-tune (flags or env vars; see `train --help`)
+    prepare          check the dataset and fill the audio code cache, without training
+    merge            fold a LoRA adapter into the base model and save a model `from_pretrained` loads
+    make-tiny-model  write a tiny random Higgs Audio v2 checkpoint (demo and tests)
+    options          print the option table (flag, env var, default, meaning) as Markdown
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from trainer import exitcodes
+from trainer.config import ConfigError
+
+USAGE = __doc__.split("\n", 2)[2] if __doc__ else ""
+
+
+def _train(argv: Sequence[str]) -> int:
+    from trainer.cli import parse_train_args
+
+    cfg = parse_train_args(argv, os.environ)
+    from trainer.run import main
+
+    main(cfg)
+    return exitcodes.OK
+
+
+def _prepare(argv: Sequence[str]) -> int:
+    from trainer.cli import parse_train_args
+    from trainer.prepare_cmd import prepare_only
+
+    cfg = parse_train_args(argv, os.environ)
+    prepare_only(cfg)
+    return exitcodes.OK
+
+
+def _merge(argv: Sequence[str]) -> int:
+    from trainer.merge import merge_main
+
+    return merge_main(argv)
+
+
+def _tiny(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="higgs-audio-trainer make-tiny-model",
+                                     description="Write OUT/model and OUT/audio_tokenizer (random weights).")
+    parser.add_argument("out", help="output directory")
+    parser.add_argument("--hidden_size", type=int, default=32)
+    parser.add_argument("--num_layers", type=int, default=2)
+    parser.add_argument("--num_codebooks", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    ns = parser.parse_args(list(argv))
+    from trainer.tiny import build_tiny_checkpoint
+
+    model_dir, codec_dir = build_tiny_checkpoint(
+        ns.out, hidden_size=ns.hidden_size, num_layers=ns.num_layers, num_codebooks=ns.num_codebooks, seed=ns.seed
+    )
+    print(f"model: {model_dir}\naudio tokenizer: {codec_dir}")
+    return exitcodes.OK
+
+
+def _options(argv: Sequence[str]) -> int:
+    from trainer.cli import options_markdown
+
+    sys.stdout.write(options_markdown())
+    return exitcodes.OK
+
+
+COMMANDS = {"train": _train, "prepare": _prepare, "merge": _merge, "make-tiny-model": _tiny, "options": _options}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Dispatch a subcommand; turn known errors into one-line messages and their exit codes."""
+    from trainer.data import DataError
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(f"usage: higgs-audio-trainer COMMAND [options]\n\n{USAGE}")
+        return exitcodes.OK if args else exitcodes.CONFIG_ERROR
+    command = COMMANDS.get(args[0])
+    if command is None:
+        print(f"higgs-audio-trainer: unknown command {args[0]!r}; one of {', '.join(COMMANDS)}", file=sys.stderr)
+        return exitcodes.CONFIG_ERROR
+    try:
+        return command(args[1:])
+    except ConfigError as err:
+        print(f"higgs-audio-trainer: configuration error: {err}", file=sys.stderr)
+        return exitcodes.CONFIG_ERROR
+    except DataError as err:
+        print(f"higgs-audio-trainer: data error: {err}", file=sys.stderr)
+        return exitcodes.DATA_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

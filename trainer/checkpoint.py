@@ -1,0 +1,125 @@
+"""Checkpoint completeness, discovery for resumption, rotation and atomic final outputs.
+
+A checkpoint directory counts only once its marker file exists. The marker is written last, after
+every rank has finished writing (optimizer, scheduler, RNG states, trainer state, adapter), through a
+temporary file and an atomic rename; a process killed at any point before that leaves a directory
+without a marker, which resumption ignores and removes. Old checkpoints are rotated only after a new
+one is complete, so a failing save never costs an earlier complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+MARKER = "checkpoint_complete.json"
+ADAPTER_DIR = "lora_adapters"
+_CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def dir_size(path: Path) -> int:
+    """Bytes of all files below `path`."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def write_marker(ckpt: Path, step: int) -> None:
+    """Mark `ckpt` complete: a JSON file written to a temporary name, flushed, then renamed into place."""
+    payload = {"step": step, "time": time.time(), "bytes": dir_size(ckpt)}
+    fd, tmp = tempfile.mkstemp(dir=ckpt, prefix=".marker-")
+    with os.fdopen(fd, "w") as f:
+        json.dump(payload, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, ckpt / MARKER)
+    _fsync_dir(ckpt)
+
+
+def is_complete(ckpt: Path) -> bool:
+    return (ckpt / MARKER).is_file()
+
+
+def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
+    """All `checkpoint-N` directories, oldest step first."""
+    d = Path(output_dir)
+    if not d.is_dir():
+        return []
+    found = []
+    for p in d.iterdir():
+        m = _CKPT_RE.match(p.name)
+        if m and p.is_dir():
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def newest_complete(output_dir: str | Path) -> tuple[Path | None, list[Path]]:
+    """(newest complete checkpoint or None, incomplete checkpoint directories)."""
+    complete = [p for _, p in list_checkpoints(output_dir) if is_complete(p)]
+    incomplete = [p for _, p in list_checkpoints(output_dir) if not is_complete(p)]
+    return (complete[-1] if complete else None), incomplete
+
+
+def remove_incomplete(paths: list[Path]) -> None:
+    """Delete checkpoint directories that never got their marker (a crash mid-save)."""
+    for p in paths:
+        log.warning("ignoring incomplete checkpoint %s (no %s): removing it", p, MARKER)
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def rotate(output_dir: str | Path, keep: int, protect: Path | None = None) -> list[Path]:
+    """Delete the oldest complete checkpoints beyond `keep` (0 keeps all); never the newest or `protect`."""
+    if keep <= 0:
+        return []
+    complete = [p for _, p in list_checkpoints(output_dir) if is_complete(p)]
+    removable = [p for p in complete[:-1] if protect is None or p.resolve() != protect.resolve()]
+    excess = len(complete) - keep
+    removed = []
+    for p in removable[: max(0, excess)]:
+        shutil.rmtree(p, ignore_errors=True)
+        removed.append(p)
+    return removed
+
+
+@contextmanager
+def atomic_dir(final: Path) -> Iterator[Path]:
+    """Yield a temporary sibling directory; on success it replaces `final` in one rename.
+
+    A crash inside the block leaves `final` as it was (a previous run's output stays whole).
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if final.exists():
+        old = final.parent / f".{final.name}.old-{os.getpid()}"
+        os.replace(final, old)
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

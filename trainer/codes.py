@@ -1,0 +1,109 @@
+"""The audio code cache: every audio file is encoded once per audio tokenizer, never during training.
+
+Codes are keyed by the SHA-256 of the file's bytes under a directory named for the audio tokenizer's
+identity (a hash of its config and weights), so a changed clip or a different tokenizer can never be
+served stale codes, and the same clip used by two samples or two runs is encoded once. Each entry is
+written to a temporary name and renamed into place, so a crash never leaves a truncated entry and
+several processes may fill one cache at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HASH_CHUNK = 1 << 20
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(HASH_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def tokenizer_identity(codec_dir: str | Path) -> str:
+    """A short hash of the audio tokenizer's config and weight files: the cache namespace."""
+    h = hashlib.sha256()
+    for p in sorted(Path(codec_dir).iterdir()):
+        if p.is_file() and (p.suffix in (".json", ".safetensors", ".bin")):
+            h.update(p.name.encode())
+            h.update(file_digest(p).encode())
+    return h.hexdigest()[:16]
+
+
+class CodeCache:
+    """Codes (codebooks, frames) as int16 .npy files under `root/<tokenizer identity>/`."""
+
+    def __init__(self, root: str | Path, identity: str) -> None:
+        self.dir = Path(root) / identity
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def path(self, digest: str) -> Path:
+        return self.dir / digest[:2] / f"{digest}.npy"
+
+    def get(self, digest: str) -> np.ndarray | None:
+        p = self.path(digest)
+        if not p.is_file():
+            return None
+        return np.load(p).astype(np.int64)
+
+    def put(self, digest: str, codes: np.ndarray) -> None:
+        p = self.path(digest)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-", suffix=".npy")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, codes.astype(np.int16))
+            os.replace(tmp, p)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def encode_waveform(codec: Any, waveform: np.ndarray) -> np.ndarray:
+    """Codes (codebooks, frames) for a mono waveform at the codec's sample rate."""
+    import torch
+
+    with torch.inference_mode():
+        x = torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32))[None, None].to(codec.device)
+        codes = codec.encode(x).audio_codes[0]
+    return codes.cpu().numpy()
+
+
+def fill_cache(
+    paths: Iterable[str],
+    cache: CodeCache,
+    load_codec: Callable[[], Any],
+    *,
+    sample_rate: int,
+    digests: dict[str, str],
+    progress: bool = True,
+) -> int:
+    """Encode every file of `paths` whose codes are missing; return how many were encoded.
+
+    `digests` maps path -> content digest (computed once by the caller). The codec is loaded only when
+    something is missing, so a warm cache costs no model load.
+    """
+    from trainer.audio import load_audio
+
+    missing = sorted({p for p in paths if not cache.path(digests[p]).is_file()})
+    if not missing:
+        return 0
+    codec = load_codec()
+    iterator: Iterable[str] = missing
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(missing, desc="encoding audio", unit="file")
+    for path in iterator:
+        cache.put(digests[path], encode_waveform(codec, load_audio(path, sample_rate)))
+    return len(missing)

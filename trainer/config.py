@@ -1,0 +1,488 @@
+"""Every option of the trainer, declared once.
+
+The option table here is the single source for the command-line flags, the environment variables
+(`USE_LORA`, `DISABLE_EVAL`, ... : the upper-case flag name), the YAML keys, `--help`, the README's
+option table and the Helm chart's env list (tests compare them). This module imports no torch so that
+a bad value is reported in milliseconds, before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+ValueKind = Literal["str", "path", "int", "float", "bool", "tristate", "list", "choice"]
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid; the message names the flag or variable."""
+
+
+def opt(
+    default: Any,
+    help: str,
+    kind: ValueKind = "str",
+    *,
+    required: bool = False,
+    choices: tuple[str, ...] | None = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    exclusive_min: bool = False,
+) -> Any:
+    """Declare one option: a dataclass field whose metadata drives parsing, validation and docs."""
+    metadata = {
+        "help": help,
+        "kind": kind,
+        "required": required,
+        "choices": choices,
+        "minimum": minimum,
+        "maximum": maximum,
+        "exclusive_min": exclusive_min,
+    }
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class ModelArgs:
+    """Where the model comes from and which of its parts train."""
+
+    model_path: str | None = opt(
+        None,
+        "Directory of a transformers-format Higgs Audio v2 checkpoint (config.json with model_type "
+        "higgs_audio_v2, safetensors weights, tokenizer and chat template).",
+        "path",
+        required=True,
+    )
+    audio_tokenizer_path: str | None = opt(
+        None,
+        "Directory of a transformers-format Higgs Audio v2 audio tokenizer (model_type higgs_audio_v2_tokenizer).",
+        "path",
+        required=True,
+    )
+    tokenizer_path: str | None = opt(
+        None, "Directory of the text tokenizer and chat template; defaults to model_path.", "path"
+    )
+    use_text_head: bool = opt(
+        False,
+        "Build the model with its text head and add the text loss (on the target turns' closing tokens).",
+        "bool",
+    )
+    text_loss_weight: float = opt(1.0, "Weight of the text loss in the total loss.", "float", minimum=0.0)
+    freeze_llm: bool = opt(
+        False,
+        "Full fine-tuning only: freeze the text path (token embeddings, attention, text FFNs, norms, text "
+        "head) and train the audio path (audio FFNs, audio embeddings, audio head).",
+        "bool",
+    )
+    freeze_text_embeddings: bool = opt(
+        False, "Full fine-tuning only: freeze the text token embedding matrix.", "bool"
+    )
+    freeze_audio_tower: bool = opt(
+        False,
+        "Accepted for old launch scripts. Higgs Audio v2 (generation variant) has no audio encoder, so "
+        "there is nothing to freeze; a warning says so.",
+        "bool",
+    )
+    freeze_audio_encoder_proj: bool = opt(
+        False, "Accepted for old launch scripts; like freeze_audio_tower it has nothing to act on.", "bool"
+    )
+    gradient_checkpointing: bool = opt(
+        False, "Recompute activations in the backward pass: less memory, about 30% more compute.", "bool"
+    )
+    attn_implementation: str = opt(
+        "sdpa",
+        "Attention kernel.",
+        "choice",
+        choices=("sdpa", "eager", "flash_attention_2"),
+    )
+    bf16: str = opt(
+        "auto",
+        "Train in bfloat16 mixed precision: auto (on GPU yes, on CPU no), true or false.",
+        "tristate",
+    )
+
+
+@dataclass
+class LoraArgs:
+    """Low-rank adapters (peft) instead of full fine-tuning."""
+
+    use_lora: bool = opt(False, "Train LoRA adapters and keep every base weight frozen.", "bool")
+    lora_rank: int = opt(16, "LoRA rank r.", "int", minimum=1)
+    lora_alpha: float = opt(32.0, "LoRA scaling alpha (the update is scaled by alpha / r).", "float", minimum=0.0,
+                            exclusive_min=True)
+    lora_dropout: float = opt(0.05, "Dropout on the LoRA input.", "float", minimum=0.0, maximum=0.999)
+    lora_target_modules: list[str] = opt(
+        ["q_proj", "k_proj", "v_proj", "o_proj"],
+        "Comma-separated module names to adapt, or one regular expression prefixed with 're:' "
+        "(for example 're:.*audio_mlp\\.(gate|up|down)_proj' for the audio FFNs only).",
+        "list",
+    )
+    lora_modules_to_save: list[str] = opt(
+        [],
+        "Comma-separated extra modules trained in full and saved with the adapter: audio_head, "
+        "audio_embedding.",
+        "list",
+        choices=("audio_head", "audio_embedding"),
+    )
+
+
+@dataclass
+class DataArgs:
+    """Training data, its code cache and what counts as a bad sample."""
+
+    train_data_file: str | None = opt(
+        None,
+        "Training data: a ChatML JSON list, a JSONL manifest, or a directory (metadata.json or wav+txt pairs).",
+        "path",
+        required=True,
+    )
+    eval_data_file: str | None = opt(None, "Evaluation data, in any of the training formats.", "path")
+    validation_split: float = opt(
+        0.05,
+        "Fraction of the training samples held out for evaluation when no eval_data_file is given "
+        "(at least one sample).",
+        "float",
+        minimum=0.0,
+        maximum=0.9,
+    )
+    cache_dir: str | None = opt(
+        None,
+        "Directory of the audio code cache (encoded once per file and tokenizer); defaults to "
+        "OUTPUT_DIR/code_cache.",
+        "path",
+    )
+    max_audio_seconds: float = opt(
+        30.0, "Longest clip accepted; longer ones are bad samples.", "float", minimum=0.0, exclusive_min=True
+    )
+    skip_bad_samples: bool = opt(
+        False,
+        "Skip (and count) bad samples instead of stopping before training with a report of all of them.",
+        "bool",
+    )
+    system_prompt: str = opt(
+        "Generate audio following instruction.",
+        "System message for samples whose format carries none (JSONL manifests and directories).",
+    )
+    dataloader_num_workers: int = opt(
+        1, "Data loader worker processes per rank (collation only: audio is pre-encoded).", "int", minimum=0
+    )
+    seed_split: int = opt(0, "Seed of the train/validation split, kept apart from the training seed.", "int")
+
+
+@dataclass
+class TrainArgs:
+    """The optimisation schedule, evaluation, checkpoints and resumption."""
+
+    output_dir: str | None = opt(
+        None,
+        "Where checkpoints (checkpoint-N/) and the final adapter (lora_adapters/) are written.",
+        "path",
+        required=True,
+    )
+    num_train_epochs: float = opt(3.0, "Epochs to train (ignored when max_steps > 0).", "float", minimum=0.0,
+                                  exclusive_min=True)
+    max_steps: int = opt(-1, "Optimizer steps to train; -1 means num_train_epochs decides.", "int", minimum=-1)
+    per_device_train_batch_size: int = opt(1, "Samples per rank per micro-batch.", "int", minimum=1)
+    per_device_eval_batch_size: int = opt(1, "Samples per rank per evaluation batch.", "int", minimum=1)
+    gradient_accumulation_steps: int = opt(1, "Micro-batches per optimizer step.", "int", minimum=1)
+    learning_rate: float = opt(1e-4, "Peak learning rate.", "float", minimum=0.0, exclusive_min=True)
+    weight_decay: float = opt(0.0, "AdamW weight decay.", "float", minimum=0.0)
+    warmup_steps: int = opt(100, "Linear warm-up steps.", "int", minimum=0)
+    lr_scheduler_type: str = opt(
+        "cosine", "Learning-rate schedule after warm-up.", "choice",
+        choices=("cosine", "linear", "constant", "constant_with_warmup"),
+    )
+    max_grad_norm: float = opt(1.0, "Gradient clipping norm (0 disables clipping).", "float", minimum=0.0)
+    logging_steps: int = opt(10, "Log losses every N optimizer steps.", "int", minimum=1)
+    save_steps: int = opt(500, "Save a checkpoint every N optimizer steps.", "int", minimum=1)
+    eval_steps: int = opt(500, "Evaluate every N optimizer steps.", "int", minimum=1)
+    save_total_limit: int = opt(3, "Keep at most N checkpoints (oldest removed first); 0 keeps all.", "int",
+                                minimum=0)
+    load_best_model_at_end: bool = opt(
+        False, "Reload the checkpoint with the lowest eval_loss at the end (needs save_steps to be a "
+        "multiple of eval_steps).", "bool",
+    )
+    disable_eval: bool = opt(False, "Run no evaluation at all and build no evaluation set.", "bool")
+    seed: int = opt(42, "Seed of model initialisation, dropout and data order.", "int")
+    report_to: str = opt(
+        "none", "Comma-separated Trainer integrations to log to (none, tensorboard, wandb, ...).",
+    )
+    resume: str = opt(
+        "auto",
+        "auto: continue from the newest complete checkpoint in output_dir; never: start fresh; or the "
+        "path of a checkpoint directory.",
+    )
+    run_name: str | None = opt(None, "Name of this run in logs and metrics; defaults to output_dir's name.")
+    log_level: str = opt("info", "Log level of the trainer.", "choice",
+                         choices=("debug", "info", "warning", "error"))
+
+
+@dataclass
+class MetricsArgs:
+    """Prometheus metrics: pushes to a Pushgateway and an optional /metrics endpoint (docs/metrics.md)."""
+
+    pushgateway_url: str | None = opt(
+        None, "Pushgateway base URL (http://host:9091 or https://...); unset: nothing is pushed."
+    )
+    metrics_namespace: str | None = opt(
+        None,
+        "Kubernetes namespace of the run, pushed as the `namespace` grouping label so that runs of the same "
+        "name in two namespaces stay apart (the chart sets it from the pod's namespace).",
+    )
+    metrics_port: int = opt(
+        0, "Port on which rank 0 serves /metrics for a PodMonitor to scrape; 0: no server.", "int",
+        minimum=0, maximum=65535,
+    )
+    metrics_bind_address: str = opt("0.0.0.0", "Address the /metrics server listens on.")
+    metrics_push_interval_seconds: float = opt(
+        15.0, "Seconds between two pushes.", "float", minimum=0.0, exclusive_min=True
+    )
+    metrics_push_timeout_seconds: float = opt(
+        5.0, "Timeout of one push request: a slower gateway costs a counted failure, never training time.",
+        "float", minimum=0.0, exclusive_min=True,
+    )
+    metrics_delete_on_finish: bool = opt(
+        False,
+        "After a successful run, delete its groups from the Pushgateway (after the final push) so that "
+        "finished runs leave no stale series; a failed run keeps its groups for the alert.",
+        "bool",
+    )
+    pushgateway_username: str | None = opt(None, "Basic-auth user name for the Pushgateway.")
+    pushgateway_password: str | None = opt(
+        None, "Basic-auth password for the Pushgateway (the chart reads it from a Secret)."
+    )
+    pushgateway_tls_ca_file: str | None = opt(
+        None, "CA bundle (PEM) that signed the Pushgateway's certificate; unset: the system CAs.", "path"
+    )
+    pushgateway_tls_insecure_skip_verify: bool = opt(
+        False, "Accept any Pushgateway certificate (encrypts, does not authenticate the gateway).", "bool"
+    )
+
+    def __post_init__(self) -> None:
+        url = self.pushgateway_url
+        if url and not url.startswith(("http://", "https://")):
+            raise ConfigError(f"--pushgateway_url / PUSHGATEWAY_URL: expected http://... or https://..., got {url!r}")
+        if bool(self.pushgateway_username) != bool(self.pushgateway_password):
+            raise ConfigError(
+                "--pushgateway_username and --pushgateway_password (PUSHGATEWAY_USERNAME, PUSHGATEWAY_PASSWORD) "
+                "go together: set both for basic auth, or neither"
+            )
+
+
+@dataclass
+class Config:
+    """The whole configuration, one sub-tree per concern."""
+
+    model: ModelArgs = field(default_factory=ModelArgs)
+    lora: LoraArgs = field(default_factory=LoraArgs)
+    data: DataArgs = field(default_factory=DataArgs)
+    train: TrainArgs = field(default_factory=TrainArgs)
+    metrics: MetricsArgs = field(default_factory=MetricsArgs)
+
+
+GROUPS: dict[str, type] = {
+    "model": ModelArgs, "lora": LoraArgs, "data": DataArgs, "train": TrainArgs, "metrics": MetricsArgs
+}
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One option as users see it: flag, env var, YAML key, default and help."""
+
+    name: str
+    group: str
+    kind: ValueKind
+    default: Any
+    help: str
+    required: bool
+    choices: tuple[str, ...] | None
+    minimum: float | None
+    maximum: float | None
+    exclusive_min: bool
+
+    @property
+    def flag(self) -> str:
+        return f"--{self.name}"
+
+    @property
+    def env(self) -> str:
+        return self.name.upper()
+
+    def default_text(self) -> str:
+        """The default as a user would write it in an env var or on the command line."""
+        if self.default is None:
+            return ""
+        if isinstance(self.default, bool):
+            return "true" if self.default else "false"
+        if isinstance(self.default, list):
+            return ",".join(self.default)
+        return str(self.default)
+
+
+def option_specs() -> list[OptionSpec]:
+    """All options in declaration order."""
+    specs = []
+    for group, cls in GROUPS.items():
+        for f in dataclasses.fields(cls):
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+            specs.append(OptionSpec(name=f.name, group=group, default=default, **f.metadata))
+    return specs
+
+
+SPECS: dict[str, OptionSpec] = {s.name: s for s in option_specs()}
+TRUE_WORDS = ("true", "1", "yes", "on")
+FALSE_WORDS = ("false", "0", "no", "off")
+
+
+def parse_value(spec: OptionSpec, raw: Any, source: str) -> Any:
+    """Turn one raw value (string from argv/env, or YAML scalar) into the option's type.
+
+    `source` names where the value came from (`--use_lora`, `USE_LORA`, `config.yaml: use_lora`) so
+    the error can point at it.
+    """
+
+    def fail(expected: str) -> ConfigError:
+        return ConfigError(f"{source}: expected {expected}, got {raw!r}")
+
+    if raw is None:
+        if spec.default is None or spec.kind in ("path", "str"):
+            return None
+        raise fail(_expected(spec))
+    kind = spec.kind
+    if kind == "bool":
+        if isinstance(raw, bool):
+            return raw
+        word = str(raw).strip().lower()
+        if word in TRUE_WORDS:
+            return True
+        if word in FALSE_WORDS:
+            return False
+        raise fail("a boolean (true/false, 1/0, yes/no)")
+    if kind == "tristate":
+        if isinstance(raw, bool):
+            return "true" if raw else "false"
+        word = str(raw).strip().lower()
+        if word == "auto":
+            return "auto"
+        if word in TRUE_WORDS:
+            return "true"
+        if word in FALSE_WORDS:
+            return "false"
+        raise fail("auto or a boolean (true/false, 1/0, yes/no)")
+    if kind == "int":
+        if isinstance(raw, bool):
+            raise fail("an integer")
+        try:
+            value: Any = int(str(raw).strip())
+        except ValueError:
+            raise fail("an integer") from None
+        return _check_range(spec, value, source, raw)
+    if kind == "float":
+        if isinstance(raw, bool):
+            raise fail("a number")
+        try:
+            value = float(str(raw).strip())
+        except ValueError:
+            raise fail("a number") from None
+        if not math.isfinite(value):
+            raise fail("a finite number")
+        return _check_range(spec, value, source, raw)
+    if kind == "list":
+        items = raw if isinstance(raw, list) else str(raw).split(",")
+        items = [str(i).strip() for i in items if str(i).strip()]
+        if spec.choices:
+            bad = [i for i in items if i not in spec.choices]
+            if bad:
+                raise fail(f"a comma-separated list of {', '.join(spec.choices)}")
+        return items
+    if kind == "choice":
+        word = str(raw).strip()
+        if spec.choices and word not in spec.choices:
+            raise fail(f"one of {', '.join(spec.choices)}")
+        return word
+    if isinstance(raw, (dict, list)):
+        raise fail("a single value")
+    text = str(raw).strip()
+    return text or None
+
+
+def _expected(spec: OptionSpec) -> str:
+    return {"int": "an integer", "float": "a number", "bool": "a boolean"}.get(spec.kind, "a value")
+
+
+def _check_range(spec: OptionSpec, value: float, source: str, raw: Any) -> float:
+    lo, hi = spec.minimum, spec.maximum
+    if lo is not None and (value < lo or (spec.exclusive_min and value == lo)):
+        word = "greater than" if spec.exclusive_min else "at least"
+        raise ConfigError(f"{source}: expected a value {word} {lo:g}, got {raw!r}")
+    if hi is not None and value > hi:
+        raise ConfigError(f"{source}: expected a value of at most {hi:g}, got {raw!r}")
+    return value
+
+
+def build_config(values: dict[str, Any]) -> Config:
+    """Assemble a `Config` from already-parsed values keyed by option name, then validate it."""
+    groups: dict[str, dict[str, Any]] = {g: {} for g in GROUPS}
+    for name, value in values.items():
+        groups[SPECS[name].group][name] = value
+    cfg = Config(**{g: GROUPS[g](**kw) for g, kw in groups.items()})
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field rules. Each error names the options involved and how to fix them."""
+    for spec in SPECS.values():
+        if spec.required and getattr(getattr(cfg, spec.group), spec.name) in (None, ""):
+            raise ConfigError(
+                f"{spec.flag} / {spec.env}: required, not set ({spec.help.split('.')[0].lower()})"
+            )
+    t, lora, model = cfg.train, cfg.lora, cfg.model
+    if t.load_best_model_at_end and not t.disable_eval and t.save_steps % t.eval_steps != 0:
+        raise ConfigError(
+            f"--save_steps ({t.save_steps}) must be a multiple of --eval_steps ({t.eval_steps}) when "
+            "--load_best_model_at_end is on: the best model can only be reloaded from a checkpoint saved at "
+            "an evaluation step. Set SAVE_STEPS to a multiple of EVAL_STEPS, or turn LOAD_BEST_MODEL_AT_END off."
+        )
+    if lora.use_lora and (model.freeze_llm or model.freeze_text_embeddings):
+        raise ConfigError(
+            "--freeze_llm / --freeze_text_embeddings apply to full fine-tuning; with --use_lora every base "
+            "weight is already frozen. Drop one of them."
+        )
+    if not lora.lora_target_modules:
+        raise ConfigError("--lora_target_modules / LORA_TARGET_MODULES: expected at least one module name")
+    targets = lora.lora_target_modules
+    if any(t_.startswith("re:") for t_ in targets) and len(targets) != 1:
+        raise ConfigError(
+            "--lora_target_modules / LORA_TARGET_MODULES: a 're:' regular expression must be the only entry"
+        )
+    if t.resume not in ("auto", "never") and not t.resume.strip():
+        raise ConfigError("--resume / RESUME: expected auto, never or a checkpoint path")
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """Flat option-name -> value mapping (what `--config` YAML files hold)."""
+    out: dict[str, Any] = {}
+    for group in GROUPS:
+        out.update(dataclasses.asdict(getattr(cfg, group)))
+    return out
+
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DataArgs",
+    "LoraArgs",
+    "ModelArgs",
+    "OptionSpec",
+    "TrainArgs",
+    "build_config",
+    "config_to_dict",
+    "option_specs",
+    "parse_value",
+    "get_args",
+]

@@ -1,0 +1,201 @@
+"""Data preparation: read and check the dataset, fill the code cache, tokenize, split off validation.
+
+Runs before the model loads, so that every bad sample is reported (or, with `--skip_bad_samples`,
+counted) in seconds. Local rank 0 of each node encodes missing audio into the code cache while the
+other ranks wait; then every rank builds the same samples from the cache. A file that passed the header
+check but fails to decode is a bad sample like any other, never replaced by another one.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trainer import dist
+from trainer.codes import CodeCache, file_digest, fill_cache, tokenizer_identity
+from trainer.collator import EncodedSample, Layout, text_targets_after, tokenize_conversation
+from trainer.config import Config, ConfigError
+from trainer.data import BadSample, Conversation, DataError, format_bad_samples, load_conversations
+
+log = logging.getLogger(__name__)
+
+
+class BadSamplesError(DataError):
+    """The dataset has bad samples and `--skip_bad_samples` is off; the message lists all of them."""
+
+
+@dataclass
+class PreparedData:
+    train: list[EncodedSample]
+    eval: list[EncodedSample] | None
+    bad: list[BadSample] = field(default_factory=list)
+
+
+def cache_root(cfg: Config) -> Path:
+    assert cfg.train.output_dir
+    return Path(cfg.data.cache_dir or Path(cfg.train.output_dir) / "code_cache")
+
+
+def read_dataset(cfg: Config, path: str) -> tuple[list[Conversation], list[BadSample]]:
+    return load_conversations(
+        path, system_prompt=cfg.data.system_prompt, max_audio_seconds=cfg.data.max_audio_seconds
+    )
+
+
+def target_flags(conv: Conversation) -> list[bool]:
+    """Per audio item, in message order: is it a training target?"""
+    return [
+        i >= conv.start_index and m["role"] == "assistant"
+        for i, m in enumerate(conv.messages)
+        for item in m["content"]
+        if item["type"] == "audio"
+    ]
+
+
+def encode_conversation(
+    conv: Conversation, tokenizer: Any, layout: Layout, cache: CodeCache, digests: dict[str, str]
+) -> EncodedSample | BadSample:
+    """Tokenize one conversation and attach its cached codes."""
+    paths = conv.audio_paths()
+    codes = []
+    for p in paths:
+        c = cache.get(digests[p])
+        if c is None:
+            return BadSample(conv.source, f"audio could not be decoded or encoded: {p}")
+        codes.append(c)
+    try:
+        ids = tokenize_conversation(tokenizer, conv.messages, layout)
+    except Exception as err:  # the checkpoint's chat template raises on formats it cannot render
+        return BadSample(conv.source, f"the chat template cannot render this conversation: {err}")
+    positions = [i for i, t in enumerate(ids) if t == layout.audio_token_id]
+    if len(positions) != len(paths):
+        return BadSample(
+            conv.source, f"the chat template rendered {len(positions)} audio placeholders for {len(paths)} clips"
+        )
+    flags = target_flags(conv)
+    targets = [pos for pos, is_t in zip(positions, flags, strict=True) if is_t]
+    return EncodedSample(
+        id=conv.id,
+        source=conv.source,
+        input_ids=ids,
+        codes=codes,
+        is_target=flags,
+        text_target_positions=text_targets_after(ids, targets, layout.eot_id),
+    )
+
+
+def encode_all(
+    convs: list[Conversation],
+    *,
+    cfg: Config,
+    tokenizer: Any,
+    layout: Layout,
+    load_codec: Callable[[], Any],
+    sample_rate: int,
+    codec_dir: str,
+) -> tuple[list[EncodedSample], list[BadSample]]:
+    """Fill the cache (local rank 0), wait, then build samples on every rank."""
+    paths = sorted({p for c in convs for p in c.audio_paths()})
+    digests = {p: file_digest(p) for p in paths}
+    cache = CodeCache(cache_root(cfg), tokenizer_identity(codec_dir))
+    if dist.local_rank() == 0:
+        bad_files = fill_cache_tolerant(paths, cache, load_codec, sample_rate, digests)
+        for path, reason in bad_files:
+            log.error("%s: %s", path, reason)
+    dist.barrier()
+    samples: list[EncodedSample] = []
+    bad: list[BadSample] = []
+    for conv in convs:
+        out = encode_conversation(conv, tokenizer, layout, cache, digests)
+        (samples if isinstance(out, EncodedSample) else bad).append(out)  # type: ignore[arg-type]
+    return samples, bad
+
+
+def fill_cache_tolerant(
+    paths: list[str], cache: CodeCache, load_codec: Callable[[], Any], sample_rate: int, digests: dict[str, str]
+) -> list[tuple[str, str]]:
+    """`fill_cache`, but a file that fails to decode is reported and the rest still get encoded."""
+    from trainer.audio import AudioError
+
+    failures: list[tuple[str, str]] = []
+    remaining = list(paths)
+    codec_holder: list[Any] = []
+
+    def codec() -> Any:
+        if not codec_holder:
+            codec_holder.append(load_codec())
+        return codec_holder[0]
+
+    while remaining:
+        try:
+            fill_cache(remaining, cache, codec, sample_rate=sample_rate, digests=digests,
+                       progress=dist.rank() == 0)
+            return failures
+        except AudioError as err:
+            failures.append((str(err.path), err.reason))
+            remaining = [p for p in remaining if p != str(err.path)]
+    return failures
+
+
+def split_validation(samples: list[EncodedSample], fraction: float, seed: int) -> tuple[list, list]:
+    """Deterministic hold-out of `fraction` of the samples (at least one), the same on every rank."""
+    if len(samples) < 2:
+        raise ConfigError(
+            f"--validation_split / VALIDATION_SPLIT: {len(samples)} training sample(s) cannot be split; "
+            "give EVAL_DATA_FILE or set DISABLE_EVAL=true"
+        )
+    order = list(range(len(samples)))
+    random.Random(seed).shuffle(order)
+    n_eval = min(len(samples) - 1, max(1, round(len(samples) * fraction)))
+    held = set(order[:n_eval])
+    return [s for i, s in enumerate(samples) if i not in held], [s for i, s in enumerate(samples) if i in held]
+
+
+def prepare_data(
+    cfg: Config,
+    *,
+    tokenizer: Any,
+    layout: Layout,
+    load_codec: Callable[[], Any],
+    sample_rate: int,
+) -> PreparedData:
+    """All of data preparation; raises `BadSamplesError` listing every bad sample unless skipping."""
+    assert cfg.data.train_data_file and cfg.model.audio_tokenizer_path
+    eval_on = not cfg.train.disable_eval
+    if eval_on and not cfg.data.eval_data_file and cfg.data.validation_split <= 0:
+        raise ConfigError(
+            "evaluation is on but there is no evaluation data: set EVAL_DATA_FILE (--eval_data_file) or "
+            "VALIDATION_SPLIT > 0, or turn evaluation off with DISABLE_EVAL=true"
+        )
+    train_convs, bad = read_dataset(cfg, cfg.data.train_data_file)
+    eval_convs: list[Conversation] = []
+    if eval_on and cfg.data.eval_data_file:
+        eval_convs, eval_bad = read_dataset(cfg, cfg.data.eval_data_file)
+        bad += eval_bad
+    common = dict(cfg=cfg, tokenizer=tokenizer, layout=layout, load_codec=load_codec,
+                  sample_rate=sample_rate, codec_dir=cfg.model.audio_tokenizer_path)
+    train, train_bad = encode_all(train_convs, **common)  # type: ignore[arg-type]
+    evals, eval_bad2 = encode_all(eval_convs, **common) if eval_convs else ([], [])  # type: ignore[arg-type]
+    bad += train_bad + eval_bad2
+    if bad:
+        report = format_bad_samples(bad)
+        if not cfg.data.skip_bad_samples:
+            raise BadSamplesError(
+                report + "\nFix these samples, or pass --skip_bad_samples (SKIP_BAD_SAMPLES=true) to skip them."
+            )
+        log.warning("skipping bad samples (--skip_bad_samples):\n%s", report)
+    if not train:
+        raise DataError(f"{cfg.data.train_data_file}: no usable training samples")
+    eval_set: list[EncodedSample] | None = None
+    if eval_on:
+        if cfg.data.eval_data_file:
+            if not evals:
+                raise DataError(f"{cfg.data.eval_data_file}: no usable evaluation samples")
+            eval_set = evals
+        else:
+            train, eval_set = split_validation(train, cfg.data.validation_split, cfg.data.seed_split)
+    return PreparedData(train=train, eval=eval_set, bad=bad)

@@ -1,0 +1,142 @@
+"""The training run, top to bottom: config -> data -> model -> trainer -> outputs.
+
+    torchrun --nproc_per_node=2 -m trainer train \\
+        --model_path tiny/model --audio_tokenizer_path tiny/audio_tokenizer \\
+        --train_data_file examples/demo_data/train.json --output_dir out --use_lora --disable_eval
+
+Every flag is also an environment variable (`USE_LORA=true`, ...). Outputs: `out/checkpoint-N/`
+(adapter in `lora_adapters/`, optimizer, scheduler, RNG and trainer state, completeness marker) and the
+final adapter in `out/lora_adapters/` (full fine-tuning: the model in `out/model/`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from trainer import checkpoint as ckpt
+from trainer import dist
+from trainer.config import Config, ConfigError
+
+log = logging.getLogger("trainer")
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()) if dist.is_main() else logging.WARNING,
+        format=f"%(asctime)s [rank {dist.rank()}] %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def resolve_resume(cfg: Config) -> str | None:
+    """The checkpoint to resume from (`--resume auto|never|PATH`); incomplete ones are removed by rank 0."""
+    mode, out = cfg.train.resume, cfg.train.output_dir
+    if mode == "never":
+        return None
+    if mode != "auto":
+        path = Path(mode)
+        if not ckpt.is_complete(path):
+            raise ConfigError(f"--resume / RESUME: {mode} is not a complete checkpoint (no {ckpt.MARKER})")
+        return str(path)
+    newest, incomplete = ckpt.newest_complete(out or ".")
+    if incomplete and dist.is_main():
+        ckpt.remove_incomplete(incomplete)
+    if newest is not None:
+        log.info("resuming from %s (newest complete checkpoint in %s)", newest, out)
+    return str(newest) if newest else None
+
+
+def main(cfg: Config) -> dict[str, float]:
+    """Train as configured; returns the final training metrics."""
+    import torch
+    from transformers import AutoConfig, set_seed
+
+    from trainer.collator import Collator, Layout, SampleDataset
+    from trainer.model import (
+        apply_freezing,
+        apply_lora,
+        check_model_dirs,
+        check_vocabulary,
+        count_parameters,
+        load_audio_tokenizer,
+        load_model,
+        load_text_tokenizer,
+    )
+    from trainer.prepare import prepare_data
+    from trainer.training import HiggsAudioTrainer, build_training_args
+
+    setup_logging(cfg.train.log_level)
+    m, t = cfg.model, cfg.train
+    assert t.output_dir and m.model_path and m.audio_tokenizer_path
+    check_model_dirs(m)
+
+    on_gpu = torch.cuda.is_available()
+    bf16 = on_gpu if m.bf16 == "auto" else m.bf16 == "true"
+    if bf16 and not on_gpu:
+        raise ConfigError("--bf16 / BF16: bfloat16 training needs a GPU here; use BF16=auto or false on CPU")
+    args = build_training_args(cfg, use_cpu=not on_gpu, bf16=bf16)  # also starts the process group
+    set_seed(t.seed)
+    Path(t.output_dir).mkdir(parents=True, exist_ok=True)
+    resume = resolve_resume(cfg)
+
+    tokenizer = load_text_tokenizer(m)
+    model_config = AutoConfig.from_pretrained(m.model_path)
+    codec_config = AutoConfig.from_pretrained(m.audio_tokenizer_path)
+    check_vocabulary(model_config, tokenizer, codec_config)
+    layout = Layout.from_model(model_config, tokenizer)
+    device = f"cuda:{dist.local_rank()}" if on_gpu else "cpu"
+
+    data = prepare_data(
+        cfg,
+        tokenizer=tokenizer,
+        layout=layout,
+        load_codec=lambda: load_audio_tokenizer(m, device),
+        sample_rate=codec_config.sample_rate,
+    )
+    log.info("data: %d training samples, %s evaluation samples, %d bad samples skipped",
+             len(data.train), len(data.eval) if data.eval is not None else "no", len(data.bad))
+    if on_gpu:
+        torch.cuda.empty_cache()  # the audio tokenizer is done; give its memory back
+
+    # LoRA keeps the frozen base in bf16 on GPU (adapters stay fp32); full fine-tuning keeps fp32 masters.
+    dtype = torch.bfloat16 if (bf16 and cfg.lora.use_lora) else torch.float32
+    model = load_model(m, dtype)
+    if cfg.lora.use_lora:
+        model = apply_lora(model, cfg.lora)
+    else:
+        apply_freezing(model, m)
+    trainable, total = count_parameters(model)
+    log.info("parameters: %d trainable of %d", trainable, total)
+
+    text_labels = m.use_text_head
+    trainer = HiggsAudioTrainer(
+        model=model,
+        args=args,
+        train_dataset=SampleDataset(data.train, layout, text_labels),
+        eval_dataset=SampleDataset(data.eval, layout, text_labels) if data.eval is not None else None,
+        data_collator=Collator(layout, text_labels),
+        layout=layout,
+        frame_rate=codec_config.frame_rate,
+        text_loss_weight=m.text_loss_weight,
+        disable_eval=t.disable_eval,
+        keep_checkpoints=t.save_total_limit,
+    )
+    if data.bad:
+        trainer.log({"skipped_samples": float(len(data.bad))})
+    result = trainer.train(resume_from_checkpoint=resume)
+    save_final(trainer, cfg, tokenizer)
+    return result.metrics
+
+
+def save_final(trainer, cfg: Config, tokenizer) -> None:  # noqa: ANN001
+    """Final adapter (or model) into `output_dir`, swapped in atomically by rank 0."""
+    out = Path(cfg.train.output_dir or ".")
+    final = out / (ckpt.ADAPTER_DIR if cfg.lora.use_lora else "model")
+    if trainer.args.should_save:
+        with ckpt.atomic_dir(final) as tmp:
+            model = trainer.accelerator.unwrap_model(trainer.model)
+            model.save_pretrained(str(tmp), safe_serialization=True)
+            if not cfg.lora.use_lora:
+                tokenizer.save_pretrained(str(tmp))
+        log.info("final %s written to %s", "adapter" if cfg.lora.use_lora else "model", final)
+    dist.barrier()

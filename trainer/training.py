@@ -1,0 +1,299 @@
+"""`HiggsAudioTrainer`: transformers' `Trainer` with the Higgs Audio v2 loss, logging and checkpoints.
+
+Only hooks are overridden, each calling `super()` where there is one:
+- `compute_loss`: the audio loss is the sum over codebooks of each codebook's mean cross-entropy over
+  its target frames, computed here from the logits. The model's own loss divides by the
+  `num_items_in_batch` the Trainer counts from the *text* labels, which changes the audio loss's scale
+  with the number of text labels; ours does not (`loss_is_scaled_for_ga = False`: the Trainer then
+  averages micro-batches over gradient accumulation).
+- `log`: adds audio, text and per-codebook losses and throughput (summed over ranks) to each log.
+- `_save` / `_save_checkpoint` / `_load_from_checkpoint`: the LoRA adapter lives in `lora_adapters/`,
+  a checkpoint gets its completeness marker after every rank has written, rotation happens after that.
+- `evaluate`: with evaluation disabled it runs nothing and returns `{}`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer, TrainingArguments
+
+from trainer import checkpoint as ckpt
+from trainer.collator import IGNORE, Layout
+from trainer.config import Config
+
+log = logging.getLogger(__name__)
+
+
+def audio_codebook_losses(
+    logits: torch.Tensor,
+    input_ids: torch.Tensor,
+    audio_mask: torch.Tensor,
+    audio_labels: torch.Tensor,
+    layout: Layout,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-codebook (summed cross-entropy, target count) over the shifted audio positions.
+
+    `logits` is (B, L, codebooks * codebook_size); audio labels (B, F, codebooks) are scattered onto the
+    text positions holding audio tokens, exactly where the model places the audio embeddings.
+    """
+    b, seq, _ = logits.shape
+    k = layout.num_codebooks
+    placeholder = (input_ids == layout.audio_token_id) | (input_ids == layout.audio_delay_token_id)
+    expanded = torch.full((b, seq, k), IGNORE, dtype=torch.long, device=logits.device)
+    expanded[placeholder] = audio_labels[audio_mask].to(logits.device)
+    shifted_logits = logits[:, :-1].reshape(b, seq - 1, k, -1)
+    shifted_labels = expanded[:, 1:]
+    sums, counts = [], []
+    for c in range(k):
+        lab = shifted_labels[:, :, c].reshape(-1)
+        lg = shifted_logits[:, :, c].reshape(lab.numel(), -1).float()
+        sums.append(F.cross_entropy(lg, lab, ignore_index=IGNORE, reduction="sum"))
+        counts.append((lab != IGNORE).sum())
+    return torch.stack(sums), torch.stack(counts)
+
+
+class _Window:
+    """Sums over the current logging window (reset at each log)."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.reset()
+
+    def reset(self) -> None:
+        self.codebook = torch.zeros(self.k, dtype=torch.float64)
+        self.steps = 0
+        self.text = 0.0
+        self.text_steps = 0
+        self.samples = 0.0
+        self.tokens = 0.0
+        self.audio_frames = 0.0
+        self.started = time.monotonic()
+
+
+class HiggsAudioTrainer(Trainer):
+    """A `Trainer` for Higgs Audio v2 (see the module docstring for what each hook adds)."""
+
+    def __init__(
+        self,
+        *args: Any,
+        layout: Layout,
+        frame_rate: float,
+        text_loss_weight: float = 1.0,
+        disable_eval: bool = False,
+        keep_checkpoints: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.layout = layout
+        self.frame_rate = frame_rate
+        self.text_loss_weight = text_loss_weight
+        self.disable_eval = disable_eval
+        self.keep_checkpoints = keep_checkpoints
+        self.model_accepts_loss_kwargs = False
+        self.loss_is_scaled_for_ga = False
+        self.evaluation_runs = 0
+        self._train = _Window(layout.num_codebooks)
+        self._eval = _Window(layout.num_codebooks)
+
+    @property
+    def is_peft(self) -> bool:
+        from peft import PeftModel
+
+        return isinstance(self.accelerator.unwrap_model(self.model), PeftModel)
+
+    # ---- loss -------------------------------------------------------------------------------------
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
+        inputs = dict(inputs)
+        audio_labels = inputs.pop("audio_labels")
+        labels = inputs.pop("labels", None)
+        if labels is not None and not bool((labels != IGNORE).any()):
+            labels = None
+        outputs = model(**inputs, labels=labels)
+        sums, counts = audio_codebook_losses(
+            outputs.logits, inputs["input_ids"], inputs["audio_input_ids_mask"], audio_labels, self.layout
+        )
+        per_codebook = sums / counts.clamp(min=1)
+        loss = per_codebook.sum()
+        text_loss = outputs.loss if labels is not None else None
+        if text_loss is not None:
+            loss = loss + self.text_loss_weight * text_loss
+        window = self._train if model.training else self._eval
+        with torch.no_grad():
+            window.codebook += per_codebook.detach().double().cpu()
+            window.steps += 1
+            if text_loss is not None:
+                window.text += float(text_loss.detach())
+                window.text_steps += 1
+            window.samples += inputs["input_ids"].shape[0]
+            window.tokens += float(inputs["attention_mask"].sum())
+            cb0 = audio_labels[..., 0]
+            window.audio_frames += float(((cb0 != IGNORE) & (cb0 != self.layout.stream_eos)).sum())
+        return (loss, outputs) if return_outputs else loss
+
+    # ---- logging ----------------------------------------------------------------------------------
+    def _reduce(self, window: _Window) -> dict[str, float]:
+        """Window averages (losses) and rates (throughput), summed over ranks."""
+        k = window.k
+        vec = torch.cat(
+            [
+                window.codebook,
+                torch.tensor(
+                    [window.steps, window.text, window.text_steps, window.samples, window.tokens,
+                     window.audio_frames],
+                    dtype=torch.float64,
+                ),
+            ]
+        )
+        if self.args.world_size > 1:
+            import torch.distributed as dist
+
+            device = self.args.device if dist.get_backend() == "nccl" else torch.device("cpu")
+            t = vec.to(device)
+            dist.all_reduce(t)
+            vec = t.cpu()
+        steps, text, text_steps, samples, tokens, frames = vec[k:].tolist()
+        out: dict[str, float] = {}
+        if steps:
+            per_cb = (vec[:k] / steps).tolist()
+            out["audio_loss"] = float(sum(per_cb))
+            for i, v in enumerate(per_cb):
+                out[f"codebook_{i}_loss"] = float(v)
+        if text_steps:
+            out["text_loss"] = text / text_steps
+        elapsed = max(time.monotonic() - window.started, 1e-9)
+        out["samples_per_second"] = samples / elapsed
+        out["tokens_per_second"] = tokens / elapsed
+        out["audio_seconds_per_second"] = frames / self.frame_rate / elapsed
+        return out
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and "eval_loss" not in logs:
+            logs = {**logs, **self._reduce(self._train)}
+            self._train.reset()
+        elif "eval_loss" in logs:
+            extra = self._reduce(self._eval)
+            logs = {**logs, **{f"eval_{k}": v for k, v in extra.items() if k.endswith("loss")}}
+            self._eval.reset()
+        super().log(logs, start_time)
+
+    # ---- evaluation -------------------------------------------------------------------------------
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        if self.disable_eval:
+            return {}
+        self.evaluation_runs += 1
+        self._eval.reset()
+        return super().evaluate(*args, **kwargs)
+
+    # ---- checkpoints ------------------------------------------------------------------------------
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if self.is_peft:
+            if self.args.should_save:
+                model = self.accelerator.unwrap_model(self.model)
+                model.save_pretrained(str(Path(output_dir) / ckpt.ADAPTER_DIR), safe_serialization=True)
+            return
+        super()._save(output_dir, state_dict)
+
+    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
+        started = time.monotonic()
+        super()._save_checkpoint(model, trial)
+        self.accelerator.wait_for_everyone()  # every rank's RNG state is on disk before the marker
+        path = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+        size = 0
+        if self.args.should_save:
+            ckpt.write_marker(path, self.state.global_step)
+            best = Path(self.state.best_model_checkpoint) if self.state.best_model_checkpoint else None
+            for removed in ckpt.rotate(self.args.output_dir, self.keep_checkpoints, protect=best):
+                log.info("removed old checkpoint %s (save_total_limit %d)", removed, self.keep_checkpoints)
+            size = ckpt.dir_size(path)
+        self.accelerator.wait_for_everyone()
+        self.log(
+            {
+                "checkpoint_step": float(self.state.global_step),
+                "checkpoint_seconds": time.monotonic() - started,
+                "checkpoint_bytes": float(size),
+            }
+        )
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
+        if not self.is_peft:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        self._load_adapter(Path(resume_from_checkpoint), model if model is not None else self.model)
+
+    def _load_best_model(self) -> None:
+        if not self.is_peft:
+            return super()._load_best_model()
+        best = self.state.best_model_checkpoint
+        if best:
+            self._load_adapter(Path(best), self.model)
+
+    def _load_adapter(self, checkpoint: Path, model: torch.nn.Module) -> None:
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        adapter = checkpoint / ckpt.ADAPTER_DIR / "adapter_model.safetensors"
+        if not adapter.is_file():
+            raise FileNotFoundError(f"{checkpoint}: no LoRA adapter at {adapter}")
+        result = set_peft_model_state_dict(self.accelerator.unwrap_model(model), load_file(str(adapter)))
+        unexpected = getattr(result, "unexpected_keys", [])
+        if unexpected:
+            raise RuntimeError(f"{adapter}: adapter does not fit this model (unexpected keys {unexpected[:3]})")
+        log.info("loaded LoRA adapter from %s", adapter)
+
+
+def build_training_args(cfg: Config, *, use_cpu: bool, bf16: bool) -> TrainingArguments:
+    """Our options -> `TrainingArguments`. Evaluation off means no strategy, no eval steps, no best model."""
+    t, d = cfg.train, cfg.data
+    eval_on = not t.disable_eval
+    report_to = [r.strip() for r in t.report_to.split(",") if r.strip()] or ["none"]
+    return TrainingArguments(
+        output_dir=t.output_dir,
+        run_name=t.run_name or Path(t.output_dir or ".").resolve().name,
+        num_train_epochs=t.num_train_epochs,
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        per_device_eval_batch_size=t.per_device_eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_steps,
+        lr_scheduler_type=t.lr_scheduler_type,
+        max_grad_norm=t.max_grad_norm,
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=None,  # rotation happens after the completeness marker (see _save_checkpoint)
+        eval_strategy="steps" if eval_on else "no",
+        eval_steps=t.eval_steps if eval_on else None,
+        load_best_model_at_end=t.load_best_model_at_end and eval_on,
+        metric_for_best_model="eval_loss" if (t.load_best_model_at_end and eval_on) else None,
+        greater_is_better=False if (t.load_best_model_at_end and eval_on) else None,
+        seed=t.seed,
+        data_seed=t.seed,
+        bf16=bf16,
+        use_cpu=use_cpu,
+        report_to=report_to,
+        gradient_checkpointing=cfg.model.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.model.gradient_checkpointing else None,
+        dataloader_num_workers=d.dataloader_num_workers,
+        dataloader_persistent_workers=d.dataloader_num_workers > 0,
+        remove_unused_columns=False,
+        label_names=["audio_labels"],
+        prediction_loss_only=True,
+        ddp_find_unused_parameters=False,
+        log_level="info" if t.log_level == "debug" else "warning",  # transformers is chatty at info
+        disable_tqdm=True,
+    )
