@@ -57,6 +57,11 @@ def write_marker(ckpt: Path, step: int) -> None:
     _fsync_dir(ckpt)
 
 
+def step_of(ckpt: Path) -> int:
+    """The optimizer step a complete checkpoint was taken at (from its marker)."""
+    return int(json.loads((ckpt / MARKER).read_text())["step"])
+
+
 def is_complete(ckpt: Path) -> bool:
     return (ckpt / MARKER).is_file()
 

@@ -128,7 +128,9 @@ def check_paths(cfg: Config) -> None:
             raise ConfigError(f"{spec.flag} / {spec.env}: expected a directory, got a file: {value}")
     resume = cfg.train.resume
     if resume not in ("auto", "never") and not Path(resume).is_dir():
-        raise ConfigError(f"--resume / RESUME: expected auto, never or an existing checkpoint directory, got {resume!r}")
+        raise ConfigError(
+            f"--resume / RESUME: expected auto, never or an existing checkpoint directory, got {resume!r}"
+        )
 
 
 def options_markdown() -> str:

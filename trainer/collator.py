@@ -104,7 +104,6 @@ def expand(sample: EncodedSample, layout: Layout, text_labels: bool) -> dict[str
     audio: list[np.ndarray] = []
     audio_labels: list[np.ndarray] = []
     text_targets = set(sample.text_target_positions) if text_labels else set()
-    seg = 0
     start = 0
     input_ids = sample.input_ids
     placeholder_positions = [i for i, t in enumerate(input_ids) if t == layout.audio_token_id]
@@ -112,7 +111,7 @@ def expand(sample: EncodedSample, layout: Layout, text_labels: bool) -> dict[str
         raise ValueError(
             f"{sample.source}: {len(placeholder_positions)} audio placeholders for {len(sample.codes)} audio clips"
         )
-    for pos in [*placeholder_positions, len(input_ids)]:
+    for seg, pos in enumerate([*placeholder_positions, len(input_ids)]):
         chunk = np.asarray(input_ids[start:pos], dtype=np.int64)
         ids.append(chunk)
         labels.append(
@@ -131,7 +130,6 @@ def expand(sample: EncodedSample, layout: Layout, text_labels: bool) -> dict[str
         else:
             lab = np.full_like(delayed, IGNORE)
         audio_labels.append(lab)
-        seg += 1
         start = pos + 1
     empty = np.zeros((0, k), dtype=np.int64)
     return {

@@ -482,7 +482,7 @@ __all__ = [
     "TrainArgs",
     "build_config",
     "config_to_dict",
+    "get_args",
     "option_specs",
     "parse_value",
-    "get_args",
 ]

@@ -21,7 +21,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MODEL_TYPE, CODEC_TYPE = "higgs_audio_v2", "higgs_audio_v2_tokenizer"
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 
 # Names of the model's audio-specific parameters: the dual-FFN audio path, audio embedding and head.
 AUDIO_PARAM_PATTERN = re.compile(

@@ -37,17 +37,26 @@ def resolve_resume(cfg: Config) -> str | None:
         path = Path(mode)
         if not ckpt.is_complete(path):
             raise ConfigError(f"--resume / RESUME: {mode} is not a complete checkpoint (no {ckpt.MARKER})")
+        log.info("resuming from %s at step %d (--resume)", path, ckpt.step_of(path))
         return str(path)
     newest, incomplete = ckpt.newest_complete(out or ".")
     if incomplete and dist.is_main():
         ckpt.remove_incomplete(incomplete)
     if newest is not None:
-        log.info("resuming from %s (newest complete checkpoint in %s)", newest, out)
+        log.info("resuming from %s at step %d (newest complete checkpoint in %s)", newest, ckpt.step_of(newest), out)
     return str(newest) if newest else None
 
 
 def main(cfg: Config) -> dict[str, float]:
     """Train as configured; returns the final training metrics."""
+    trainer, tokenizer, resume = build(cfg)
+    result = trainer.train(resume_from_checkpoint=resume)
+    save_final(trainer, cfg, tokenizer)
+    return result.metrics
+
+
+def build(cfg: Config):
+    """Everything up to `trainer.train()`: (trainer, text tokenizer, checkpoint to resume from)."""
     import torch
     from transformers import AutoConfig, set_seed
 
@@ -120,15 +129,12 @@ def main(cfg: Config) -> dict[str, float]:
         text_loss_weight=m.text_loss_weight,
         disable_eval=t.disable_eval,
         keep_checkpoints=t.save_total_limit,
+        skipped_samples=len(data.bad),
     )
-    if data.bad:
-        trainer.log({"skipped_samples": float(len(data.bad))})
-    result = trainer.train(resume_from_checkpoint=resume)
-    save_final(trainer, cfg, tokenizer)
-    return result.metrics
+    return trainer, tokenizer, resume
 
 
-def save_final(trainer, cfg: Config, tokenizer) -> None:  # noqa: ANN001
+def save_final(trainer, cfg: Config, tokenizer) -> None:
     """Final adapter (or model) into `output_dir`, swapped in atomically by rank 0."""
     out = Path(cfg.train.output_dir or ".")
     final = out / (ckpt.ADAPTER_DIR if cfg.lora.use_lora else "model")

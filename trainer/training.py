@@ -87,6 +87,7 @@ class HiggsAudioTrainer(Trainer):
         text_loss_weight: float = 1.0,
         disable_eval: bool = False,
         keep_checkpoints: int = 0,
+        skipped_samples: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -95,6 +96,7 @@ class HiggsAudioTrainer(Trainer):
         self.text_loss_weight = text_loss_weight
         self.disable_eval = disable_eval
         self.keep_checkpoints = keep_checkpoints
+        self._skipped_samples: int | None = skipped_samples  # reported with the first training log
         self.model_accepts_loss_kwargs = False
         self.loss_is_scaled_for_ga = False
         self.evaluation_runs = 0
@@ -182,6 +184,9 @@ class HiggsAudioTrainer(Trainer):
         if "loss" in logs and "eval_loss" not in logs:
             logs = {**logs, **self._reduce(self._train)}
             self._train.reset()
+            if self._skipped_samples is not None:
+                logs["skipped_samples"] = float(self._skipped_samples)
+                self._skipped_samples = None
         elif "eval_loss" in logs:
             extra = self._reduce(self._eval)
             logs = {**logs, **{f"eval_{k}": v for k, v in extra.items() if k.endswith("loss")}}
@@ -258,6 +263,15 @@ def build_training_args(cfg: Config, *, use_cpu: bool, bf16: bool) -> TrainingAr
     t, d = cfg.train, cfg.data
     eval_on = not t.disable_eval
     report_to = [r.strip() for r in t.report_to.split(",") if r.strip()] or ["none"]
+    # Newer transformers renamed gradient checkpointing to activation checkpointing.
+    ckpt_name = (
+        "activation_checkpointing"
+        if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+        else "gradient_checkpointing"
+    )
+    checkpointing = {}
+    if cfg.model.gradient_checkpointing:
+        checkpointing = {ckpt_name: True, f"{ckpt_name}_kwargs": {"use_reentrant": False}}
     return TrainingArguments(
         output_dir=t.output_dir,
         run_name=t.run_name or Path(t.output_dir or ".").resolve().name,
@@ -286,8 +300,7 @@ def build_training_args(cfg: Config, *, use_cpu: bool, bf16: bool) -> TrainingAr
         bf16=bf16,
         use_cpu=use_cpu,
         report_to=report_to,
-        gradient_checkpointing=cfg.model.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.model.gradient_checkpointing else None,
+        **checkpointing,
         dataloader_num_workers=d.dataloader_num_workers,
         dataloader_persistent_workers=d.dataloader_num_workers > 0,
         remove_unused_columns=False,

@@ -1,0 +1,95 @@
+"""Real `torchrun` runs with two CPU processes (gloo): DDP, the CLI from env vars only, and resumption."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import clean_env
+
+pytestmark = pytest.mark.slow
+PROBE = Path(__file__).with_name("ddp_probe.py")
+
+
+def _torchrun() -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+            "--master_port=0", "--standalone"]
+
+
+def _env(base_args: dict[str, str], **over: str) -> dict[str, str]:
+    env = clean_env(**{k.upper(): v for k, v in (base_args | over).items()})
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def test_two_process_ddp_trains_keeps_ranks_equal_and_writes_one_adapter_set(base_args, tmp_path) -> None:
+    env = _env(base_args, max_steps="10", save_steps="5")
+    env["PROBE_DIR"] = str(tmp_path)
+    proc = subprocess.run([*_torchrun(), str(PROBE)], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["world_size"] == r1["world_size"] == 2
+    assert r0["step"] == r1["step"] == 10
+    assert r0["digest"] == r1["digest"]
+    out = Path(base_args["output_dir"])
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-10", "checkpoint-5"]
+    adapters = sorted(p.relative_to(out).as_posix() for p in out.rglob("adapter_model.safetensors"))
+    assert adapters == ["checkpoint-10/lora_adapters/adapter_model.safetensors",
+                        "checkpoint-5/lora_adapters/adapter_model.safetensors",
+                        "lora_adapters/adapter_model.safetensors"]
+    for ckpt in out.glob("checkpoint-*"):
+        assert (ckpt / "checkpoint_complete.json").is_file()
+        assert (ckpt / "rng_state_0.pth").is_file() and (ckpt / "rng_state_1.pth").is_file()
+
+
+def test_cli_under_torchrun_from_environment_variables_only(base_args) -> None:
+    env = _env(base_args, max_steps="4", save_steps="100")
+    proc = subprocess.run([*_torchrun(), "-m", "trainer", "train"], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (Path(base_args["output_dir"]) / "lora_adapters" / "adapter_model.safetensors").is_file()
+
+
+def test_killed_run_resumes_from_the_last_complete_checkpoint(base_args) -> None:
+    out = Path(base_args["output_dir"])
+    env = _env(base_args, max_steps="100000", save_steps="10", logging_steps="1", warmup_steps="0")
+    first = subprocess.Popen([sys.executable, "-m", "trainer", "train"], env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "checkpoint-30" / "checkpoint_complete.json").is_file():
+            assert first.poll() is None, "run ended early"
+            assert time.monotonic() < deadline, "no checkpoint-30 in time"
+            time.sleep(0.05)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    complete = sorted(int(p.parent.name.split("-")[1]) for p in out.glob("checkpoint-*/checkpoint_complete.json"))
+    last = complete[-1]
+    assert last >= 30
+    # A save that died half-way: a newer checkpoint directory without its marker.
+    partial = out / f"checkpoint-{last + 10}"
+    partial.mkdir(exist_ok=True)
+    (partial / "optimizer.pt").write_bytes(b"truncated")
+    env2 = _env(base_args, max_steps=str(last + 5), save_steps="1000", logging_steps="1")
+    second = subprocess.run([sys.executable, "-m", "trainer", "train"], env=env2, capture_output=True, text=True,
+                            timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    log = second.stdout + second.stderr
+    assert f"ignoring incomplete checkpoint {partial}" in log
+    assert re.search(rf"resuming from \S*checkpoint-{last} at step {last}\b", log), log[-2000:]
+    assert not partial.exists()
+    state = json.loads((out / f"checkpoint-{last}" / "trainer_state.json").read_text())
+    assert state["global_step"] == last
+    # logging_steps=1: one printed loss line per optimizer step. From scratch it would be last + 5.
+    step_logs = [line for line in second.stdout.splitlines() if line.startswith("{'loss':")]
+    assert len(step_logs) == 5, second.stdout[-2000:]
+    assert (out / "lora_adapters" / "adapter_model.safetensors").is_file()

@@ -1,0 +1,358 @@
+"""The Prometheus series of a training run, and their delivery off the training thread.
+
+A training run is a batch job: its series are pushed to a Pushgateway (grouping key `job=<run name>`, plus
+`namespace` when known) because a scrape can miss the end of a short run and the final status has to
+outlive the pod. Three registries, because the gateway stores series per group and per name:
+
+- job series (rank 0 only): losses, progress, throughput, checkpoints, status; group `job[, namespace]`.
+- rank series (every rank): device memory and push health; group `job[, namespace], rank`.
+- the last-success timestamp, added to the job group only when a run succeeds.
+
+Every push is a pushadd (HTTP POST), which replaces only the names it carries: no later push, not even the
+final one of a failed run, removes the last-success timestamp. All network I/O happens on the pusher
+thread; the training thread only sets values, which costs microseconds.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.request import HTTPSHandler, Request, build_opener
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, delete_from_gateway, pushadd_to_gateway
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "higgs_trainer"
+STATUSES = ("running", "succeeded", "failed")
+FINAL_PUSH_ATTEMPTS = 3
+RETRY_BACKOFF_SECONDS = 1.0
+WARN_EVERY_SECONDS = 300.0
+
+Handler = Callable[..., Callable[[], None]]
+
+
+class JobSeries:
+    """Series about the run as a whole; only rank 0 sets and pushes them.
+
+    Losses and throughput arrive already reduced over ranks (the trainer all-reduces them before it logs),
+    so one copy per run is right and a sum over ranks would be wrong.
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+
+        def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+            return Gauge(name, doc, labels, namespace=NAMESPACE, registry=self.registry)
+
+        self.run_status = gauge("run_status", "1 for the run's current status, 0 for the others.", ("status",))
+        self.start_time = gauge("start_time_seconds", "Unix time at which this attempt of the run started.")
+        self.global_step = gauge("global_step", "Optimizer steps done.")
+        self.max_steps = gauge("max_steps", "Optimizer steps the run will do in all.")
+        self.epoch = gauge("epoch", "Epochs done, fractional.")
+        self.last_progress_time = gauge(
+            "last_progress_time_seconds", "Unix time at which the last training or evaluation step ended."
+        )
+        self.loss = gauge("loss", "Training loss (audio plus weighted text), mean over the logging window.")
+        self.audio_loss = gauge("audio_loss", "Audio loss: sum of the per-codebook cross-entropies.")
+        self.text_loss = gauge("text_loss", "Text-head cross-entropy (runs with the text head only).")
+        self.codebook_loss = gauge("codebook_loss", "Cross-entropy of one audio codebook.", ("codebook",))
+        self.eval_loss = gauge("eval_loss", "Loss on the evaluation set at the last evaluation.")
+        self.eval_audio_loss = gauge("eval_audio_loss", "Audio loss on the evaluation set at the last evaluation.")
+        self.learning_rate = gauge("learning_rate", "Learning rate of the last logged step.")
+        self.grad_norm = gauge("grad_norm", "Gradient norm before clipping, at the last logged step.")
+        self.samples_per_second = gauge("samples_per_second", "Training samples per second, all ranks.")
+        self.audio_seconds_per_second = gauge(
+            "audio_seconds_per_second", "Seconds of target audio trained per second of wall time, all ranks."
+        )
+        self.tokens_per_second = gauge("tokens_per_second", "Input tokens per second, all ranks.")
+        self.last_checkpoint_step = gauge("last_checkpoint_step", "Step of the last complete checkpoint.")
+        self.last_checkpoint_time = gauge(
+            "last_checkpoint_time_seconds", "Unix time at which the last complete checkpoint was written."
+        )
+        self.last_checkpoint_duration = gauge(
+            "last_checkpoint_duration_seconds", "Seconds the last checkpoint took to write."
+        )
+        self.last_checkpoint_size = gauge("last_checkpoint_size_bytes", "Size of the last checkpoint on disk.")
+        self.skipped_samples = Counter(
+            "skipped_samples", "Bad samples skipped while preparing the data.", namespace=NAMESPACE,
+            registry=self.registry,
+        )
+        self.success = CollectorRegistry()
+        self.last_success_time = Gauge(
+            "last_success_time_seconds", "Unix time at which the last successful run of this name ended.",
+            namespace=NAMESPACE, registry=self.success,
+        )
+
+    def set_status(self, status: str) -> None:
+        """Move the status state set to `status` (one of `STATUSES`)."""
+        for name in STATUSES:
+            self.run_status.labels(name).set(1.0 if name == status else 0.0)
+
+
+class RankSeries:
+    """Series each rank pushes for itself, under the extra grouping label `rank`.
+
+    The `rank` label is on the series too, so that they keep it when rank 0 serves them on /metrics.
+    """
+
+    def __init__(self, rank: int, pod: str) -> None:
+        self.registry = CollectorRegistry()
+        r = str(rank)
+
+        def gauge(name: str, doc: str) -> Any:
+            return Gauge(name, doc, ("rank",), namespace=NAMESPACE, registry=self.registry).labels(r)
+
+        info = Gauge(
+            "rank_info", "1 per rank; `pod` joins the rank with per-pod series such as DCGM's.",
+            ("rank", "pod"), namespace=NAMESPACE, registry=self.registry,
+        )
+        info.labels(r, pod).set(1.0)
+        self.memory_used = gauge(
+            "device_memory_used_bytes",
+            "Device memory held: the CUDA caching allocator's reserve, or the resident set on CPU.",
+        )
+        self.memory_peak = gauge("device_memory_peak_bytes", "Highest device_memory_used_bytes so far.")
+        self.memory_total = gauge("device_memory_total_bytes", "Memory of the device (or of the host on CPU).")
+        self.push_failures = Counter(
+            "push_failures", "Pushes to the Pushgateway that failed or timed out.", ("rank",),
+            namespace=NAMESPACE, registry=self.registry,
+        ).labels(r)
+        self.push_failure_time = gauge("push_failure_time_seconds", "Unix time of the last failed push.")
+
+
+class Union:
+    """Several collectors as one, so that one request carries them all (a pushadd or a /metrics page).
+
+    `labels` are added to every sample. The /metrics page uses them to carry the run's `job` and
+    `namespace`, which the gateway adds to pushed series: scraped with `honorLabels: true`, both ways
+    of collecting give the same series, and the dashboard and alerts work on either.
+    """
+
+    def __init__(self, *parts: Collector, labels: dict[str, str] | None = None) -> None:
+        self.parts, self.labels = parts, labels or {}
+
+    def collect(self) -> Iterator[Metric]:
+        for part in self.parts:
+            for metric in part.collect():
+                if self.labels:
+                    copy = Metric(metric.name, metric.documentation, metric.type, metric.unit)
+                    copy.samples = [s._replace(labels={**self.labels, **s.labels}) for s in metric.samples]
+                    metric = copy
+                yield metric
+
+
+@dataclass(frozen=True)
+class Group:
+    """One Pushgateway group: its grouping labels besides `job`, and what is pushed to it."""
+
+    labels: dict[str, str]
+    collector: Collector
+
+
+def gateway_handler(
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    ca_file: str | None = None,
+    insecure_skip_verify: bool = False,
+) -> Handler:
+    """A prometheus-client push handler with optional basic auth and TLS settings.
+
+    prometheus-client's own TLS handler insists on a client certificate; gateways behind an ingress
+    usually want a CA bundle and basic auth instead. The TLS context is built once, not per push.
+
+    Args:
+        username (`str`, *optional*):
+            Basic-auth user; sent with every request when set.
+        password (`str`, *optional*):
+            Basic-auth password.
+        ca_file (`str`, *optional*):
+            PEM bundle that signed the gateway's certificate; `None` trusts the system CAs.
+        insecure_skip_verify (`bool`, *optional*, defaults to `False`):
+            Accept any certificate and host name.
+
+    Returns:
+        `Callable`: a handler for `pushadd_to_gateway` and `delete_from_gateway`.
+    """
+    context = ssl.create_default_context(cafile=ca_file)
+    if insecure_skip_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    opener = build_opener(HTTPSHandler(context=context))
+    auth: list[tuple[str, str]] = []
+    if username:
+        token = base64.b64encode(f"{username}:{password or ''}".encode()).decode()
+        auth = [("Authorization", f"Basic {token}")]
+
+    def handler(
+        url: str, method: str, timeout: float | None, headers: list[tuple[str, str]], data: bytes
+    ) -> Callable[[], None]:
+        def handle() -> None:
+            request = Request(url, data=data, method=method, headers=dict([*headers, *auth]))
+            with opener.open(request, timeout=timeout) as response:  # raises HTTPError on 4xx/5xx
+                response.read()
+
+        return handle
+
+    return handler
+
+
+class Pusher:
+    """Pushes groups to a Pushgateway from a daemon thread, every `interval` seconds, never blocking callers.
+
+    A slow or dead gateway costs a counted failure and a warning (the first after a success, then one
+    per `WARN_EVERY_SECONDS`), nothing else. `finish` hands the thread a last set of groups, which it
+    pushes with retries (and then deletes, if asked), and waits a bounded time for that.
+
+    Args:
+        url (`str`):
+            Gateway base URL.
+        job (`str`):
+            Value of the `job` grouping label: the run name.
+        groups (`list[Group]`):
+            What to push every interval.
+        interval (`float`):
+            Seconds between pushes.
+        timeout (`float`):
+            Timeout of one request.
+        handler (`Callable`):
+            From `gateway_handler`.
+        failures (`RankSeries`):
+            Where failed pushes are counted.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        job: str,
+        groups: list[Group],
+        *,
+        interval: float,
+        timeout: float,
+        handler: Handler,
+        failures: RankSeries,
+    ) -> None:
+        self.url, self.job, self.groups = url, job, groups
+        self.interval, self.timeout, self.handler, self.failures = interval, timeout, handler, failures
+        self._stop = threading.Event()
+        self._final: tuple[list[Group], bool] = (groups, False)
+        self._final_ok = False
+        self._failing_since: float | None = None
+        self._last_warning = 0.0
+        self._thread = threading.Thread(target=self._run, name="metrics-pusher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def finish(self, groups: list[Group], *, delete: bool) -> bool:
+        """Push `groups` (retried), then delete this pusher's groups if `delete`; True if all of it worked.
+
+        Waits at most as long as the retries can take, so a gateway that trickles bytes cannot hold the
+        process: past that the daemon thread is left behind.
+        """
+        self._final = (groups, delete)
+        self._stop.set()
+        in_flight = len(self.groups) * self.timeout
+        backoff = RETRY_BACKOFF_SECONDS * sum(range(FINAL_PUSH_ATTEMPTS)) * (2 if delete else 1)
+        requests = len(groups) + (len(self.groups) if delete else 0)
+        budget = in_flight + FINAL_PUSH_ATTEMPTS * requests * self.timeout + backoff + 1.0
+        self._thread.join(budget)
+        if self._thread.is_alive():
+            log.warning("metrics: the final push to %s did not end within %.0f s; giving up", self.url, budget)
+            return False
+        return self._final_ok
+
+    def _run(self) -> None:
+        while True:
+            self._push(self.groups)
+            if self._stop.wait(self.interval):
+                break
+        groups, delete = self._final
+        ok = self._retry(lambda: self._push(groups), "final push")
+        if ok and delete:
+            ok = self._retry(self._delete, "delete")
+        self._final_ok = ok
+
+    def _retry(self, action: Callable[[], bool], what: str) -> bool:
+        for attempt in range(1, FINAL_PUSH_ATTEMPTS + 1):
+            if action():
+                return True
+            if attempt < FINAL_PUSH_ATTEMPTS:
+                time.sleep(RETRY_BACKOFF_SECONDS * attempt)
+        log.warning("metrics: %s to %s failed %d times; the gateway keeps older values", what, self.url,
+                    FINAL_PUSH_ATTEMPTS)
+        return False
+
+    def _push(self, groups: Iterable[Group]) -> bool:
+        return self._each(groups, lambda g: pushadd_to_gateway(
+            self.url, job=self.job, registry=g.collector, grouping_key=g.labels, timeout=self.timeout,
+            handler=self.handler,
+        ))
+
+    def _delete(self) -> bool:
+        return self._each(self.groups, lambda g: delete_from_gateway(
+            self.url, job=self.job, grouping_key=g.labels, timeout=self.timeout, handler=self.handler,
+        ))
+
+    def _each(self, groups: Iterable[Group], request: Callable[[Group], None]) -> bool:
+        ok = True
+        for group in groups:
+            try:
+                request(group)
+            except Exception as exc:  # any failure of the gateway must stay out of training
+                ok = False
+                self._failed(exc)
+        if ok and self._failing_since is not None:
+            log.info("metrics: pushes to %s work again", self.url)
+            self._failing_since = None
+        return ok
+
+    def _failed(self, exc: Exception) -> None:
+        now = time.time()
+        self.failures.push_failures.inc()
+        self.failures.push_failure_time.set(now)
+        first = self._failing_since is None
+        if first:
+            self._failing_since = now
+        if first or now - self._last_warning >= WARN_EVERY_SECONDS:
+            self._last_warning = now
+            log.warning("metrics: push to %s failed (%s: %s); training goes on", self.url,
+                        type(exc).__name__, exc)
+
+
+def serve(port: int, address: str, collector: Collector) -> Callable[[], None]:
+    """Serve `collector` on http://address:port/metrics from a daemon thread; returns a stop function."""
+    from prometheus_client import start_http_server
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    server, thread = start_http_server(port, addr=address, registry=registry)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(5.0)
+
+    return stop
+
+
+__all__ = [
+    "NAMESPACE",
+    "STATUSES",
+    "Group",
+    "JobSeries",
+    "Pusher",
+    "RankSeries",
+    "Union",
+    "gateway_handler",
+    "serve",
+]
