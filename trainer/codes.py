@@ -88,14 +88,17 @@ def fill_cache(
     digests: dict[str, str],
     progress: bool = True,
 ) -> int:
-    """Encode every file of `paths` whose codes are missing; return how many were encoded.
+    """Encode every distinct file content of `paths` whose codes are missing; return how many were encoded.
 
     `digests` maps path -> content digest (computed once by the caller). The codec is loaded only when
     something is missing, so a warm cache costs no model load.
     """
     from trainer.audio import load_audio
 
-    missing = sorted({p for p in paths if not cache.path(digests[p]).is_file()})
+    by_digest: dict[str, str] = {}
+    for p in sorted(paths):  # the same bytes under several names are encoded once
+        by_digest.setdefault(digests[p], p)
+    missing = [p for d, p in sorted(by_digest.items()) if not cache.path(d).is_file()]
     if not missing:
         return 0
     codec = load_codec()

@@ -236,3 +236,14 @@ def test_skip_bad_samples_trains_on_the_rest_and_counts_them(base_args, tmp_path
     trainer, _ = _train(cfg)
     assert len(trainer.train_dataset) == 2
     assert any(e.get("skipped_samples") == 4 for e in trainer.state.log_history)
+
+
+def test_gradient_checkpointing_gives_the_same_first_loss_and_trains(base_args) -> None:
+    plain, _ = _train(_cfg(base_args, max_steps="2", save_steps="100", logging_steps="1"))
+    ckpt_cfg = _cfg(base_args, max_steps="2", save_steps="100", logging_steps="1", gradient_checkpointing="true",
+                    output_dir=base_args["output_dir"] + "-gc")
+    checkpointed, _ = _train(ckpt_cfg)
+    first = [e["loss"] for e in plain.state.log_history if "loss" in e]
+    first_gc = [e["loss"] for e in checkpointed.state.log_history if "loss" in e]
+    assert first_gc[0] == pytest.approx(first[0], rel=1e-5)
+    assert first_gc[1] == pytest.approx(first[1], rel=1e-4)
