@@ -1,0 +1,390 @@
+{{/*
+Names, labels and the pod template shared by the Master and Worker replicas.
+Every name is cut to 63 characters, the limit of a DNS label and of a label value.
+*/}}
+
+{{/* Chart name, or nameOverride. */}}
+{{- define "higgs-audio-trainer.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Prefix of every object name except the PyTorchJob: the release name, followed by the chart name
+unless the release name already contains it. Cut to 52 so that suffixes such as "-pushgateway" fit.
+*/}}
+{{- define "higgs-audio-trainer.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 52 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 52 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 52 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Name of the PyTorchJob: jobName, else the release name. The operator names pods and services
+"<job>-worker-<index>", and a service name is a DNS-1035 label of at most 63 characters, so the job
+name is a DNS-1035 label of at most 50 (workers stay below 1000). values.schema.json checks jobName;
+a name taken from the release is checked here, since the schema cannot see it.
+*/}}
+{{- define "higgs-audio-trainer.jobName" -}}
+{{- $name := .Values.jobName | default (.Release.Name | trunc 50 | trimSuffix "-") }}
+{{- if not (regexMatch "^[a-z]([-a-z0-9]*[a-z0-9])?$" $name) }}
+{{- fail (printf "jobName: %q (taken from the release name when jobName is empty) is not a DNS-1035 label: lower-case letters, digits and '-', starting with a letter; set jobName" $name) }}
+{{- end }}
+{{- $name }}
+{{- end }}
+
+{{/* Chart name and version, for the helm.sh/chart label. */}}
+{{- define "higgs-audio-trainer.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels every object carries. */}}
+{{- define "higgs-audio-trainer.labels" -}}
+helm.sh/chart: {{ include "higgs-audio-trainer.chart" . }}
+{{ include "higgs-audio-trainer.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: higgs-audio-trainer
+{{- end }}
+
+{{/* Labels that select this release's pods; never change them after release, selectors are immutable. */}}
+{{- define "higgs-audio-trainer.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "higgs-audio-trainer.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Claim the trainer writes to: an existing one, or the one this chart creates. */}}
+{{- define "higgs-audio-trainer.outputClaimName" -}}
+{{- .Values.storage.output.existingClaim | default (printf "%s-output" (include "higgs-audio-trainer.fullname" .)) }}
+{{- end }}
+
+{{/* In-cluster address of the Pushgateway this chart creates. */}}
+{{- define "higgs-audio-trainer.pushgatewayName" -}}
+{{- printf "%s-pushgateway" (include "higgs-audio-trainer.fullname" .) }}
+{{- end }}
+
+{{/* Image reference: a digest wins over a tag; the tag defaults to the chart's appVersion. */}}
+{{- define "higgs-audio-trainer.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+
+{{/* torchrun --nproc_per_node: nprocPerNode, else one process per GPU, else 1. */}}
+{{- define "higgs-audio-trainer.nprocPerNode" -}}
+{{- if .Values.nprocPerNode }}
+{{- .Values.nprocPerNode }}
+{{- else if gt (int .Values.gpu.count) 0 }}
+{{- .Values.gpu.count }}
+{{- else }}
+{{- "1" }}
+{{- end }}
+{{- end }}
+
+{{/*
+Trainer option values as env var text, the way the trainer parses them: booleans as true/false,
+lists comma-separated, whole numbers without exponent. Helm reads every number in a values file as a
+float64, so 1000000 would otherwise print as 1e+06, which the trainer rejects for an integer option.
+*/}}
+{{- define "higgs-audio-trainer.envValue" -}}
+{{- if kindIs "bool" . }}
+{{- ternary "true" "false" . }}
+{{- else if kindIs "slice" . }}
+{{- join "," . }}
+{{- else if or (kindIs "float64" .) (kindIs "int64" .) (kindIs "int" .) }}
+{{- $f := float64 . }}
+{{- if and (eq $f (floor $f)) (lt $f 1e15) (gt $f -1e15) }}
+{{- int64 $f }}
+{{- else }}
+{{- $f }}
+{{- end }}
+{{- else }}
+{{- . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The trainer options this chart sets, as a YAML map of option name -> value: the `trainer` values that
+are not null, plus the options the chart derives from its other values unless `trainer` or
+`trainerFromSecret` sets them. A derived option is set only when the trainer declares it (the list in
+_trainer-options.tpl, generated from trainer/config.py), so the chart never sets a variable the
+trainer does not read.
+*/}}
+{{- define "higgs-audio-trainer.trainerOptions" -}}
+{{- $known := include "higgs-audio-trainer.trainerOptionNames" . | splitList " " }}
+{{- $fromSecret := .Values.trainerFromSecret | default dict }}
+{{- $opts := dict }}
+{{- range $name, $value := .Values.trainer }}
+{{- if not (kindIs "invalid" $value) }}
+{{- if hasKey $fromSecret $name }}
+{{- fail (printf "trainer.%s: also set in trainerFromSecret; keep one of them" $name) }}
+{{- end }}
+{{- $_ := set $opts $name $value }}
+{{- end }}
+{{- end }}
+{{- $job := include "higgs-audio-trainer.jobName" . }}
+{{- $mount := .Values.storage.output.mountPath | trimSuffix "/" }}
+{{- $derived := dict "output_dir" (printf "%s/%s" $mount $job) "run_name" $job }}
+{{- if .Values.metrics.pushgateway.create }}
+{{- $_ := set $derived "pushgateway_url" (printf "http://%s:9091" (include "higgs-audio-trainer.pushgatewayName" .)) }}
+{{- end }}
+{{- if .Values.metrics.podMonitor.enabled }}
+{{- $_ := set $derived "metrics_port" .Values.metrics.podMonitor.port }}
+{{- end }}
+{{- range $name, $value := $derived }}
+{{- if and (has $name $known) (not (hasKey $opts $name)) (not (hasKey $fromSecret $name)) }}
+{{- $_ := set $opts $name $value }}
+{{- end }}
+{{- end }}
+{{- with $opts.output_dir }}
+{{- if not (or (eq . $mount) (hasPrefix (printf "%s/" $mount) .)) }}
+{{- fail (printf "trainer.output_dir: %q is not under storage.output.mountPath %q; checkpoints and adapters must land on the output volume, the only one that outlives the pods" . $mount) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.metrics.podMonitor.enabled (hasKey $opts "metrics_port") }}
+{{- if ne (include "higgs-audio-trainer.envValue" $opts.metrics_port) (include "higgs-audio-trainer.envValue" .Values.metrics.podMonitor.port) }}
+{{- fail (printf "trainer.metrics_port: %v differs from metrics.podMonitor.port %v, the port the PodMonitor scrapes; set only metrics.podMonitor.port" $opts.metrics_port .Values.metrics.podMonitor.port) }}
+{{- end }}
+{{- end }}
+{{- toYaml $opts }}
+{{- end }}
+
+{{/*
+The trainer container's env: trainer options, the namespace for metrics_namespace (downward API, so
+runs of the same name in two namespaces push apart), options from Secrets, HOME, the HF token, extraEnv.
+*/}}
+{{- define "higgs-audio-trainer.env" -}}
+{{- $known := include "higgs-audio-trainer.trainerOptionNames" . | splitList " " }}
+{{- $opts := include "higgs-audio-trainer.trainerOptions" . | fromYaml }}
+{{- range $name := keys $opts | sortAlpha }}
+- name: {{ upper $name }}
+  value: {{ include "higgs-audio-trainer.envValue" (get $opts $name) | quote }}
+{{- end }}
+{{- if and (has "metrics_namespace" $known) (not (hasKey $opts "metrics_namespace")) (not (hasKey (.Values.trainerFromSecret | default dict) "metrics_namespace")) }}
+- name: METRICS_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+{{- end }}
+{{- range $name := keys (.Values.trainerFromSecret | default dict) | sortAlpha }}
+{{- $ref := get $.Values.trainerFromSecret $name }}
+- name: {{ upper $name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $ref.name | quote }}
+      key: {{ $ref.key | quote }}
+{{- end }}
+# The root filesystem is read-only: caches that default to $HOME (Hugging Face, datasets, Triton)
+# go to the /tmp volume instead.
+- name: HOME
+  value: /tmp
+{{- with .Values.hfToken.secretName }}
+- name: HF_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ . | quote }}
+      key: {{ $.Values.hfToken.secretKey | quote }}
+{{- end }}
+{{- range .Values.extraEnv }}
+{{- if has (lower .name) $known }}
+{{- fail (printf "extraEnv: %s is a trainer option; set trainer.%s instead, where the schema checks it" .name (lower .name)) }}
+{{- end }}
+{{- if has .name (list "HF_TOKEN" "HOME") }}
+{{- fail (printf "extraEnv: the chart sets %s itself (HF_TOKEN from hfToken.secretName, HOME for the read-only root filesystem)" .name) }}
+{{- end }}
+{{- end }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Volumes the trainer mounts at its model, data and output paths, plus /dev/shm and /tmp. */}}
+{{- define "higgs-audio-trainer.volumes" -}}
+- name: output
+  persistentVolumeClaim:
+    claimName: {{ include "higgs-audio-trainer.outputClaimName" . }}
+{{- with .Values.storage.model.claimName }}
+- name: model
+  persistentVolumeClaim:
+    claimName: {{ . }}
+    readOnly: true
+{{- end }}
+{{- with .Values.storage.data.claimName }}
+- name: data
+  persistentVolumeClaim:
+    claimName: {{ . }}
+    readOnly: true
+{{- end }}
+- name: dshm
+  emptyDir:
+    medium: Memory
+    sizeLimit: {{ .Values.storage.shm.sizeLimit }}
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ .Values.storage.tmp.sizeLimit }}
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Mounts of the volumes above; `output` is left out for pods that only read (the helm test). */}}
+{{- define "higgs-audio-trainer.volumeMounts" -}}
+{{- $root := .root }}
+{{- if .output }}
+- name: output
+  mountPath: {{ $root.Values.storage.output.mountPath }}
+{{- end }}
+{{- with $root.Values.storage.model }}
+{{- if .claimName }}
+- name: model
+  mountPath: {{ .mountPath }}
+  readOnly: true
+  {{- with .subPath }}
+  subPath: {{ . }}
+  {{- end }}
+{{- end }}
+{{- end }}
+{{- with $root.Values.storage.data }}
+{{- if .claimName }}
+- name: data
+  mountPath: {{ .mountPath }}
+  readOnly: true
+  {{- with .subPath }}
+  subPath: {{ . }}
+  {{- end }}
+{{- end }}
+{{- end }}
+- name: tmp
+  mountPath: /tmp
+{{- with $root.Values.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+A resource quantity (8, 500m, 64Gi, 1.5G) as a plain number, or "" for a form not handled here
+(exponents), which then goes unchecked.
+*/}}
+{{- define "higgs-audio-trainer.quantityValue" -}}
+{{- $q := toString . }}
+{{- $number := regexFind "^[0-9]*\\.?[0-9]+" $q }}
+{{- $scale := dict "" 1.0 "m" 0.001 "k" 1e3 "M" 1e6 "G" 1e9 "T" 1e12 "P" 1e15 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "Pi" 1125899906842624.0 }}
+{{- $suffix := trimPrefix $number $q }}
+{{- if and $number (hasKey $scale $suffix) }}
+{{- mulf (float64 $number) (get $scale $suffix) }}
+{{- end }}
+{{- end }}
+
+{{/*
+CPU and memory from resources, plus gpu.count of gpu.resourceName as request and limit. Helm merges
+a user's `resources` with the chart's, so raising a request alone leaves the default limit below it,
+which the API server rejects only when the operator creates the pods; this says so at install.
+*/}}
+{{- define "higgs-audio-trainer.resources" -}}
+{{- $res := deepCopy (.Values.resources | default dict) }}
+{{- range $name, $limit := $res.limits | default dict }}
+{{- $request := get ($res.requests | default dict) $name }}
+{{- if $request }}
+{{- $r := include "higgs-audio-trainer.quantityValue" $request }}
+{{- $l := include "higgs-audio-trainer.quantityValue" $limit }}
+{{- if and $r $l (gt (float64 $r) (float64 $l)) }}
+{{- fail (printf "resources.requests.%s (%v) is above resources.limits.%s (%v); your resources merge with the chart's, so set both" $name $request $name $limit) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if gt (int .Values.gpu.count) 0 }}
+{{- $limits := $res.limits | default dict }}
+{{- $requests := $res.requests | default dict }}
+{{- $_ := set $limits .Values.gpu.resourceName (int .Values.gpu.count) }}
+{{- $_ := set $requests .Values.gpu.resourceName (int .Values.gpu.count) }}
+{{- $_ := set $res "limits" $limits }}
+{{- $_ := set $res "requests" $requests }}
+{{- end }}
+{{- toYaml $res }}
+{{- end }}
+
+{{/*
+Pod template of a replica. Arguments: root (the chart context) and metrics (whether this replica
+declares the `metrics` port: the pod where rank 0 runs, which alone serves /metrics).
+*/}}
+{{- define "higgs-audio-trainer.podTemplate" -}}
+{{- $root := .root }}
+{{- with $root }}
+metadata:
+  labels:
+    {{- include "higgs-audio-trainer.selectorLabels" . | nindent 4 }}
+    app.kubernetes.io/component: trainer
+    {{- with .Values.podLabels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- with .Values.podAnnotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+spec:
+  {{- with .Values.serviceAccountName }}
+  serviceAccountName: {{ . }}
+  {{- end }}
+  # The trainer never calls the Kubernetes API.
+  automountServiceAccountToken: false
+  # Service links would add *_PORT/*_HOST variables for every service in the namespace.
+  enableServiceLinks: false
+  terminationGracePeriodSeconds: {{ .Values.terminationGracePeriodSeconds }}
+  {{- with .Values.priorityClassName }}
+  priorityClassName: {{ . }}
+  {{- end }}
+  securityContext:
+    {{- toYaml .Values.podSecurityContext | nindent 4 }}
+  {{- with .Values.imagePullSecrets }}
+  imagePullSecrets:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.affinity }}
+  affinity:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  containers:
+    - name: pytorch
+      image: {{ include "higgs-audio-trainer.image" . | quote }}
+      imagePullPolicy: {{ .Values.image.pullPolicy }}
+      ports:
+        # The operator reads MASTER_PORT from the port of this name.
+        - name: pytorchjob-port
+          containerPort: 23456
+          protocol: TCP
+        {{- if and $.metrics .Values.metrics.podMonitor.enabled }}
+        - name: metrics
+          containerPort: {{ .Values.metrics.podMonitor.port }}
+          protocol: TCP
+        {{- end }}
+      env:
+        {{- include "higgs-audio-trainer.env" . | trim | nindent 8 }}
+      resources:
+        {{- include "higgs-audio-trainer.resources" . | trim | nindent 8 }}
+      securityContext:
+        {{- toYaml .Values.securityContext | nindent 8 }}
+      volumeMounts:
+        {{- include "higgs-audio-trainer.volumeMounts" (dict "root" . "output" true) | trim | nindent 8 }}
+        # NCCL and the data loader workers share memory through /dev/shm, 64 MiB by default.
+        - name: dshm
+          mountPath: /dev/shm
+  volumes:
+    {{- include "higgs-audio-trainer.volumes" . | trim | nindent 4 }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,104 @@
+"""Bad values fail `helm template` and `helm install --dry-run` with a message that names the value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.chart.chartlib import CHART, helm_bin, run_helm
+
+# id -> (values, release name, the value's name as the message must give it). Helm 3 names a value as
+# `a.b`, Helm 4 as `/a/b`; template checks use the dotted form.
+CASES = {
+    "string-for-number": ({"trainer": {"lora_rank": "8"}}, "run", "trainer.lora_rank"),
+    "string-for-count": ({"workers": "two"}, "run", "workers"),
+    "string-for-bool": ({"trainer": {"use_lora": "yes"}}, "run", "trainer.use_lora"),
+    "number-out-of-range": ({"trainer": {"lora_dropout": 2}}, "run", "trainer.lora_dropout"),
+    "unknown-choice": ({"trainer": {"lr_scheduler_type": "step"}}, "run", "trainer.lr_scheduler_type"),
+    "unknown-key": ({"wokers": 2}, "run", "wokers"),
+    "unknown-nested-key": ({"storage": {"output": {"sise": "1Gi"}}}, "run", "sise"),
+    "unknown-trainer-option": ({"trainer": {"use_lroa": True}}, "run", "use_lroa"),
+    "required-option-unset": ({"trainer": {"model_path": None}}, "run", "model_path"),
+    "job-name-too-long": ({"jobName": "a" * 51}, "run", "jobName"),
+    "job-name-not-dns-1035": ({"jobName": "9-lives"}, "run", "jobName"),
+    "job-name-uppercase": ({"jobName": "MyRun"}, "run", "jobName"),
+    "release-name-not-dns-1035": ({}, "1st-run", "jobName"),
+    "elastic-with-zero-workers": ({"elastic": {"enabled": True}}, "run", "workers"),
+    "elastic-range-excludes-workers": (
+        {
+            "workers": 2,
+            "elastic": {"enabled": True, "minReplicas": 3},
+            "storage": {"output": {"accessModes": ["ReadWriteMany"]}},
+        },
+        "run",
+        "elastic.minReplicas",
+    ),
+    "multi-node-read-write-once": ({"workers": 1}, "run", "storage.output.accessModes"),
+    "request-above-default-limit": (
+        {"resources": {"requests": {"memory": "512Gi"}}},
+        "run",
+        "resources.requests.memory",
+    ),
+    "bad-quantity": ({"storage": {"output": {"size": "lots"}}}, "run", "storage.output.size"),
+    "bad-restart-policy": ({"restartPolicy": "Sometimes"}, "run", "restartPolicy"),
+    "trainer-option-in-extra-env": ({"extraEnv": [{"name": "USE_LORA", "value": "true"}]}, "run", "extraEnv"),
+    "output-dir-off-the-volume": ({"trainer": {"output_dir": "/tmp/out"}}, "run", "trainer.output_dir"),
+    "option-set-twice": (
+        {"trainer": {"seed": 1}, "trainerFromSecret": {"seed": {"name": "s", "key": "k"}}},
+        "run",
+        "trainer.seed",
+    ),
+    "secret-for-unknown-option": (
+        {"trainerFromSecret": {"passwd": {"name": "s", "key": "k"}}},
+        "run",
+        "passwd",
+    ),
+    "suspend-under-kueue": (
+        {"kueue": {"queueName": "q"}, "runPolicy": {"suspend": True}},
+        "run",
+        "runPolicy.suspend",
+    ),
+    "metrics-port-twice": (
+        {"trainer": {"metrics_port": 9000}, "metrics": {"podMonitor": {"enabled": True}}},
+        "run",
+        "trainer.metrics_port",
+    ),
+}
+
+
+def names_value(message: str, path: str) -> bool:
+    return path in message or "/" + path.replace(".", "/") in message
+
+
+def write_values(tmp_path: Path, values: dict) -> Path:
+    f = tmp_path / "bad-values.yaml"
+    f.write_text(yaml.safe_dump(values))
+    return f
+
+
+@pytest.mark.parametrize("case", CASES, ids=list(CASES))
+def test_helm_template_rejects_bad_value_naming_it(helm: str, tmp_path: Path, case: str) -> None:
+    values, release, path = CASES[case]
+    proc = run_helm(helm, "template", release, str(CHART), "-f", str(write_values(tmp_path, values)))
+    assert proc.returncode != 0, f"accepted: {values}"
+    assert names_value(proc.stderr, path), proc.stderr
+
+
+@pytest.mark.parametrize("case", CASES, ids=list(CASES))
+def test_helm_install_dry_run_rejects_bad_value_naming_it(tmp_path: Path, case: str) -> None:
+    """Helm 4's client-side dry run; Helm 3's `install --dry-run` needs a cluster to talk to."""
+    values, release, path = CASES[case]
+    helm = helm_bin("helm4")
+    proc = run_helm(
+        helm, "install", "--dry-run=client", release, str(CHART), "-f", str(write_values(tmp_path, values))
+    )
+    assert proc.returncode != 0, f"accepted: {values}"
+    assert names_value(proc.stderr, path), proc.stderr
+
+
+def test_set_string_for_number_names_the_value(helm: str) -> None:
+    proc = run_helm(helm, "template", "run", str(CHART), "--set-string", "trainer.max_steps=100")
+    assert proc.returncode != 0
+    assert names_value(proc.stderr, "trainer.max_steps"), proc.stderr

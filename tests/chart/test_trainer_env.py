@@ -1,0 +1,174 @@
+"""The chart's env vars are the trainer's options: none unknown, every one settable, values parsed back."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.chart.chartlib import (
+    CHART,
+    CI_DIR,
+    VALUE_FILES,
+    env_of,
+    pod_templates,
+    render,
+    the,
+    trainer_container,
+    value_id,
+    values_of,
+)
+from trainer.config import OptionSpec, option_specs, parse_value
+
+# The only variables the chart sets that are not trainer options, and why.
+RUNTIME_ENV = {
+    "HOME": "the root filesystem is read-only; caches under $HOME go to the /tmp emptyDir",
+    "HF_TOKEN": "read by huggingface_hub, from hfToken.secretName",
+}
+OPTION_ENVS = {s.env: s for s in option_specs()}
+
+
+def containers(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The trainer container of every replica, and the helm test container that shares its env."""
+    job = the(docs, "PyTorchJob")
+    out = [trainer_container(t) for t in pod_templates(job).values()]
+    out += [c for d in docs if d["kind"] == "Pod" for c in d["spec"]["containers"]]
+    return out
+
+
+@pytest.mark.parametrize("values_file", VALUE_FILES, ids=value_id)
+def test_every_env_var_the_chart_sets_is_a_trainer_option(helm4: str, values_file: Path | None) -> None:
+    user_env = {e["name"] for e in values_of(values_file).get("extraEnv", [])}
+    for c in containers(render(helm4, values_file)):
+        names = set(env_of(c)) - user_env - set(RUNTIME_ENV)
+        assert names, "no trainer option set"
+        unknown = sorted(names - set(OPTION_ENVS))
+        assert unknown == [], f"env vars the trainer does not read: {unknown}"
+
+
+def sample(spec: OptionSpec) -> Any:
+    """A valid value of the option that differs from its default, so the test sees it set."""
+    d = spec.default
+    if spec.kind == "bool":
+        return not d
+    if spec.kind == "tristate":
+        return True
+    if spec.kind == "choice":
+        return next(c for c in spec.choices or () if c != d)
+    if spec.kind == "list":
+        return list(spec.choices) if spec.choices else ["first_mod", "second_mod"]
+    if spec.kind == "int":
+        v = int(d) + 1
+        return v if spec.maximum is None or v <= spec.maximum else int(spec.minimum or 0)
+    if spec.kind == "float":
+        return d / 2 if d else 0.5
+    if spec.name == "output_dir":  # must lie on the output volume
+        return "/output/sample-run"
+    if spec.kind == "path":
+        return f"/samples/{spec.name}"
+    return f"sample {spec.name}"
+
+
+def test_every_trainer_option_can_be_set_from_values(helm: str, tmp_path: Path) -> None:
+    specs = option_specs()
+    values = {"trainer": {s.name: sample(s) for s in specs}}
+    values_file = tmp_path / "all-options.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    for c in containers(render(helm, values_file)):
+        env = env_of(c)
+        for s in specs:
+            assert s.env in env, f"{s.name} set in values but {s.env} not in the env"
+            got = parse_value(s, env[s.env]["value"], s.env)
+            want = parse_value(s, sample(s), s.name)
+            if isinstance(want, float):
+                assert math.isclose(got, want), (s.env, env[s.env]["value"])
+            else:
+                assert got == want, (s.env, env[s.env]["value"])
+
+
+def test_values_trainer_block_lists_every_option_in_declaration_order() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert list(values["trainer"]) == [s.name for s in option_specs()]
+
+
+def test_numbers_render_as_the_trainer_parses_them(helm: str, tmp_path: Path) -> None:
+    """Helm holds every number as a float64; integers must not come out as 1e+06."""
+    values_file = tmp_path / "numbers.yaml"
+    values_file.write_text(
+        yaml.safe_dump(
+            {
+                "trainer": {
+                    "max_steps": 10_000_000,
+                    "save_steps": 123_456_789,
+                    "learning_rate": 2e-5,
+                    "num_train_epochs": 3.0,
+                }
+            }
+        )
+    )
+    env = env_of(trainer_container(pod_templates(the(render(helm, values_file), "PyTorchJob"))["Master"]))
+    assert env["MAX_STEPS"]["value"] == "10000000"
+    assert env["SAVE_STEPS"]["value"] == "123456789"
+    assert float(env["LEARNING_RATE"]["value"]) == 2e-5
+    assert float(env["NUM_TRAIN_EPOCHS"]["value"]) == 3.0
+
+
+def test_derived_options_come_from_the_job_name_and_output_mount(helm4: str) -> None:
+    docs = render(helm4)
+    env = env_of(trainer_container(pod_templates(the(docs, "PyTorchJob"))["Master"]))
+    job = the(docs, "PyTorchJob")["metadata"]["name"]
+    assert env["RUN_NAME"]["value"] == job
+    assert env["OUTPUT_DIR"]["value"] == f"/output/{job}"
+    assert env["METRICS_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert "PUSHGATEWAY_URL" not in env and "METRICS_PORT" not in env
+
+
+def test_pushgateway_and_metrics_port_are_wired_when_enabled(helm4: str) -> None:
+    docs = render(helm4, CI_DIR / "multi-node-gpu-values.yaml")
+    service = the(docs, "Service")
+    master = trainer_container(pod_templates(the(docs, "PyTorchJob"))["Master"])
+    env = env_of(master)
+    assert (
+        env["PUSHGATEWAY_URL"]["value"]
+        == f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"
+    )
+    (port,) = [p for p in master["ports"] if p["name"] == "metrics"]
+    assert env["METRICS_PORT"]["value"] == str(port["containerPort"])
+
+
+def test_options_set_in_values_win_over_derived_ones(helm4: str) -> None:
+    docs = render(
+        helm4,
+        None,
+        "--set",
+        "trainer.run_name=custom",
+        "--set",
+        "trainer.output_dir=/output/x/y",
+        "--set",
+        "metrics.pushgateway.create=true",
+        "--set",
+        "trainer.pushgateway_url=http://gw:9091",
+    )
+    env = env_of(trainer_container(pod_templates(the(docs, "PyTorchJob"))["Master"]))
+    assert (env["RUN_NAME"]["value"], env["OUTPUT_DIR"]["value"]) == ("custom", "/output/x/y")
+    assert env["PUSHGATEWAY_URL"]["value"] == "http://gw:9091"
+
+
+def test_trainer_options_from_secrets_are_secret_key_refs(helm4: str) -> None:
+    docs = render(helm4, CI_DIR / "multi-node-gpu-values.yaml")
+    env = env_of(trainer_container(pod_templates(the(docs, "PyTorchJob"))["Worker"]))
+    assert env["PUSHGATEWAY_PASSWORD"] == {
+        "name": "PUSHGATEWAY_PASSWORD",
+        "valueFrom": {"secretKeyRef": {"name": "pushgateway-auth", "key": "password"}},
+    }
+    assert env["HF_TOKEN"]["valueFrom"] == {"secretKeyRef": {"name": "hf-token", "key": "token"}}
+
+
+@pytest.mark.parametrize("values_file", VALUE_FILES, ids=value_id)
+def test_home_is_the_writable_tmp_volume(helm4: str, values_file: Path | None) -> None:
+    for c in containers(render(helm4, values_file)):
+        assert env_of(c)["HOME"]["value"] == "/tmp"
+        assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
