@@ -254,7 +254,7 @@ CHATML_BAD = {
         "audio item has no 'audio_url', 'path' or 'url'",
     ),
     "audio-url": (
-        {"messages": [user("x"), assistant("https://example.com/a.wav")]},
+        {"messages": [user("x"), assistant("https://host.invalid/a.wav")]},
         "is a URL; only local files",
     ),
     "raw-audio": (
