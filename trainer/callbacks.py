@@ -14,32 +14,26 @@ import re
 import resource
 import socket
 import time
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from trainer import dist
-from trainer.config import Config, MetricsArgs
+from trainer.config import Config, MetricsArgs, run_name
 from trainer.metrics import Group, JobSeries, Pusher, RankSeries, Union, gateway_handler, serve
 
 log = logging.getLogger(__name__)
 
 CODEBOOK_LOSS = re.compile(r"codebook_(\d+)_loss")
-# log key -> JobSeries attribute, for values that are gauges as they come
-LOG_GAUGES = {
-    "loss": "loss",
-    "audio_loss": "audio_loss",
-    "text_loss": "text_loss",
-    "eval_loss": "eval_loss",
-    "eval_audio_loss": "eval_audio_loss",
-    "learning_rate": "learning_rate",
-    "grad_norm": "grad_norm",
-    "samples_per_second": "samples_per_second",
-    "audio_seconds_per_second": "audio_seconds_per_second",
-    "tokens_per_second": "tokens_per_second",
-}
+# log keys that are job gauges of the same name, as they come
+LOG_GAUGES = frozenset((
+    "loss", "audio_loss", "text_loss", "eval_loss", "eval_audio_loss", "learning_rate", "grad_norm",
+    "samples_per_second", "audio_seconds_per_second", "tokens_per_second",
+))
+# job gauges read from the TrainerState when collected
+STATE_GAUGES = {"global_step": "global_step", "max_steps": "max_steps", "epoch": "epoch"}
 
 
 def device_memory(device: torch.device) -> tuple[float, float, float]:
@@ -51,7 +45,8 @@ def device_memory(device: torch.device) -> tuple[float, float, float]:
     if device.type == "cuda" and torch.cuda.is_initialized():
         index = device.index if device.index is not None else torch.cuda.current_device()
         total = torch.cuda.get_device_properties(index).total_memory
-        return float(torch.cuda.memory_reserved(index)), float(torch.cuda.max_memory_reserved(index)), float(total)
+        used, peak = torch.cuda.memory_reserved(index), torch.cuda.max_memory_reserved(index)
+        return float(used), float(peak), float(total)
     page = os.sysconf("SC_PAGE_SIZE")
     with open("/proc/self/statm") as statm:
         used = int(statm.read().split()[1]) * page
@@ -79,35 +74,23 @@ class MetricsCallback(TrainerCallback):
     def __init__(self, args: MetricsArgs, run_name: str, rank: int = 0) -> None:
         self.args, self.run_name, self.rank = args, run_name, rank
         self.is_main = rank == 0
-        self.job = JobSeries()
-        self.ranks = RankSeries(rank, pod=socket.gethostname())
-        self.job.set_status("running")
-        self.job.start_time.set(time.time())
         self._device = torch.device("cpu")
+        self.job = JobSeries()
+        self.ranks = RankSeries(rank, pod=socket.gethostname(), memory=lambda: device_memory(self._device))
+        self.job.set_status("running")
+        self.job.set("start_time_seconds", time.time())
+        # each step only stores these two; the gauges read them when collected (see GaugeSet)
+        self._state: TrainerState | None = None
+        self._progress_time: float | None = None
+        for gauge, attribute in STATE_GAUGES.items():
+            self.job.gauges.set_function(gauge, lambda a=attribute: self._from_state(a))
+        self.job.gauges.set_function("last_progress_time_seconds", lambda: self._progress_time)
         self._finished = False
-        self._record_memory()
         labels = {"namespace": args.metrics_namespace} if args.metrics_namespace else {}
         self._rank_group = Group({**labels, "rank": str(rank)}, self.ranks.registry)
         self._job_group = Group(labels, self.job.registry)
-        self._pusher: Pusher | None = None
-        if args.pushgateway_url:
-            handler = gateway_handler(
-                username=args.pushgateway_username,
-                password=args.pushgateway_password,
-                ca_file=args.pushgateway_tls_ca_file,
-                insecure_skip_verify=args.pushgateway_tls_insecure_skip_verify,
-            )
-            groups = [self._job_group, self._rank_group] if self.is_main else [self._rank_group]
-            self._pusher = Pusher(
-                args.pushgateway_url, run_name, groups, interval=args.metrics_push_interval_seconds,
-                timeout=args.metrics_push_timeout_seconds, handler=handler, failures=self.ranks,
-            )
-            self._pusher.start()
-        self._stop_server = None
-        if args.metrics_port and self.is_main:
-            collector = Union(self.job.registry, self.job.success, self.ranks.registry,
-                              labels={"job": run_name, **labels})
-            self._stop_server = serve(args.metrics_port, args.metrics_bind_address, collector)
+        self._pusher = self._start_pusher() if args.pushgateway_url else None
+        self._stop_server = self._start_server(labels) if args.metrics_port and self.is_main else None
 
     @classmethod
     def from_config(cls, cfg: Config, rank: int | None = None) -> MetricsCallback:
@@ -119,25 +102,27 @@ class MetricsCallback(TrainerCallback):
             rank (`int`, *optional*):
                 Global rank; defaults to torchrun's `RANK`.
         """
-        run_name = cfg.train.run_name or Path(cfg.train.output_dir or ".").resolve().name
-        return cls(cfg.metrics, run_name, dist.rank() if rank is None else rank)
+        return cls(cfg.metrics, run_name(cfg), dist.rank() if rank is None else rank)
 
     # ---- training events --------------------------------------------------------------------------
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        self._device = args.device
-        self._progress(state)
+        device = args.device
+        if device.type == "cuda" and device.index is None:  # other threads read it: make it explicit
+            device = torch.device("cuda", torch.cuda.current_device())
+        self._device = device
+        self._state, self._progress_time = state, time.time()
 
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        self._progress(state)
+        self._state, self._progress_time = state, time.time()
 
     def on_prediction_step(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        self.job.last_progress_time.set(time.time())
+        self._progress_time = time.time()
 
     def on_log(
         self,
@@ -147,21 +132,19 @@ class MetricsCallback(TrainerCallback):
         logs: dict[str, float] | None = None,
         **kwargs: Any,
     ) -> None:
-        self._record_memory()
         if not self.is_main or not logs:
             return
         job = self.job
         for key, value in logs.items():
-            attribute = LOG_GAUGES.get(key)
-            if attribute is not None:
-                getattr(job, attribute).set(float(value))
-            elif match := CODEBOOK_LOSS.fullmatch(key):
-                job.codebook_loss.labels(match.group(1)).set(float(value))
+            if key in LOG_GAUGES:
+                job.set(key, value)
+            elif key.startswith("codebook_") and (match := CODEBOOK_LOSS.fullmatch(key)):
+                job.set("codebook_loss", value, match.group(1))
         if "checkpoint_step" in logs:
-            job.last_checkpoint_step.set(float(logs["checkpoint_step"]))
-            job.last_checkpoint_time.set(time.time())
-            job.last_checkpoint_duration.set(float(logs.get("checkpoint_seconds", 0.0)))
-            job.last_checkpoint_size.set(float(logs.get("checkpoint_bytes", 0.0)))
+            job.set("last_checkpoint_step", logs["checkpoint_step"])
+            job.set("last_checkpoint_time_seconds", time.time())
+            job.set("last_checkpoint_duration_seconds", logs.get("checkpoint_seconds", 0.0))
+            job.set("last_checkpoint_size_bytes", logs.get("checkpoint_bytes", 0.0))
         if "skipped_samples" in logs:
             job.skipped_samples.inc(float(logs["skipped_samples"]))
 
@@ -190,13 +173,13 @@ class MetricsCallback(TrainerCallback):
         try:
             self.job.set_status(status)
             if status == "succeeded":
-                self.job.last_success_time.set(time.time())
-            self._record_memory()
+                self.job.set_success_time(time.time())
             if self._pusher is not None:
                 job_final = Group(self._job_group.labels, Union(self.job.registry, self.job.success))
                 final = [job_final, self._rank_group] if self.is_main else [self._rank_group]
                 delete = self.args.metrics_delete_on_finish and status == "succeeded"
-                ok = self._pusher.finish(final if status == "succeeded" else self._pusher.groups, delete=delete)
+                groups = final if status == "succeeded" else self._pusher.groups
+                ok = self._pusher.finish(groups, delete=delete)
         except Exception:  # an exception here would hide the one that ended training
             log.exception("metrics: the final push failed")
             ok = False
@@ -206,18 +189,36 @@ class MetricsCallback(TrainerCallback):
         return ok
 
     # ---- helpers ----------------------------------------------------------------------------------
-    def _progress(self, state: TrainerState) -> None:
-        job = self.job
-        job.global_step.set(state.global_step)
-        job.max_steps.set(state.max_steps)
-        job.epoch.set(state.epoch or 0.0)
-        job.last_progress_time.set(time.time())
+    def _start_pusher(self) -> Pusher:
+        args = self.args
+        handler = gateway_handler(
+            username=args.pushgateway_username,
+            password=args.pushgateway_password,
+            ca_file=args.pushgateway_tls_ca_file,
+            insecure_skip_verify=args.pushgateway_tls_insecure_skip_verify,
+        )
+        groups = [self._job_group, self._rank_group] if self.is_main else [self._rank_group]
+        pusher = Pusher(
+            args.pushgateway_url or "", self.run_name, groups, interval=args.metrics_push_interval_seconds,
+            timeout=args.metrics_push_timeout_seconds, handler=handler, failures=self.ranks,
+        )
+        pusher.start()
+        return pusher
 
-    def _record_memory(self) -> None:
-        used, peak, total = device_memory(self._device)
-        self.ranks.memory_used.set(used)
-        self.ranks.memory_peak.set(peak)
-        self.ranks.memory_total.set(total)
+    def _start_server(self, labels: dict[str, str]) -> Callable[[], None] | None:
+        collector = Union(self.job.registry, self.job.success, self.ranks.registry,
+                          labels={"job": self.run_name, **labels})
+        address, port = self.args.metrics_bind_address, self.args.metrics_port
+        try:
+            return serve(port, address, collector)
+        except OSError as exc:  # a taken port must not stop the training
+            log.warning("metrics: cannot serve /metrics on %s:%d (%s); training goes on without it",
+                        address, port, exc)
+            return None
+
+    def _from_state(self, attribute: str) -> float | None:
+        state = self._state
+        return None if state is None else float(getattr(state, attribute) or 0)
 
 
 __all__ = ["MetricsCallback", "device_memory"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 ValueKind = Literal["str", "path", "int", "float", "bool", "tristate", "list", "choice"]
 
@@ -265,11 +265,13 @@ class MetricsArgs:
     def __post_init__(self) -> None:
         url = self.pushgateway_url
         if url and not url.startswith(("http://", "https://")):
-            raise ConfigError(f"--pushgateway_url / PUSHGATEWAY_URL: expected http://... or https://..., got {url!r}")
+            raise ConfigError(
+                f"--pushgateway_url / PUSHGATEWAY_URL: expected http://... or https://..., got {url!r}"
+            )
         if bool(self.pushgateway_username) != bool(self.pushgateway_password):
             raise ConfigError(
-                "--pushgateway_username and --pushgateway_password (PUSHGATEWAY_USERNAME, PUSHGATEWAY_PASSWORD) "
-                "go together: set both for basic auth, or neither"
+                "--pushgateway_username and --pushgateway_password (PUSHGATEWAY_USERNAME, "
+                "PUSHGATEWAY_PASSWORD) go together: set both for basic auth, or neither"
             )
 
 
@@ -464,12 +466,13 @@ def validate(cfg: Config) -> None:
         raise ConfigError("--resume / RESUME: expected auto, never or a checkpoint path")
 
 
-def config_to_dict(cfg: Config) -> dict[str, Any]:
-    """Flat option-name -> value mapping (what `--config` YAML files hold)."""
-    out: dict[str, Any] = {}
-    for group in GROUPS:
-        out.update(dataclasses.asdict(getattr(cfg, group)))
-    return out
+def run_name(cfg: Config) -> str:
+    """The run's name in logs and metrics: `--run_name`, else the output directory's name."""
+    if cfg.train.run_name:
+        return cfg.train.run_name
+    from pathlib import Path
+
+    return Path(cfg.train.output_dir or ".").resolve().name
 
 
 __all__ = [
@@ -481,8 +484,7 @@ __all__ = [
     "OptionSpec",
     "TrainArgs",
     "build_config",
-    "config_to_dict",
-    "get_args",
     "option_specs",
     "parse_value",
+    "run_name",
 ]

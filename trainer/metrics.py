@@ -26,7 +26,7 @@ from typing import Any
 from urllib.request import HTTPSHandler, Request, build_opener
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, delete_from_gateway, pushadd_to_gateway
-from prometheus_client.metrics_core import Metric
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
@@ -40,72 +40,144 @@ WARN_EVERY_SECONDS = 300.0
 Handler = Callable[..., Callable[[], None]]
 
 
+JOB_GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "run_status": ("1 for the run's current status, 0 for the others.", ("status",)),
+    "start_time_seconds": ("Unix time at which this attempt of the run started.", ()),
+    "global_step": ("Optimizer steps done.", ()),
+    "max_steps": ("Optimizer steps the run will do in all.", ()),
+    "epoch": ("Epochs done, fractional.", ()),
+    "last_progress_time_seconds": ("Unix time at which the last training or evaluation step ended.", ()),
+    "loss": ("Training loss (audio plus weighted text), mean over the logging window.", ()),
+    "audio_loss": ("Audio loss: sum of the per-codebook cross-entropies.", ()),
+    "text_loss": ("Text-head cross-entropy (runs with the text head only).", ()),
+    "codebook_loss": ("Cross-entropy of one audio codebook.", ("codebook",)),
+    "eval_loss": ("Loss on the evaluation set at the last evaluation.", ()),
+    "eval_audio_loss": ("Audio loss on the evaluation set at the last evaluation.", ()),
+    "learning_rate": ("Learning rate of the last logged step.", ()),
+    "grad_norm": ("Gradient norm before clipping, at the last logged step.", ()),
+    "samples_per_second": ("Training samples per second, all ranks.", ()),
+    "audio_seconds_per_second": ("Seconds of target audio trained per second of wall time, all ranks.", ()),
+    "tokens_per_second": ("Input tokens per second, all ranks.", ()),
+    "last_checkpoint_step": ("Step of the last complete checkpoint.", ()),
+    "last_checkpoint_time_seconds": ("Unix time at which the last complete checkpoint was written.", ()),
+    "last_checkpoint_duration_seconds": ("Seconds the last checkpoint took to write.", ()),
+    "last_checkpoint_size_bytes": ("Size of the last checkpoint on disk.", ()),
+}
+SUCCESS_GAUGES = {
+    "last_success_time_seconds": ("Unix time at which the last successful run of this name ended.", ()),
+}
+
+
+class GaugeSet:
+    """Gauges that exist only once set, or that are read from a function when collected.
+
+    prometheus-client exports an unlabelled gauge as 0 from the start. Here that would lie: a loss never
+    logged (no text head, no evaluation yet) would read as a perfect 0, and a checkpoint time of 0 as a
+    checkpoint written in 1970, which the no-checkpoint alert would take at its word. Values that change
+    every step (the global step) are read at collection time instead, on the pusher's thread, so that
+    the training thread does not pay for them each step.
+
+    Args:
+        specs (`dict[str, tuple[str, tuple[str, ...]]]`):
+            Name (without the `higgs_trainer_` prefix) -> (help text, label names).
+    """
+
+    def __init__(self, specs: dict[str, tuple[str, tuple[str, ...]]]) -> None:
+        self.specs = specs
+        self._values: dict[str, dict[tuple[str, ...], float]] = {}
+        self._functions: dict[str, Callable[[], float | None]] = {}
+
+    def set(self, name: str, value: float, *label_values: str) -> None:
+        self._values.setdefault(name, {})[label_values] = float(value)
+
+    def set_function(self, name: str, function: Callable[[], float | None]) -> None:
+        """Read unlabelled gauge `name` from `function` when collected; `None` leaves it out."""
+        self._functions[name] = function
+
+    def collect(self) -> Iterator[Metric]:
+        for name, (doc, labels) in self.specs.items():
+            values = list(self._values.get(name, {}).items())  # a copy: the training thread may add labels
+            if name in self._functions and (value := self._functions[name]()) is not None:
+                values = [((), value)]
+            if values:
+                family = GaugeMetricFamily(f"{NAMESPACE}_{name}", doc, labels=labels)
+                for label_values, v in values:
+                    family.add_metric(label_values, v)
+                yield family
+
+
 class JobSeries:
     """Series about the run as a whole; only rank 0 sets and pushes them.
 
     Losses and throughput arrive already reduced over ranks (the trainer all-reduces them before it logs),
-    so one copy per run is right and a sum over ranks would be wrong.
+    so one copy per run is right and a sum over ranks would be wrong. `success` holds the last-success
+    time apart, because it is pushed on success only.
     """
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-
-        def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
-            return Gauge(name, doc, labels, namespace=NAMESPACE, registry=self.registry)
-
-        self.run_status = gauge("run_status", "1 for the run's current status, 0 for the others.", ("status",))
-        self.start_time = gauge("start_time_seconds", "Unix time at which this attempt of the run started.")
-        self.global_step = gauge("global_step", "Optimizer steps done.")
-        self.max_steps = gauge("max_steps", "Optimizer steps the run will do in all.")
-        self.epoch = gauge("epoch", "Epochs done, fractional.")
-        self.last_progress_time = gauge(
-            "last_progress_time_seconds", "Unix time at which the last training or evaluation step ended."
-        )
-        self.loss = gauge("loss", "Training loss (audio plus weighted text), mean over the logging window.")
-        self.audio_loss = gauge("audio_loss", "Audio loss: sum of the per-codebook cross-entropies.")
-        self.text_loss = gauge("text_loss", "Text-head cross-entropy (runs with the text head only).")
-        self.codebook_loss = gauge("codebook_loss", "Cross-entropy of one audio codebook.", ("codebook",))
-        self.eval_loss = gauge("eval_loss", "Loss on the evaluation set at the last evaluation.")
-        self.eval_audio_loss = gauge("eval_audio_loss", "Audio loss on the evaluation set at the last evaluation.")
-        self.learning_rate = gauge("learning_rate", "Learning rate of the last logged step.")
-        self.grad_norm = gauge("grad_norm", "Gradient norm before clipping, at the last logged step.")
-        self.samples_per_second = gauge("samples_per_second", "Training samples per second, all ranks.")
-        self.audio_seconds_per_second = gauge(
-            "audio_seconds_per_second", "Seconds of target audio trained per second of wall time, all ranks."
-        )
-        self.tokens_per_second = gauge("tokens_per_second", "Input tokens per second, all ranks.")
-        self.last_checkpoint_step = gauge("last_checkpoint_step", "Step of the last complete checkpoint.")
-        self.last_checkpoint_time = gauge(
-            "last_checkpoint_time_seconds", "Unix time at which the last complete checkpoint was written."
-        )
-        self.last_checkpoint_duration = gauge(
-            "last_checkpoint_duration_seconds", "Seconds the last checkpoint took to write."
-        )
-        self.last_checkpoint_size = gauge("last_checkpoint_size_bytes", "Size of the last checkpoint on disk.")
+        self.gauges = GaugeSet(JOB_GAUGES)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self.gauges)
         self.skipped_samples = Counter(
             "skipped_samples", "Bad samples skipped while preparing the data.", namespace=NAMESPACE,
             registry=self.registry,
         )
-        self.success = CollectorRegistry()
-        self.last_success_time = Gauge(
-            "last_success_time_seconds", "Unix time at which the last successful run of this name ended.",
-            namespace=NAMESPACE, registry=self.success,
-        )
+        self.success_gauges = GaugeSet(SUCCESS_GAUGES)
+        self.success = CollectorRegistry(auto_describe=False)
+        self.success.register(self.success_gauges)
+
+    def set(self, name: str, value: float, *label_values: str) -> None:
+        """Set the job gauge `name` (without prefix), e.g. `set("codebook_loss", 2.1, "0")`."""
+        self.gauges.set(name, value, *label_values)
 
     def set_status(self, status: str) -> None:
         """Move the status state set to `status` (one of `STATUSES`)."""
         for name in STATUSES:
-            self.run_status.labels(name).set(1.0 if name == status else 0.0)
+            self.gauges.set("run_status", 1.0 if name == status else 0.0, name)
+
+    def set_success_time(self, when: float) -> None:
+        self.success_gauges.set("last_success_time_seconds", when)
+
+
+MEMORY_GAUGES = (
+    ("device_memory_used_bytes",
+     "Device memory held: the CUDA caching allocator's reserve, or the resident set on CPU."),
+    ("device_memory_peak_bytes", "Highest device_memory_used_bytes so far."),
+    ("device_memory_total_bytes", "Memory of the device (of the host on CPU)."),
+)
+
+
+class DeviceMemory:
+    """The device-memory gauges of one rank, from one reading per collection, so that they agree."""
+
+    def __init__(self, rank: str, memory: Callable[[], tuple[float, float, float]]) -> None:
+        self.rank, self.memory = rank, memory
+
+    def collect(self) -> Iterator[Metric]:
+        for (name, doc), value in zip(MEMORY_GAUGES, self.memory(), strict=True):
+            family = GaugeMetricFamily(f"{NAMESPACE}_{name}", doc, labels=("rank",))
+            family.add_metric((self.rank,), value)
+            yield family
 
 
 class RankSeries:
     """Series each rank pushes for itself, under the extra grouping label `rank`.
 
     The `rank` label is on the series too, so that they keep it when rank 0 serves them on /metrics.
+    Device memory is read when the series are collected (at a push or a scrape), on the pusher's or the
+    server's thread: reading it costs about 13 us, which the training thread need not pay every log.
+
+    Args:
+        rank (`int`):
+            Global rank of this process.
+        pod (`str`):
+            Host name: the pod's name in Kubernetes.
+        memory (`Callable[[], tuple[float, float, float]]`):
+            Returns (used, peak, total) bytes of this rank's device; called from other threads.
     """
 
-    def __init__(self, rank: int, pod: str) -> None:
-        self.registry = CollectorRegistry()
+    def __init__(self, rank: int, pod: str, memory: Callable[[], tuple[float, float, float]]) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
         r = str(rank)
 
         def gauge(name: str, doc: str) -> Any:
@@ -116,12 +188,7 @@ class RankSeries:
             ("rank", "pod"), namespace=NAMESPACE, registry=self.registry,
         )
         info.labels(r, pod).set(1.0)
-        self.memory_used = gauge(
-            "device_memory_used_bytes",
-            "Device memory held: the CUDA caching allocator's reserve, or the resident set on CPU.",
-        )
-        self.memory_peak = gauge("device_memory_peak_bytes", "Highest device_memory_used_bytes so far.")
-        self.memory_total = gauge("device_memory_total_bytes", "Memory of the device (or of the host on CPU).")
+        self.registry.register(DeviceMemory(r, memory))
         self.push_failures = Counter(
             "push_failures", "Pushes to the Pushgateway that failed or timed out.", ("rank",),
             namespace=NAMESPACE, registry=self.registry,
@@ -267,7 +334,8 @@ class Pusher:
         budget = in_flight + FINAL_PUSH_ATTEMPTS * requests * self.timeout + backoff + 1.0
         self._thread.join(budget)
         if self._thread.is_alive():
-            log.warning("metrics: the final push to %s did not end within %.0f s; giving up", self.url, budget)
+            log.warning("metrics: the final push to %s did not end within %.0f s; giving up", self.url,
+                        budget)
             return False
         return self._final_ok
 

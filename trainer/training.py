@@ -25,7 +25,7 @@ from transformers import Trainer, TrainingArguments
 
 from trainer import checkpoint as ckpt
 from trainer.collator import IGNORE, Layout
-from trainer.config import Config
+from trainer.config import Config, run_name
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +274,7 @@ def build_training_args(cfg: Config, *, use_cpu: bool, bf16: bool) -> TrainingAr
         checkpointing = {ckpt_name: True, f"{ckpt_name}_kwargs": {"use_reentrant": False}}
     return TrainingArguments(
         output_dir=t.output_dir,
-        run_name=t.run_name or Path(t.output_dir or ".").resolve().name,
+        run_name=run_name(cfg),
         num_train_epochs=t.num_train_epochs,
         max_steps=t.max_steps,
         per_device_train_batch_size=t.per_device_train_batch_size,
@@ -309,4 +309,5 @@ def build_training_args(cfg: Config, *, use_cpu: bool, bf16: bool) -> TrainingAr
         ddp_find_unused_parameters=False,
         log_level="info" if t.log_level == "debug" else "warning",  # transformers is chatty at info
         disable_tqdm=True,
+        logging_nan_inf_filter=False,  # a NaN or infinite loss must show in the logs and metrics, not be hidden
     )

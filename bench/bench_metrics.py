@@ -1,0 +1,196 @@
+"""Cost of the metrics on training step time: the same tiny CPU run without and with `MetricsCallback`.
+
+Variants, interleaved over `--repeats` rounds so that machine noise hits them alike:
+- `none`: no metrics callback;
+- `offline`: the callback with nothing to send (values set, no thread);
+- `gateway_up`: pushing to a real Pushgateway (Debian's `prometheus-pushgateway`, on a free loopback port);
+- `gateway_hanging`: pushing to a loopback socket that accepts connections and never answers.
+
+A step's time is the gap between two `on_step_end` events; the callback's own time is what its event
+handlers take on the training thread, the most direct measure (steps of a 1-2 ms model vary by 10% from
+run to run on a shared machine, so the ratios of whole runs carry that noise; medians carry less).
+`finish_seconds` is the final push at exit (retried against a hanging gateway). Logging every step
+(`--logging_steps 1`) and pushing every `--push_interval` seconds make this a worst case. Prints one
+JSON object; ratios are relative to `none` from the same run.
+
+    .venv/bin/python bench/bench_metrics.py [--steps 300] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from trainer.callbacks import MetricsCallback
+from trainer.config import MetricsArgs
+
+LOOPBACK = "127.0.0.1"
+EVENTS = ("on_train_begin", "on_step_end", "on_log", "on_prediction_step")
+
+
+class TinyModel(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 8))
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"loss": nn.functional.cross_entropy(self.net(x), labels)}
+
+
+class StepClock(TrainerCallback):
+    """Records the time of every `on_step_end`."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.times.append(time.perf_counter())
+
+
+def time_handlers(callback: MetricsCallback, spent: list[float]) -> None:
+    """Wrap the callback's event handlers so that their time adds up in `spent[0]`."""
+    for event in EVENTS:
+        method = getattr(callback, event)
+
+        def timed(*args: Any, _method: Callable[..., Any] = method, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return _method(*args, **kwargs)
+            finally:
+                spent[0] += time.perf_counter() - started
+
+        setattr(callback, event, timed)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def start_gateway(workdir: Path) -> tuple[subprocess.Popen[bytes], str] | None:
+    binary = shutil.which("prometheus-pushgateway")
+    if binary is None:
+        return None
+    port = free_port()
+    process = subprocess.Popen([binary, f"--web.listen-address={LOOPBACK}:{port}", "--persistence.file=",
+                                "--log.level=warn"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               cwd=workdir)
+    url = f"http://{LOOPBACK}:{port}"
+    for _ in range(200):
+        try:
+            urllib.request.urlopen(url + "/-/ready", timeout=1).close()
+            return process, url
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    raise RuntimeError("the Pushgateway did not start")
+
+
+def run_once(args: argparse.Namespace, workdir: Path, url: str | None, with_metrics: bool
+             ) -> dict[str, float]:
+    """One training run: its mean and median step time, the callback's time per step, `finish` time."""
+    torch.manual_seed(0)
+    data = [{"x": torch.randn(args.width), "labels": torch.randint(0, 8, ())} for _ in range(args.batch * 8)]
+    clock, spent, callbacks = StepClock(), [0.0], []
+    metrics: MetricsCallback | None = None
+    if with_metrics:
+        options = MetricsArgs(pushgateway_url=url, metrics_push_interval_seconds=args.push_interval,
+                              metrics_push_timeout_seconds=args.push_timeout)
+        metrics = MetricsCallback(options, f"bench-{time.time_ns()}")
+        time_handlers(metrics, spent)
+        callbacks.append(metrics)
+    training = TrainingArguments(
+        output_dir=str(workdir / "out"), max_steps=args.steps, per_device_train_batch_size=args.batch,
+        logging_steps=args.logging_steps, save_strategy="no", eval_strategy="no", report_to="none",
+        use_cpu=True, disable_tqdm=True, seed=0, dataloader_num_workers=0, remove_unused_columns=False,
+    )
+    trainer = Trainer(model=TinyModel(args.width), args=training, train_dataset=data,
+                      callbacks=[clock, *callbacks])
+    trainer.remove_callback(PrinterCallback)  # keeps stdout for the JSON
+    trainer.train()
+    started = time.perf_counter()
+    if metrics is not None:
+        metrics.finish("succeeded")
+    finish = time.perf_counter() - started
+    steps = [b - a for a, b in zip(clock.times[10:], clock.times[11:], strict=False)]  # after warm-up
+    return {"mean": statistics.fmean(steps), "median": statistics.median(steps),
+            "callback": spent[0] / args.steps, "finish": finish}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--width", type=int, default=256)
+    parser.add_argument("--logging_steps", type=int, default=1)
+    parser.add_argument("--push_interval", type=float, default=0.5)
+    parser.add_argument("--push_timeout", type=float, default=1.0)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        gateway = start_gateway(workdir)
+        hanging = socket.socket()
+        hanging.bind((LOOPBACK, 0))
+        hanging.listen(128)  # connections complete in the kernel; nobody ever answers
+        variants: dict[str, tuple[str | None, bool]] = {
+            "none": (None, False),
+            "offline": (None, True),
+            "gateway_hanging": (f"http://{LOOPBACK}:{hanging.getsockname()[1]}", True),
+        }
+        if gateway:
+            variants["gateway_up"] = (gateway[1], True)
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
+        try:
+            names = list(variants)
+            for round_ in range(args.repeats):  # a different variant goes first in each round
+                for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+                    url, with_metrics = variants[name]
+                    runs[name].append(run_once(args, workdir, url, with_metrics))
+        finally:
+            hanging.close()
+            if gateway:
+                gateway[0].terminate()
+                gateway[0].wait()
+    def over_runs(name: str, key: str) -> float:
+        return statistics.median(r[key] for r in runs[name])
+
+    result: dict[str, Any] = {
+        "device": "cpu", "torch_threads": 1, "steps": args.steps, "repeats": args.repeats,
+        "logging_steps": args.logging_steps, "push_interval_seconds": args.push_interval,
+        "push_timeout_seconds": args.push_timeout, "gateway_up_measured": gateway is not None,
+    }
+    for name in runs:
+        callback = over_runs(name, "callback")
+        result[name] = {
+            "step_ms_median": round(over_runs(name, "median") * 1e3, 4),
+            "step_ms_mean": round(over_runs(name, "mean") * 1e3, 4),
+            "ratio_median_to_none": round(over_runs(name, "median") / over_runs("none", "median"), 4),
+            "ratio_mean_to_none": round(over_runs(name, "mean") / over_runs("none", "mean"), 4),
+            "callback_us_per_step": round(callback * 1e6, 2),
+            "callback_share_of_step": round(callback / over_runs("none", "median"), 5),
+            "finish_seconds": round(over_runs(name, "finish"), 3),
+        }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
