@@ -223,7 +223,7 @@ class TrainArgs:
 
 @dataclass
 class MetricsArgs:
-    """Prometheus metrics: pushes to a Pushgateway and an optional /metrics endpoint (docs/metrics.md)."""
+    """Prometheus metrics: pushes to a Pushgateway and an optional /metrics endpoint (README: Monitoring)."""
 
     pushgateway_url: str | None = opt(
         None, "Pushgateway base URL (http://host:9091 or https://...); unset: nothing is pushed."
