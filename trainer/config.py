@@ -171,6 +171,12 @@ class DataArgs:
         1, "Data loader worker processes per rank (collation only: audio is pre-encoded).", "int", minimum=0
     )
     seed_split: int = opt(0, "Seed of the train/validation split, kept apart from the training seed.", "int")
+    group_by_length: bool = opt(
+        True,
+        "Batch samples of similar length together (random groups of length-sorted samples): far less "
+        "padding when per_device_train_batch_size > 1, the same samples every epoch.",
+        "bool",
+    )
 
 
 @dataclass

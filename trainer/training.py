@@ -88,6 +88,7 @@ class HiggsAudioTrainer(Trainer):
         disable_eval: bool = False,
         keep_checkpoints: int = 0,
         skipped_samples: int = 0,
+        group_by_length: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -97,6 +98,7 @@ class HiggsAudioTrainer(Trainer):
         self.disable_eval = disable_eval
         self.keep_checkpoints = keep_checkpoints
         self._skipped_samples: int | None = skipped_samples  # reported with the first training log
+        self.group_by_length = group_by_length
         self.model_accepts_loss_kwargs = False
         self.loss_is_scaled_for_ga = False
         self.evaluation_runs = 0
@@ -143,6 +145,17 @@ class HiggsAudioTrainer(Trainer):
             cb0 = audio_labels[..., 0]
             window.audio_frames += float(((cb0 != IGNORE) & (cb0 != self.layout.stream_eos)).sum())
         return (loss, outputs) if return_outputs else loss
+
+    # ---- batching ---------------------------------------------------------------------------------
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        """Length-grouped order from the samples' known lengths (no pass over the data to measure them)."""
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.group_by_length and self.args.per_device_train_batch_size > 1 and hasattr(dataset, "lengths"):
+            from transformers.trainer_pt_utils import LengthGroupedSampler
+
+            group = self.args.train_batch_size * self.args.gradient_accumulation_steps
+            return LengthGroupedSampler(group, lengths=dataset.lengths())
+        return super()._get_train_sampler(train_dataset)
 
     # ---- logging ----------------------------------------------------------------------------------
     def _reduce(self, window: _Window) -> dict[str, float]:
