@@ -164,7 +164,7 @@ def build_tiny_checkpoint(
     torch.manual_seed(seed)
     tokenizer = build_text_tokenizer()
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    heads = max(2, hidden_size // 8)
+    heads = max(2, hidden_size // 64) if hidden_size >= 256 else max(2, hidden_size // 8)
     config = HiggsAudioV2Config(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
