@@ -5,6 +5,7 @@
     merge            fold a LoRA adapter into the base model and save a model `from_pretrained` loads
     make-tiny-model  write a tiny random Higgs Audio v2 checkpoint (demo and tests)
     options          print the option table (flag, env var, default, meaning) as Markdown
+    launch           the container entrypoint: environment -> torchrun (see `launch --help`)
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from trainer import exitcodes
+from trainer import exitcodes, outcome
 from trainer.config import ConfigError
 
 USAGE = __doc__.split("\n", 2)[2] if __doc__ else ""
@@ -70,7 +71,14 @@ def _options(argv: Sequence[str]) -> int:
     return exitcodes.OK
 
 
-COMMANDS = {"train": _train, "prepare": _prepare, "merge": _merge, "make-tiny-model": _tiny, "options": _options}
+def _launch(argv: Sequence[str]) -> int:
+    from trainer.launch import main as launch_main
+
+    return launch_main(argv)
+
+
+COMMANDS = {"train": _train, "prepare": _prepare, "merge": _merge, "make-tiny-model": _tiny, "options": _options,
+            "launch": _launch}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -85,14 +93,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command is None:
         print(f"higgs-audio-trainer: unknown command {args[0]!r}; one of {', '.join(COMMANDS)}", file=sys.stderr)
         return exitcodes.CONFIG_ERROR
+    # Every ending is also recorded for the launcher (`trainer.outcome`): torchrun keeps only "failed".
     try:
-        return command(args[1:])
+        code, reason = command(args[1:]), ""
     except ConfigError as err:
-        print(f"higgs-audio-trainer: configuration error: {err}", file=sys.stderr)
-        return exitcodes.CONFIG_ERROR
+        code, reason = exitcodes.CONFIG_ERROR, f"configuration error: {err}"
     except DataError as err:
-        print(f"higgs-audio-trainer: data error: {err}", file=sys.stderr)
-        return exitcodes.DATA_ERROR
+        code, reason = exitcodes.DATA_ERROR, f"data error: {err}"
+    except outcome.Stopped as err:
+        code, reason = err.code, err.reason
+    except Exception as err:
+        outcome.record(exitcodes.FAILURE, f"unexpected error: {type(err).__name__}: {err}")
+        raise
+    if reason:
+        print(f"higgs-audio-trainer: {reason}", file=sys.stderr)
+    outcome.record(code, reason)
+    return code
 
 
 if __name__ == "__main__":

@@ -48,10 +48,27 @@ def resolve_resume(cfg: Config) -> str | None:
 
 
 def main(cfg: Config) -> dict[str, float]:
-    """Train as configured; returns the final training metrics."""
-    trainer, tokenizer, resume = build(cfg)
-    result = trainer.train(resume_from_checkpoint=resume)
-    save_final(trainer, cfg, tokenizer)
+    """Train as configured; returns the final training metrics.
+
+    On SIGTERM/SIGINT every rank stops at the same step end after saving a checkpoint there, and
+    `outcome.Stopped` (exit code 128 + signal) is raised instead of writing the final adapter.
+    """
+    from trainer.callbacks import MetricsCallback
+    from trainer.signals import StopOnSignal
+
+    metrics = MetricsCallback.from_config(cfg)  # first, so that a run failing in preparation reports it
+    status = "failed"
+    try:
+        with StopOnSignal() as stop:
+            trainer, tokenizer, resume = build(cfg)
+            trainer.add_callback(stop)
+            trainer.add_callback(metrics)
+            result = trainer.train(resume_from_checkpoint=resume)
+            stop.raise_if_stopped()
+            save_final(trainer, cfg, tokenizer)
+        status = "succeeded"
+    finally:
+        metrics.finish(status)  # never raises; retries the final push, deletes the group if asked to
     return result.metrics
 
 
@@ -130,6 +147,7 @@ def build(cfg: Config):
         disable_eval=t.disable_eval,
         keep_checkpoints=t.save_total_limit,
         skipped_samples=len(data.bad),
+        group_by_length=cfg.data.group_by_length,
     )
     return trainer, tokenizer, resume
 

@@ -1,0 +1,31 @@
+"""Outcome files (rank -> launcher) and the termination log (launcher -> Kubernetes)."""
+
+from __future__ import annotations
+
+from trainer.outcome import OUTCOME_DIR_ENV, Outcome, collect, one_line, record, write_termination_log
+
+
+def test_each_rank_records_its_code_and_one_line_reason(tmp_path) -> None:
+    for rank, code in ((1, 3), (0, 0)):
+        record(code, "data error:\n  a.wav: missing\n  b.wav: empty" if code else "",
+               {OUTCOME_DIR_ENV: str(tmp_path), "RANK": str(rank)})
+    (tmp_path / "rank-9.json").write_text("{not json")  # a rank killed mid-write: ignored
+    assert collect(tmp_path) == [Outcome(0, 0, ""), Outcome(1, 3, "data error: a.wav: missing b.wav: empty")]
+
+
+def test_outside_a_launch_nothing_is_recorded(tmp_path) -> None:
+    record(2, "configuration error", {"RANK": "0"})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_reasons_are_cut_to_fit_a_termination_message() -> None:
+    assert one_line("x" * 5000) == "x" * 1997 + "..."
+
+
+def test_termination_log_is_written_where_it_can_be(tmp_path) -> None:
+    path = tmp_path / "termination-log"
+    assert write_termination_log("exit 2:\nUSE_LORA", {"TERMINATION_LOG": str(path)}) == path
+    assert path.read_text() == "exit 2: USE_LORA\n"
+    nowhere = tmp_path / "no-such-dir" / "termination-log"
+    assert write_termination_log("x", {"TERMINATION_LOG": str(nowhere)}) is None
+    assert not nowhere.parent.exists()

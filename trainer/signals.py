@@ -1,0 +1,116 @@
+"""Stop on SIGTERM or SIGINT with a complete checkpoint, so that a restarted pod loses almost nothing.
+
+Kubernetes sends SIGTERM when it deletes, evicts or preempts a pod, and SIGKILL when the grace period
+is over; `docker stop` does the same. The launcher passes the signal on to every rank. A checkpoint
+cannot be written from inside a signal handler (a rank may be in the middle of a collective), so the
+handler only notes the signal and `StopOnSignal`, a `TrainerCallback`, acts on it at the next optimizer
+step end: the ranks agree through one all_reduce (so they all stop at the same step and none is left
+waiting in a collective), the Trainer saves a checkpoint there and stops, and `run.main` raises
+`outcome.Stopped` (exit code 128 + the signal number: retried) instead of writing the final adapter.
+
+Before training starts there is nothing to save, so the handler stops the process at once; once training
+has ended the signal is only logged, so that the final adapter is still written.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from types import FrameType
+from typing import Any, Literal
+
+import torch
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from trainer import exitcodes
+from trainer.outcome import Stopped
+
+log = logging.getLogger(__name__)
+
+HANDLED = (signal.SIGTERM, signal.SIGINT)
+
+
+class StopOnSignal(TrainerCallback):
+    """Save a checkpoint and stop at the next step end after SIGTERM/SIGINT on any rank.
+
+    Use as a context manager around the run: it installs the signal handlers on entry and puts the
+    previous ones back on exit (tests run many trainings in one process). Pass it to the Trainer with
+    `trainer.add_callback`, and call `raise_if_stopped()` after `trainer.train()` returns.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.phase: Literal["before", "training", "after"] = "before"
+        self.stopped_at: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    # ---- handlers --------------------------------------------------------------------------------
+    def __enter__(self) -> StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for sig in HANDLED:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self.phase == "before":
+            raise Stopped(exitcodes.for_signal(signum), f"stopped by {name} before training started; nothing to save")
+        if self.received is None:
+            self.received = signum
+            what = "saving a checkpoint and stopping at the next step end" if self.phase == "training" else (
+                "training is over; finishing the final save")
+            # os.write, not logging: a handler may interrupt a logging call holding its lock.
+            os.write(2, f"higgs-audio-trainer: got {name}: {what}\n".encode())
+
+    # ---- training events -------------------------------------------------------------------------
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self.phase = "training"
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> TrainerControl:
+        if self.stopped_at is None and self._agreed(args):
+            control.should_save = True
+            control.should_training_stop = True
+            self.stopped_at = state.global_step
+        return control
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self.phase = "after"
+
+    # ---- decisions -------------------------------------------------------------------------------
+    def _agreed(self, args: TrainingArguments) -> bool:
+        """Whether any rank got a signal: one MAX all_reduce of the signal number, every step."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return self.received is not None
+        device = args.device if dist.get_backend() == "nccl" else torch.device("cpu")
+        flag = torch.tensor([self.received or 0], dtype=torch.int32, device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        agreed = int(flag.item())
+        if agreed and self.received is None:
+            self.received = agreed  # a peer was signalled: stop with its signal's code
+        return agreed != 0
+
+    def raise_if_stopped(self) -> None:
+        """After `trainer.train()`: raise `Stopped` if training ended because of a signal."""
+        if self.stopped_at is None or self.received is None:
+            return
+        name = signal.Signals(self.received).name
+        step = self.stopped_at
+        raise Stopped(
+            exitcodes.for_signal(self.received),
+            f"stopped by {name} at step {step}: checkpoint-{step} saved; a restart resumes from it",
+        )
