@@ -47,6 +47,8 @@ DERIVED = {
     "pushgateway_url": "the address of the Pushgateway of metrics.pushgateway.create, when it creates one",
     "metrics_port": "metrics.podMonitor.port, when metrics.podMonitor.enabled",
     "metrics_namespace": "the pod's namespace (downward API)",
+    "signal_save_timeout_seconds": "terminationGracePeriodSeconds minus 20 (the launcher's time to collect the "
+    "ranks' reasons and exit); a value set here must be below terminationGracePeriodSeconds",
 }
 
 KIND_LABEL = {

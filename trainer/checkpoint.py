@@ -9,6 +9,7 @@ one is complete, so a failing save never costs an earlier complete checkpoint.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -84,6 +85,51 @@ def newest_complete(output_dir: str | Path) -> tuple[Path | None, list[Path]]:
     complete = [p for _, p in list_checkpoints(output_dir) if is_complete(p)]
     incomplete = [p for _, p in list_checkpoints(output_dir) if not is_complete(p)]
     return (complete[-1] if complete else None), incomplete
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def out_of_space(err: BaseException, path: Path, needed: int) -> str | None:
+    """The message for a save of `path` that failed for lack of space, or None if `err` is something else.
+
+    `torch.save` reports a full disk as a `RuntimeError` ("file write failed") and safetensors as its own
+    error type, so besides an ENOSPC or EDQUOT anywhere in the exception chain, any failure while the
+    filesystem has less free space than the checkpoint needs (`needed` bytes) counts.
+    """
+    chain: list[BaseException] = []
+    e: BaseException | None = err
+    while e is not None and e not in chain:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    no_space = any(
+        (isinstance(c, OSError) and c.errno in _NO_SPACE) or "No space left" in str(c) or "StorageFull" in str(c)
+        for c in chain
+    )
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path("/"))
+    free = shutil.disk_usage(existing).free
+    if not no_space and free >= needed:
+        return None
+    return (
+        f"out of disk space while saving {path}: a checkpoint needs about {_mb(needed)}, {_mb(free)} is free "
+        f"there; the partial checkpoint is removed and earlier checkpoints are intact. Free space or use a "
+        f"larger volume, then restart to resume"
+    )
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
+
+
+def last_size(output_dir: str | Path) -> int | None:
+    """Bytes of the newest complete checkpoint (from its marker), or None without one."""
+    newest, _ = newest_complete(output_dir)
+    if newest is None:
+        return None
+    try:
+        return int(json.loads((newest / MARKER).read_text())["bytes"])
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def remove_incomplete(paths: list[Path]) -> None:

@@ -222,6 +222,28 @@ class TrainArgs:
         "auto: continue from the newest complete checkpoint in output_dir; never: start fresh; or the "
         "path of a checkpoint directory.",
     )
+    save_on_signal: bool = opt(
+        True,
+        "On SIGTERM or SIGINT (preemption, eviction, docker stop) every rank stops at the next step end and a "
+        "checkpoint is saved there; false: stop there without saving.",
+        "bool",
+    )
+    signal_save_timeout_seconds: float = opt(
+        100.0,
+        "Seconds from SIGTERM/SIGINT within which the current step and the checkpoint must be done; past that "
+        "the process exits with 128 + the signal number, and the cut-short checkpoint is ignored on restart. "
+        "0: no bound. Keep it below the pod's terminationGracePeriodSeconds (the chart derives it from that).",
+        "float",
+        minimum=0.0,
+    )
+    nan_policy: str = opt(
+        "stop",
+        "What a NaN or infinite training loss does: stop (exit code 4 before the weights change; nothing new is "
+        "saved, the newest complete checkpoint stays the resume point) or skip (that optimizer step leaves the "
+        "weights alone and is counted in the nan_steps_skipped log key).",
+        "choice",
+        choices=("stop", "skip"),
+    )
     run_name: str | None = opt(None, "Name of this run in logs and metrics; defaults to output_dir's name.")
     log_level: str = opt("info", "Log level of the trainer.", "choice",
                          choices=("debug", "info", "warning", "error"))

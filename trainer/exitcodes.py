@@ -10,6 +10,8 @@ OK = 0
 FAILURE = 1  # an unexpected error (a Python traceback says where)
 CONFIG_ERROR = 2  # a flag, environment variable, YAML key or path is wrong; the message names it
 DATA_ERROR = 3  # the dataset has bad samples (all listed) or no usable samples
+DIVERGED = 4  # the training loss became NaN or infinite (--nan_policy stop); nothing new was saved
+DISK_FULL = 5  # a checkpoint did not fit on its filesystem; the message names the path and the space needed
 
 # Retried. 128 + N means "stopped by signal N", as in a shell; custom codes start at 160, above them all.
 SIGNAL_BASE = 128
@@ -22,6 +24,10 @@ TABLE = {
     FAILURE: "unexpected error",
     CONFIG_ERROR: "configuration error (flag, env var, YAML key or path)",
     DATA_ERROR: "data error (bad samples are listed)",
+    DIVERGED: "training diverged: the loss became NaN or infinite (`--nan_policy stop`); nothing was saved "
+    "for that step, the newest complete checkpoint stays the resume point",
+    DISK_FULL: "out of disk space while saving a checkpoint (the message names the path and the space needed); "
+    "the partial checkpoint is removed, earlier ones are intact",
     INTERRUPTED: "stopped by SIGINT; a checkpoint was saved if training had started (retried)",
     PREEMPTED: "stopped by SIGTERM (preemption, eviction, `docker stop`); a checkpoint was saved if training "
     "had started (retried)",

@@ -59,7 +59,7 @@ def main(cfg: Config) -> dict[str, float]:
     metrics = MetricsCallback.from_config(cfg)  # first, so that a run failing in preparation reports it
     status = "failed"
     try:
-        with StopOnSignal() as stop:
+        with StopOnSignal(cfg.train.save_on_signal, cfg.train.signal_save_timeout_seconds) as stop:
             trainer, tokenizer, resume = build(cfg)
             trainer.add_callback(stop)
             trainer.add_callback(metrics)
@@ -126,6 +126,9 @@ def build(cfg: Config):
 
     # LoRA keeps the frozen base in bf16 on GPU (adapters stay fp32); full fine-tuning keeps fp32 masters.
     dtype = torch.bfloat16 if (bf16 and cfg.lora.use_lora) else torch.float32
+    # Seeded again here: how much randomness data preparation used depends on the code cache's state and
+    # on Python's per-process string hashing, and the weights LoRA initialises must depend on --seed alone.
+    set_seed(t.seed)
     model = load_model(m, dtype)
     if cfg.lora.use_lora:
         model = apply_lora(model, cfg.lora)
@@ -148,6 +151,7 @@ def build(cfg: Config):
         keep_checkpoints=t.save_total_limit,
         skipped_samples=len(data.bad),
         group_by_length=cfg.data.group_by_length,
+        nan_policy=t.nan_policy,
     )
     return trainer, tokenizer, resume
 

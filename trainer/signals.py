@@ -4,12 +4,20 @@ Kubernetes sends SIGTERM when it deletes, evicts or preempts a pod, and SIGKILL 
 is over; `docker stop` does the same. The launcher passes the signal on to every rank. A checkpoint
 cannot be written from inside a signal handler (a rank may be in the middle of a collective), so the
 handler only notes the signal and `StopOnSignal`, a `TrainerCallback`, acts on it at the next optimizer
-step end: the ranks agree through one all_reduce (so they all stop at the same step and none is left
-waiting in a collective), the Trainer saves a checkpoint there and stops, and `run.main` raises
-`outcome.Stopped` (exit code 128 + the signal number: retried) instead of writing the final adapter.
+step end (or right after an evaluation the signal interrupted): the ranks agree through one all_reduce
+(so they all stop at the same step and none is left waiting in a collective), the Trainer saves a
+checkpoint there and stops, and `run.main` raises `outcome.Stopped` (exit code 128 + the signal number:
+retried) instead of writing the final adapter.
 
 Before training starts there is nothing to save, so the handler stops the process at once; once training
 has ended the signal is only logged, so that the final adapter is still written.
+
+`--save_on_signal false` makes the ranks stop at the agreed step end without saving (a restart resumes
+from the newest complete checkpoint). `--signal_save_timeout_seconds` bounds the time from the signal to
+the end: a watchdog started by the handler records the reason and exits with 128 + the signal number
+once it has passed, so the process ends with a known code and reason before Kubernetes' SIGKILL at the end
+of `terminationGracePeriodSeconds` (the chart derives the bound from it). A checkpoint cut short there has
+no completeness marker and is ignored on restart.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from trainer import exitcodes
-from trainer.outcome import Stopped
+from trainer.outcome import Stopped, record
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +48,14 @@ class StopOnSignal(TrainerCallback):
     `trainer.add_callback`, and call `raise_if_stopped()` after `trainer.train()` returns.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, save: bool = True, timeout_seconds: float = 0.0) -> None:
+        self.save = save
+        self.timeout_seconds = timeout_seconds
         self.received: int | None = None
         self.phase: Literal["before", "training", "after"] = "before"
         self.stopped_at: int | None = None
         self._previous: dict[int, Any] = {}
+        self._watchdog: threading.Timer | None = None
 
     # ---- handlers --------------------------------------------------------------------------------
     def __enter__(self) -> StopOnSignal:
@@ -54,6 +65,8 @@ class StopOnSignal(TrainerCallback):
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
@@ -64,10 +77,30 @@ class StopOnSignal(TrainerCallback):
             raise Stopped(exitcodes.for_signal(signum), f"stopped by {name} before training started; nothing to save")
         if self.received is None:
             self.received = signum
-            what = "saving a checkpoint and stopping at the next step end" if self.phase == "training" else (
-                "training is over; finishing the final save")
+            what = "training is over; finishing the final save"
+            if self.phase == "training":
+                what = "saving a checkpoint and stopping at the next step end" if self.save else (
+                    "stopping at the next step end without saving (--save_on_signal false)")
+            if self.timeout_seconds > 0:
+                what += f", within {self.timeout_seconds:g} s (--signal_save_timeout_seconds)"
+                self._watchdog = threading.Timer(self.timeout_seconds, self._expire)
+                self._watchdog.daemon = True
+                self._watchdog.start()
             # os.write, not logging: a handler may interrupt a logging call holding its lock.
             os.write(2, f"higgs-audio-trainer: got {name}: {what}\n".encode())
+
+    def _expire(self) -> None:
+        """The watchdog: the save after a signal took longer than the bound; exit now with its code."""
+        assert self.received is not None
+        code = exitcodes.for_signal(self.received)
+        reason = (
+            f"stopped by {signal.Signals(self.received).name}: the step and checkpoint did not finish within "
+            f"{self.timeout_seconds:g} s (--signal_save_timeout_seconds); a restart resumes from the newest "
+            "complete checkpoint"
+        )
+        os.write(2, f"higgs-audio-trainer: {reason}\n".encode())
+        record(code, reason)
+        os._exit(code)
 
     # ---- training events -------------------------------------------------------------------------
     def on_train_begin(
@@ -79,10 +112,17 @@ class StopOnSignal(TrainerCallback):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> TrainerControl:
         if self.stopped_at is None and self._agreed(args):
-            control.should_save = True
+            control.should_save = self.save
             control.should_training_stop = True
             self.stopped_at = state.global_step
         return control
+
+    def on_evaluate(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> TrainerControl:
+        # Evaluation runs after a step end on every rank: a signal that came during it is acted on right
+        # after it, at the step just taken (the Trainer saves after evaluating), not one step later.
+        return self.on_step_end(args, state, control, **kwargs)
 
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -110,6 +150,12 @@ class StopOnSignal(TrainerCallback):
             return
         name = signal.Signals(self.received).name
         step = self.stopped_at
+        if not self.save:
+            raise Stopped(
+                exitcodes.for_signal(self.received),
+                f"stopped by {name} at step {step} without saving (--save_on_signal false); a restart resumes "
+                "from the newest complete checkpoint",
+            )
         raise Stopped(
             exitcodes.for_signal(self.received),
             f"stopped by {name} at step {step}: checkpoint-{step} saved; a restart resumes from it",

@@ -6,15 +6,21 @@ Only hooks are overridden, each calling `super()` where there is one:
   `num_items_in_batch` the Trainer counts from the *text* labels, which changes the audio loss's scale
   with the number of text labels; ours does not (`loss_is_scaled_for_ga = False`: the Trainer then
   averages micro-batches over gradient accumulation).
-- `log`: adds audio, text and per-codebook losses and throughput (summed over ranks) to each log.
+- `log`: adds audio, text and per-codebook losses and throughput (summed over ranks) to each log, and
+  with `--nan_policy skip` the count of skipped steps (`nan_steps_skipped`).
+- `_maybe_log_save_evaluate`: each logging window's running loss starts from 0, even after a NaN.
+- a NaN or infinite training loss stops the run or skips the step (`trainer.divergence.NanGuard`).
 - `_save` / `_save_checkpoint` / `_load_from_checkpoint`: the LoRA adapter lives in `lora_adapters/`,
   a checkpoint gets its completeness marker after every rank has written, rotation happens after that.
+  A save that fails for lack of disk space removes its partial directory and stops with exit code 5
+  (`exitcodes.DISK_FULL`), naming the path and the space a checkpoint needs.
 - `evaluate`: with evaluation disabled it runs nothing and returns `{}`.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -24,8 +30,11 @@ import torch.nn.functional as F
 from transformers import Trainer, TrainingArguments
 
 from trainer import checkpoint as ckpt
+from trainer import exitcodes
 from trainer.collator import IGNORE, Layout
 from trainer.config import Config, run_name
+from trainer.divergence import NanGuard
+from trainer.outcome import Stopped
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +98,12 @@ class HiggsAudioTrainer(Trainer):
         keep_checkpoints: int = 0,
         skipped_samples: int = 0,
         group_by_length: bool = False,
+        nan_policy: str = "stop",
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.nan_guard = NanGuard(nan_policy)  # type: ignore[arg-type]
+        self.add_callback(self.nan_guard)
         self.layout = layout
         self.frame_rate = frame_rate
         self.text_loss_weight = text_loss_weight
@@ -133,6 +145,8 @@ class HiggsAudioTrainer(Trainer):
         text_loss = outputs.loss if labels is not None else None
         if text_loss is not None:
             loss = loss + self.text_loss_weight * text_loss
+        if model.training:
+            self.nan_guard.observe(loss)
         window = self._train if model.training else self._eval
         with torch.no_grad():
             window.codebook += per_codebook.detach().double().cpu()
@@ -200,11 +214,20 @@ class HiggsAudioTrainer(Trainer):
             if self._skipped_samples is not None:
                 logs["skipped_samples"] = float(self._skipped_samples)
                 self._skipped_samples = None
+            if self.nan_guard.policy == "skip":
+                logs["nan_steps_skipped"] = float(self.nan_guard.skipped)
         elif "eval_loss" in logs:
             extra = self._reduce(self._eval)
             logs = {**logs, **{f"eval_{k}": v for k, v in extra.items() if k.endswith("loss")}}
             self._eval.reset()
         super().log(logs, start_time)
+
+    def _maybe_log_save_evaluate(self, tr_loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        super()._maybe_log_save_evaluate(tr_loss, *args, **kwargs)
+        if self._globalstep_last_logged == self.state.global_step:
+            # The Trainer resets the running loss with `tr_loss -= tr_loss`, which keeps a NaN forever: after
+            # a skipped NaN step (--nan_policy skip) the next logging window must start from 0.
+            tr_loss.nan_to_num_(0.0, 0.0, 0.0)
 
     # ---- evaluation -------------------------------------------------------------------------------
     def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
@@ -226,12 +249,21 @@ class HiggsAudioTrainer(Trainer):
 
     def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
         started = time.monotonic()
-        super()._save_checkpoint(model, trial)
-        self.accelerator.wait_for_everyone()  # every rank's RNG state is on disk before the marker
         path = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+        try:
+            super()._save_checkpoint(model, trial)
+            self.accelerator.wait_for_everyone()  # every rank's RNG state is on disk before the marker
+            if self.args.should_save:
+                ckpt.write_marker(path, self.state.global_step)
+        except Exception as err:
+            full = ckpt.out_of_space(err, path, self._checkpoint_bytes())
+            if full is None:
+                raise
+            if self.args.should_save:
+                shutil.rmtree(path, ignore_errors=True)
+            raise Stopped(exitcodes.DISK_FULL, full) from err
         size = 0
         if self.args.should_save:
-            ckpt.write_marker(path, self.state.global_step)
             best = Path(self.state.best_model_checkpoint) if self.state.best_model_checkpoint else None
             for removed in ckpt.rotate(self.args.output_dir, self.keep_checkpoints, protect=best):
                 log.info("removed old checkpoint %s (save_total_limit %d)", removed, self.keep_checkpoints)
@@ -244,6 +276,17 @@ class HiggsAudioTrainer(Trainer):
                 "checkpoint_bytes": float(size),
             }
         )
+
+    def _checkpoint_bytes(self) -> int:
+        """What a checkpoint needs on disk: the previous one's size, else the weights it saves and AdamW's two
+        fp32 moments per trainable weight."""
+        previous = ckpt.last_size(self.args.output_dir)
+        if previous:
+            return previous
+        params = list(self.model.parameters())
+        trainable = [p for p in params if p.requires_grad]
+        saved = sum(p.numel() * p.element_size() for p in (trainable if self.is_peft else params))
+        return saved + sum(2 * 4 * p.numel() for p in trainable)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
         if not self.is_peft:
@@ -315,7 +358,10 @@ def build_training_args(cfg: Config, *, use_cpu: bool, bf16: bool) -> TrainingAr
         report_to=report_to,
         **checkpointing,
         dataloader_num_workers=d.dataloader_num_workers,
-        dataloader_persistent_workers=d.dataloader_num_workers > 0,
+        # Not persistent: a persistent worker pool draws its base seed from the global RNG once, on first use,
+        # which after a resume (the first epoch runs on a separate, batch-skipping loader) falls at the next
+        # epoch's start and shifts that epoch's order and dropout against an uninterrupted run.
+        dataloader_persistent_workers=False,
         remove_unused_columns=False,
         label_names=["audio_labels"],
         prediction_loss_only=True,

@@ -45,6 +45,9 @@ CASES = {
     "bad-restart-policy": ({"restartPolicy": "Sometimes"}, "run", "restartPolicy"),
     "trainer-option-in-extra-env": ({"extraEnv": [{"name": "USE_LORA", "value": "true"}]}, "run", "extraEnv"),
     "output-dir-off-the-volume": ({"trainer": {"output_dir": "/tmp/out"}}, "run", "trainer.output_dir"),
+    "signal-save-timeout-past-the-grace-period": (
+        {"trainer": {"signal_save_timeout_seconds": 120}}, "run", "trainer.signal_save_timeout_seconds"
+    ),
     "option-set-twice": (
         {"trainer": {"seed": 1}, "trainerFromSecret": {"seed": {"name": "s", "key": "k"}}},
         "run",

@@ -126,6 +126,18 @@ def test_derived_options_come_from_the_job_name_and_output_mount(helm4: str) -> 
     assert "PUSHGATEWAY_URL" not in env and "METRICS_PORT" not in env
 
 
+def test_signal_save_timeout_is_derived_below_the_termination_grace_period(helm4: str) -> None:
+    for grace, expected in ((120, 100.0), (600, 580.0), (10, 1.0)):
+        docs = render(helm4, None, "--set", f"terminationGracePeriodSeconds={grace}")
+        template = pod_templates(the(docs, "PyTorchJob"))["Master"]
+        env = env_of(trainer_container(template))
+        assert template["spec"]["terminationGracePeriodSeconds"] == grace
+        assert float(env["SIGNAL_SAVE_TIMEOUT_SECONDS"]["value"]) == expected < grace
+    docs = render(helm4, None, "--set", "trainer.signal_save_timeout_seconds=30")
+    env = env_of(trainer_container(pod_templates(the(docs, "PyTorchJob"))["Master"]))
+    assert float(env["SIGNAL_SAVE_TIMEOUT_SECONDS"]["value"]) == 30.0
+
+
 def test_pushgateway_and_metrics_port_are_wired_when_enabled(helm4: str) -> None:
     docs = render(helm4, CI_DIR / "multi-node-gpu-values.yaml")
     service = the(docs, "Service")

@@ -274,3 +274,52 @@ def test_a_rank_killed_without_a_word_gives_a_retried_code(base_args, tmp_path) 
                 proc.kill()
     assert code == exitcodes.PROCESS_LOST, log.read_text()[-3000:]
     assert "without a reason" in (tmp_path / "termination-log").read_text()
+
+
+def _losses(checkpoint: Path) -> dict[int, float]:
+    """Step -> training loss of every step logged up to `checkpoint` (exact floats, logging_steps=1)."""
+    history = json.loads((checkpoint / "trainer_state.json").read_text())["log_history"]
+    return {h["step"]: h["loss"] for h in history if "loss" in h}
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_rank_then_restart_gives_the_losses_of_an_uninterrupted_run(base_args, tmp_path) -> None:
+    steps = "60"
+    same = {"nproc_per_node": "2", "max_steps": steps, "save_steps": "100000", "logging_steps": "1",
+            "dataloader_num_workers": "1"}
+    whole_out, cut_out = tmp_path / "whole", tmp_path / "cut"
+    whole = launch(launch_env(base_args, tmp_path, output_dir=str(whole_out), **same))
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    expected = _losses(whole_out / f"checkpoint-{steps}")
+    assert sorted(expected) == list(range(1, int(steps) + 1))
+
+    env = launch_env(base_args, tmp_path, output_dir=str(cut_out), **same)
+    log = tmp_path / "cut.log"
+    with open(log, "w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "trainer", "launch"], env=env, stdout=sink,
+                                stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 240
+            while log.read_text().count("{'loss'") < 3:
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.05)
+            (torchrun,) = children_of(proc.pid)
+            ranks = children_of(torchrun)
+            os.kill(ranks[1], signal.SIGTERM)  # one rank only: the other learns it through the all_reduce
+            code = proc.wait(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert code == exitcodes.PREEMPTED, log.read_text()[-3000:]
+    (saved,) = [p.parent for p in cut_out.glob("checkpoint-*/checkpoint_complete.json")]
+    stopped = int(saved.name.split("-")[1])
+    assert 3 <= stopped < int(steps), "the signal landed after the run had ended"
+    # Lost: nothing; the checkpoint is the step both ranks stopped at.
+    assert _losses(saved) == {s: expected[s] for s in range(1, stopped + 1)}
+
+    again = launch(launch_env(base_args, tmp_path, output_dir=str(cut_out), **same))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming from {saved} at step {stopped}" in again.stderr
+    resumed = _losses(cut_out / f"checkpoint-{steps}")
+    after = range(stopped + 1, int(steps) + 1)
+    assert [resumed[s] for s in after] == [expected[s] for s in after]

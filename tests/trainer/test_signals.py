@@ -1,15 +1,23 @@
-"""`StopOnSignal`: what a SIGTERM does before, during and after training, in one process (the DDP path,
-where the ranks agree through an all_reduce, runs in tests/trainer/test_launch.py and tests/image/)."""
+"""`StopOnSignal`: what a SIGTERM does before, during and after training, during evaluation and data
+preparation, in one process (the DDP path, where the ranks agree through an all_reduce, runs in
+tests/trainer/test_launch.py, tests/e2e/ and tests/image/)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
 
 import pytest
-from transformers import TrainerControl, TrainerState, TrainingArguments
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from trainer.outcome import Stopped
+from trainer.checkpoint import MARKER
+from trainer.outcome import OUTCOME_DIR_ENV, Stopped
 from trainer.signals import StopOnSignal
 
 
@@ -61,3 +69,111 @@ def test_previous_handlers_come_back() -> None:
     with StopOnSignal():
         assert signal.getsignal(signal.SIGTERM) != before[0]
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def test_save_on_signal_false_stops_at_the_step_end_without_saving(args: TrainingArguments) -> None:
+    with StopOnSignal(save=False) as stop:
+        stop.on_train_begin(args, TrainerState(), TrainerControl())
+        os.kill(os.getpid(), signal.SIGTERM)
+        control = step_end(stop, args, 4)
+        assert control.should_training_stop and not control.should_save
+        with pytest.raises(Stopped) as stopped:
+            stop.raise_if_stopped()
+    assert stopped.value.code == 143
+    assert stopped.value.reason.startswith("stopped by SIGTERM at step 4 without saving (--save_on_signal false)")
+
+
+HANGING_SAVE = textwrap.dedent("""
+    import os, signal, time
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+    from trainer.signals import StopOnSignal
+    args = TrainingArguments(output_dir=os.environ["OUT"], use_cpu=True, report_to=[])
+    with StopOnSignal(timeout_seconds=1.0) as stop:
+        stop.on_train_begin(args, TrainerState(), TrainerControl())
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(60)  # a step or a save that never ends
+""")
+
+
+def test_signal_save_timeout_exits_with_the_signal_code_and_records_why(tmp_path) -> None:
+    env = {**os.environ, OUTCOME_DIR_ENV: str(tmp_path), "RANK": "0", "OUT": str(tmp_path / "out")}
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", HANGING_SAVE], env=env, capture_output=True, text=True,
+                          timeout=120)
+    waited = time.monotonic() - started
+    assert proc.returncode == 143, proc.stderr[-2000:]
+    assert "within 1 s (--signal_save_timeout_seconds)" in proc.stderr
+    assert waited < 30  # well before the 60 s "save" would have ended
+    recorded = json.loads((tmp_path / "rank-0.json").read_text())
+    assert recorded["code"] == 143
+    assert recorded["reason"].startswith("stopped by SIGTERM: the step and checkpoint did not finish within 1 s")
+
+
+class _SigtermDuringEvaluation(TrainerCallback):
+    """Sends this process SIGTERM from inside the evaluation loop at step `step`."""
+
+    def __init__(self, step: int) -> None:
+        self.step, self.sent = step, False
+
+    def on_prediction_step(self, args, state, control, **kw):
+        if state.global_step == self.step and not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_during_evaluation_saves_at_that_step_right_after_it(base_args) -> None:
+    from trainer.cli import parse_train_args
+    from trainer.run import build
+
+    values = base_args | {"disable_eval": "false", "validation_split": "0.2", "eval_steps": "4",
+                          "save_steps": "100", "logging_steps": "1"}
+    cfg = parse_train_args([], {k.upper(): v for k, v in values.items()})
+    out = Path(base_args["output_dir"])
+    probe = _SigtermDuringEvaluation(step=4)
+    with StopOnSignal() as stop:
+        trainer, _, resume = build(cfg)
+        trainer.add_callback(stop)
+        trainer.add_callback(probe)
+        trainer.train(resume_from_checkpoint=resume)
+        with pytest.raises(Stopped) as stopped:
+            stop.raise_if_stopped()
+    assert probe.sent
+    assert stopped.value.code == 143
+    assert stopped.value.reason == "stopped by SIGTERM at step 4: checkpoint-4 saved; a restart resumes from it"
+    # The evaluation finished, the checkpoint is the step just evaluated, and no further step was taken:
+    # nothing is lost.
+    assert any("eval_loss" in h and h["step"] == 4 for h in trainer.state.log_history)
+    assert trainer.state.global_step == 4
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4"]
+    assert (out / "checkpoint-4" / MARKER).is_file()
+
+
+@pytest.mark.slow
+def test_sigterm_during_data_preparation_exits_143_at_once_with_nothing_to_save(base_args, tmp_path) -> None:
+    from tests.conftest import clean_env
+
+    values = base_args | {"cache_dir": str(tmp_path / "fresh_cache")}  # every clip must be encoded
+    env = clean_env(**{k.upper(): v for k, v in values.items()}, OMP_NUM_THREADS="1")
+    env[OUTCOME_DIR_ENV] = str(tmp_path)
+    log = tmp_path / "train.log"
+    with open(log, "w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "trainer", "train"], env=env, stdout=sink,
+                                stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 240
+            while "encoding audio" not in log.read_text():
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            code = proc.wait(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    text = log.read_text()
+    assert code == 143, text[-3000:]
+    assert time.monotonic() - signalled < 30
+    assert "stopped by SIGTERM before training started; nothing to save" in text
+    assert json.loads((tmp_path / "rank-0.json").read_text())["code"] == 143
+    out = Path(base_args["output_dir"])
+    assert not list(out.glob("checkpoint-*")) and not (out / "lora_adapters").exists()

@@ -139,6 +139,8 @@ trainer does not read.
 {{- if .Values.metrics.podMonitor.enabled }}
 {{- $_ := set $derived "metrics_port" .Values.metrics.podMonitor.port }}
 {{- end }}
+{{- $grace := int .Values.terminationGracePeriodSeconds }}
+{{- $_ := set $derived "signal_save_timeout_seconds" (max 1 (sub $grace 20)) }}
 {{- range $name, $value := $derived }}
 {{- if and (has $name $known) (not (hasKey $opts $name)) (not (hasKey $fromSecret $name)) }}
 {{- $_ := set $opts $name $value }}
@@ -152,6 +154,11 @@ trainer does not read.
 {{- if and .Values.metrics.podMonitor.enabled (hasKey $opts "metrics_port") }}
 {{- if ne (include "higgs-audio-trainer.envValue" $opts.metrics_port) (include "higgs-audio-trainer.envValue" .Values.metrics.podMonitor.port) }}
 {{- fail (printf "trainer.metrics_port: %v differs from metrics.podMonitor.port %v, the port the PodMonitor scrapes; set only metrics.podMonitor.port" $opts.metrics_port .Values.metrics.podMonitor.port) }}
+{{- end }}
+{{- end }}
+{{- with $opts.signal_save_timeout_seconds }}
+{{- if ge (float64 .) (float64 $grace) }}
+{{- fail (printf "trainer.signal_save_timeout_seconds: %v must be below terminationGracePeriodSeconds %v, or the kubelet's SIGKILL cuts the checkpoint short before the trainer can say why; leave it null to derive it" . $grace) }}
 {{- end }}
 {{- end }}
 {{- toYaml $opts }}

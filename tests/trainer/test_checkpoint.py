@@ -1,0 +1,136 @@
+"""Checkpoint saves that run out of disk, on a real size-limited filesystem (a tmpfs the test mounts)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import clean_env
+from tests.tooling import missing
+from trainer import exitcodes
+from trainer.checkpoint import MARKER
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A tmpfs mounted for this test (64 MB until the test shrinks it), unmounted afterwards."""
+    mnt = tmp_path / "vol"
+    mnt.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=0755", "tmpfs", str(mnt)],
+                           capture_output=True, text=True)
+    if mount.returncode != 0:
+        missing(f"a size-limited tmpfs (mount -t tmpfs needs root or CAP_SYS_ADMIN: {mount.stderr.strip()})")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _resize(mnt: Path, size: int) -> None:
+    subprocess.run(["mount", "-o", f"remount,size={size}", str(mnt)], check=True)
+
+
+def _digests(directory: Path) -> dict[str, str]:
+    return {p.relative_to(directory).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def _train(base_args: dict[str, str], **over: str) -> subprocess.CompletedProcess[str]:
+    env = clean_env(**{k.upper(): v for k, v in (base_args | over).items()})
+    env["OMP_NUM_THREADS"] = "1"
+    return subprocess.run([sys.executable, "-m", "trainer", "train"], env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_a_full_disk_during_a_save_exits_5_naming_the_path_and_size_and_keeps_earlier_checkpoints(
+    base_args, small_fs
+) -> None:
+    out = small_fs / "out"
+    args = base_args | {"output_dir": str(out), "save_steps": "5", "logging_steps": "1"}
+    first = _train(args, max_steps="5")
+    assert first.returncode == 0, first.stderr[-3000:]
+    shutil.rmtree(out / "lora_adapters")
+    kept = _digests(out / "checkpoint-5")
+    size = json.loads((out / "checkpoint-5" / MARKER).read_text())["bytes"]
+    used = shutil.disk_usage(small_fs).used
+    _resize(small_fs, used + size // 2)  # room for half of the next checkpoint
+
+    second = _train(args, max_steps="20")
+
+    assert second.returncode == exitcodes.DISK_FULL == 5, second.stderr[-3000:]
+    needed = f"{size / 1e3:.1f} kB" if size < 100_000 else f"{size / 1e6:.1f} MB"
+    assert f"out of disk space while saving {out / 'checkpoint-10'}: a checkpoint needs about {needed}" in (
+        second.stderr)
+    assert not (out / "checkpoint-10").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-5"]
+    assert _digests(out / "checkpoint-5") == kept
+
+    # With space again, a restart resumes from checkpoint-5: lost are steps 6-10, those since it.
+    _resize(small_fs, 64 * 2**20)
+    third = _train(args, max_steps="10")
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert f"resuming from {out / 'checkpoint-5'} at step 5" in third.stderr
+    step_logs = [line for line in third.stdout.splitlines() if line.startswith("{'loss':")]
+    assert len(step_logs) == 5
+
+
+def test_a_process_killed_while_writing_a_checkpoint_restarts_from_the_previous_one(base_args, tmp_path) -> None:
+    import os
+    import re
+    import signal
+    import time
+
+    from trainer.tiny import build_tiny_checkpoint
+
+    # Full fine-tuning of a wider model: a checkpoint of about 200 MB takes long enough to write that the
+    # test sees its directory before the marker and kills the process there.
+    model_dir, codec_dir = build_tiny_checkpoint(tmp_path / "wide", hidden_size=512, num_layers=4)
+    out = Path(base_args["output_dir"])
+    args = base_args | {"model_path": str(model_dir), "audio_tokenizer_path": str(codec_dir), "use_lora": "false",
+                        "save_steps": "2", "save_total_limit": "0", "logging_steps": "1", "max_steps": "100000"}
+    env = clean_env(**{k.upper(): v for k, v in args.items()}, OMP_NUM_THREADS="1")
+    first = subprocess.Popen([sys.executable, "-m", "trainer", "train"], env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    partial = None
+    try:
+        deadline = time.monotonic() + 300
+        while partial is None:
+            assert first.poll() is None, "run ended early"
+            assert time.monotonic() < deadline, "never saw a checkpoint being written"
+            dirs = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+            complete = [d for d in dirs if (d / MARKER).is_file()]
+            writing = [d for d in dirs if not (d / MARKER).is_file()]
+            if complete and writing:
+                os.killpg(first.pid, signal.SIGKILL)
+                partial = writing[-1]
+            time.sleep(0.002)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    if (partial / MARKER).is_file():
+        pytest.fail(f"the save of {partial} finished before the kill landed; the test needs a slower save")
+    assert any(partial.iterdir()), "the kill came before anything was written"
+    previous = max(int(p.parent.name.split("-")[1]) for p in out.glob(f"checkpoint-*/{MARKER}"))
+    assert previous < int(partial.name.split("-")[1])
+
+    second = _train(args, max_steps=str(previous + 1), save_steps="1000")
+
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert f"ignoring incomplete checkpoint {partial}" in second.stderr
+    assert re.search(rf"resuming from \S*checkpoint-{previous} at step {previous}\b", second.stderr)
+    assert not partial.exists()
+    # Lost: the steps since checkpoint-{previous}; the restart goes on from there.
+    step_logs = [line for line in second.stdout.splitlines() if line.startswith("{'loss':")]
+    assert len(step_logs) == 1
+    assert (out / f"checkpoint-{previous + 1}" / MARKER).is_file()
+    assert (out / "model" / "model.safetensors").is_file()
