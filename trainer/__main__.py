@@ -81,6 +81,20 @@ COMMANDS = {"train": _train, "prepare": _prepare, "merge": _merge, "make-tiny-mo
             "launch": _launch}
 
 
+PEER_LOST_MESSAGES = ("Connection closed by peer", "Connection reset by peer", "Broken pipe",
+                      "collective operation timeout", "NCCL communicator was aborted")
+
+
+def lost_peer(err: BaseException) -> bool:
+    """Whether `err` says another rank or the rendezvous went away (torch.distributed's own errors, or
+    the messages gloo and NCCL raise as plain RuntimeErrors), rather than a fault of this process."""
+    dist = sys.modules.get("torch.distributed")  # loaded only if the run got that far
+    dist_error = getattr(dist, "DistError", None) if dist is not None else None
+    if dist_error is not None and isinstance(err, dist_error):
+        return True
+    return isinstance(err, RuntimeError) and any(m in str(err) for m in PEER_LOST_MESSAGES)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Dispatch a subcommand; turn known errors into one-line messages and their exit codes."""
     from trainer.data import DataError
@@ -103,8 +117,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except outcome.Stopped as err:
         code, reason = err.code, err.reason
     except Exception as err:
-        outcome.record(exitcodes.FAILURE, f"unexpected error: {type(err).__name__}: {err}")
-        raise
+        if lost_peer(err):  # a peer died or the rendezvous failed: a restart can succeed
+            code, reason = exitcodes.PROCESS_LOST, f"lost a peer: {type(err).__name__}: {err}"
+        else:
+            outcome.record(exitcodes.FAILURE, f"unexpected error: {type(err).__name__}: {err}")
+            raise
     if reason:
         print(f"higgs-audio-trainer: {reason}", file=sys.stderr)
     outcome.record(code, reason)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from trainer.outcome import OUTCOME_DIR_ENV, Outcome, collect, one_line, record, write_termination_log
 
 
@@ -29,3 +31,24 @@ def test_termination_log_is_written_where_it_can_be(tmp_path) -> None:
     nowhere = tmp_path / "no-such-dir" / "termination-log"
     assert write_termination_log("x", {"TERMINATION_LOG": str(nowhere)}) is None
     assert not nowhere.parent.exists()
+
+
+def test_a_lost_peer_is_recorded_as_retried_process_lost(monkeypatch, tmp_path) -> None:
+    """A collective that fails because another rank died ends this rank with 160 (retried), not 1."""
+    import torch.distributed as torch_dist
+
+    import trainer.__main__ as cli
+    from trainer import exitcodes
+
+    def collective_with_dead_peer(argv):  # what gloo raises when the other end of an all_reduce is gone
+        raise torch_dist.DistBackendError("[gloo] Connection closed by peer [127.0.0.1]:29500")
+
+    def own_bug(argv):
+        raise ValueError("a bug in this process")
+
+    monkeypatch.setitem(cli.COMMANDS, "peer", collective_with_dead_peer)
+    monkeypatch.setitem(cli.COMMANDS, "bug", own_bug)
+    assert cli.main(["peer"]) == exitcodes.PROCESS_LOST
+    assert cli.lost_peer(RuntimeError("Connection reset by peer"))
+    with pytest.raises(ValueError):
+        cli.main(["bug"])
