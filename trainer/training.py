@@ -314,6 +314,9 @@ class HiggsAudioTrainer(Trainer):
         log.info("loaded LoRA adapter from %s", adapter)
 
 
+_HAS_MP_CONTEXT = "dataloader_multiprocessing_context" in TrainingArguments.__dataclass_fields__
+
+
 def build_training_args(cfg: Config, *, use_cpu: bool, bf16: bool) -> TrainingArguments:
     """Our options -> `TrainingArguments`. Evaluation off means no strategy, no eval steps, no best model."""
     t, d = cfg.train, cfg.data
@@ -362,6 +365,9 @@ def build_training_args(cfg: Config, *, use_cpu: bool, bf16: bool) -> TrainingAr
         # which after a resume (the first epoch runs on a separate, batch-skipping loader) falls at the next
         # epoch's start and shifts that epoch's order and dropout against an uninterrupted run.
         dataloader_persistent_workers=False,
+        # Workers are spawned, not forked: forking a process that runs gloo/NCCL and OpenMP threads can
+        # deadlock the child, and non-persistent workers fork again every epoch.
+        **({"dataloader_multiprocessing_context": "spawn"} if d.dataloader_num_workers > 0 and _HAS_MP_CONTEXT else {}),
         remove_unused_columns=False,
         label_names=["audio_labels"],
         prediction_loss_only=True,
