@@ -16,7 +16,6 @@ import sys
 from collections.abc import Sequence
 
 from trainer import exitcodes, outcome
-from trainer.config import ConfigError
 
 USAGE = __doc__.split("\n", 2)[2] if __doc__ else ""
 
@@ -81,24 +80,8 @@ COMMANDS = {"train": _train, "prepare": _prepare, "merge": _merge, "make-tiny-mo
             "launch": _launch}
 
 
-PEER_LOST_MESSAGES = ("Connection closed by peer", "Connection reset by peer", "Broken pipe",
-                      "collective operation timeout", "NCCL communicator was aborted")
-
-
-def lost_peer(err: BaseException) -> bool:
-    """Whether `err` says another rank or the rendezvous went away (torch.distributed's own errors, or
-    the messages gloo and NCCL raise as plain RuntimeErrors), rather than a fault of this process."""
-    dist = sys.modules.get("torch.distributed")  # loaded only if the run got that far
-    dist_error = getattr(dist, "DistError", None) if dist is not None else None
-    if dist_error is not None and isinstance(err, dist_error):
-        return True
-    return isinstance(err, RuntimeError) and any(m in str(err) for m in PEER_LOST_MESSAGES)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Dispatch a subcommand; turn known errors into one-line messages and their exit codes."""
-    from trainer.data import DataError
-
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
         print(f"usage: higgs-audio-trainer COMMAND [options]\n\n{USAGE}")
@@ -110,17 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Every ending is also recorded for the launcher (`trainer.outcome`): torchrun keeps only "failed".
     try:
         code, reason = command(args[1:]), ""
-    except ConfigError as err:
-        code, reason = exitcodes.CONFIG_ERROR, f"configuration error: {err}"
-    except DataError as err:
-        code, reason = exitcodes.DATA_ERROR, f"data error: {err}"
-    except outcome.Stopped as err:
-        code, reason = err.code, err.reason
-    except Exception as err:
-        if lost_peer(err):  # a peer died or the rendezvous failed: a restart can succeed
-            code, reason = exitcodes.PROCESS_LOST, f"lost a peer: {type(err).__name__}: {err}"
-        else:
-            outcome.record(exitcodes.FAILURE, f"unexpected error: {type(err).__name__}: {err}")
+    except (outcome.Stopped, Exception) as err:
+        code, reason = outcome.classify(err)
+        if code == exitcodes.FAILURE:  # unexpected: the traceback says where
+            outcome.record(code, reason)
             raise
     if reason:
         print(f"higgs-audio-trainer: {reason}", file=sys.stderr)

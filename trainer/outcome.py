@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from trainer import exitcodes
 
 OUTCOME_DIR_ENV = "HIGGS_TRAINER_OUTCOME_DIR"
 TERMINATION_LOG_ENV = "TERMINATION_LOG"
@@ -100,3 +103,40 @@ class Stopped(BaseException):
         super().__init__(reason)
         self.code = code
         self.reason = reason
+
+
+PEER_LOST_MESSAGES = ("Connection closed by peer", "Connection reset by peer", "Broken pipe",
+                      "collective operation timeout", "NCCL communicator was aborted")
+
+
+def lost_peer(err: BaseException) -> bool:
+    """Whether `err` says another rank or the rendezvous went away (torch.distributed's own errors, or
+    the messages gloo and NCCL raise as plain RuntimeErrors), rather than a fault of this process."""
+    dist = sys.modules.get("torch.distributed")  # loaded only if the run got that far
+    dist_error = getattr(dist, "DistError", None) if dist is not None else None
+    if dist_error is not None and isinstance(err, dist_error):
+        return True
+    return isinstance(err, RuntimeError) and any(m in str(err) for m in PEER_LOST_MESSAGES)
+
+
+def classify(err: BaseException) -> tuple[int, str]:
+    """The exit code and one-line reason of a process that `err` ends.
+
+    One table for the CLI (which exits with the code) and the run's metrics (which push it as the final
+    status before the exception has left the run): configuration 2, data 3, a deliberate stop its own
+    code, a lost peer 160, anything else 1.
+    """
+    from trainer.config import ConfigError
+    from trainer.data import DataError
+
+    if isinstance(err, Stopped):
+        return err.code, err.reason
+    if isinstance(err, ConfigError):
+        return exitcodes.CONFIG_ERROR, f"configuration error: {err}"
+    if isinstance(err, DataError):
+        return exitcodes.DATA_ERROR, f"data error: {err}"
+    if isinstance(err, KeyboardInterrupt):
+        return exitcodes.INTERRUPTED, "interrupted"
+    if lost_peer(err):  # a peer died or the rendezvous failed: a restart can succeed
+        return exitcodes.PROCESS_LOST, f"lost a peer: {type(err).__name__}: {err}"
+    return exitcodes.FAILURE, f"unexpected error: {type(err).__name__}: {err}"

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from trainer.outcome import OUTCOME_DIR_ENV, Outcome, collect, one_line, record, write_termination_log
+from trainer.outcome import (
+    OUTCOME_DIR_ENV,
+    Outcome,
+    Stopped,
+    classify,
+    collect,
+    lost_peer,
+    one_line,
+    record,
+    write_termination_log,
+)
 
 
 def test_each_rank_records_its_code_and_one_line_reason(tmp_path) -> None:
@@ -49,6 +59,27 @@ def test_a_lost_peer_is_recorded_as_retried_process_lost(monkeypatch, tmp_path) 
     monkeypatch.setitem(cli.COMMANDS, "peer", collective_with_dead_peer)
     monkeypatch.setitem(cli.COMMANDS, "bug", own_bug)
     assert cli.main(["peer"]) == exitcodes.PROCESS_LOST
-    assert cli.lost_peer(RuntimeError("Connection reset by peer"))
+    assert lost_peer(RuntimeError("Connection reset by peer"))
     with pytest.raises(ValueError):
         cli.main(["bug"])
+
+
+def test_every_ending_maps_to_its_exit_code_for_the_cli_and_the_metrics_alike() -> None:
+    from trainer import exitcodes
+    from trainer.config import ConfigError
+    from trainer.data import DataError
+
+    cases = {
+        exitcodes.CONFIG_ERROR: ConfigError("LORA_RANK: expected an integer"),
+        exitcodes.DATA_ERROR: DataError("no usable samples"),
+        exitcodes.PREEMPTED: Stopped(exitcodes.PREEMPTED, "stopped by SIGTERM at step 4"),
+        exitcodes.DISK_FULL: Stopped(exitcodes.DISK_FULL, "out of disk space while saving x"),
+        exitcodes.INTERRUPTED: KeyboardInterrupt(),
+        exitcodes.PROCESS_LOST: RuntimeError("[gloo] Connection closed by peer"),
+        exitcodes.FAILURE: ValueError("a bug"),
+    }
+    got = {code: classify(err)[0] for code, err in cases.items()}
+    assert got == {code: code for code in cases}
+    assert classify(ConfigError("LORA_RANK: expected an integer"))[1] == (
+        "configuration error: LORA_RANK: expected an integer")
+    assert classify(ValueError("a bug"))[1] == "unexpected error: ValueError: a bug"
