@@ -2,7 +2,7 @@
 
 The callback only sets values on the training thread; pushing happens on `trainer.metrics.Pusher`'s
 thread. The run's code builds it with `MetricsCallback.from_config(cfg)`, passes it to the `Trainer`,
-and calls `finish("succeeded")` or `finish("failed")` in a `finally` block: that final push is the one
+and calls `finish(status_of(code), code)` in a `finally` block: that final push is the one
 Prometheus must see, whatever happened to training.
 """
 
@@ -20,7 +20,7 @@ from typing import Any, Literal
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from trainer import dist
+from trainer import dist, exitcodes
 from trainer.config import Config, MetricsArgs, run_name
 from trainer.metrics import Group, JobSeries, Pusher, RankSeries, Union, gateway_handler, serve
 
@@ -30,7 +30,7 @@ CODEBOOK_LOSS = re.compile(r"codebook_(\d+)_loss")
 # log keys that are job gauges of the same name, as they come
 LOG_GAUGES = frozenset((
     "loss", "audio_loss", "text_loss", "eval_loss", "eval_audio_loss", "learning_rate", "grad_norm",
-    "samples_per_second", "audio_seconds_per_second", "tokens_per_second",
+    "samples_per_second", "audio_seconds_per_second", "tokens_per_second", "nan_steps_skipped",
 ))
 # job gauges read from the TrainerState when collected
 STATE_GAUGES = {"global_step": "global_step", "max_steps": "max_steps", "epoch": "epoch"}
@@ -52,6 +52,23 @@ def device_memory(device: torch.device) -> tuple[float, float, float]:
         used = int(statm.read().split()[1]) * page
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return float(used), float(max(peak, used)), float(os.sysconf("SC_PHYS_PAGES") * page)
+
+
+Status = Literal["succeeded", "failed", "stopped"]
+
+
+def status_of(exit_code: int) -> Status:
+    """The final `run_status` of an attempt that ends with `exit_code`.
+
+    A signal (SIGTERM from a preemption or `kubectl delete`, SIGINT) stops the run after a checkpoint and a
+    restart resumes it: "stopped", which the run-failed alert leaves alone. Every other non-zero code is
+    "failed", the retried lost-peer code too: a process died, and somebody should know why.
+    """
+    if exit_code == exitcodes.OK:
+        return "succeeded"
+    if exit_code in (exitcodes.INTERRUPTED, exitcodes.PREEMPTED):
+        return "stopped"
+    return "failed"
 
 
 class MetricsCallback(TrainerCallback):
@@ -149,16 +166,18 @@ class MetricsCallback(TrainerCallback):
             job.skipped_samples.inc(float(logs["skipped_samples"]))
 
     # ---- end of the run ---------------------------------------------------------------------------
-    def finish(self, status: Literal["succeeded", "failed"]) -> bool:
+    def finish(self, status: Status, exit_code: int | None = None) -> bool:
         """Record the run's outcome and deliver it; call once, in a `finally` block. Never raises.
 
-        Sets the status, and on success the last-success timestamp; pushes both with retries; on success
-        with `metrics_delete_on_finish`, then deletes this process's groups from the gateway; stops the
-        /metrics server. Later calls do nothing.
+        Sets the status (and `exit_code` when given), and on success the last-success timestamp; pushes
+        them with retries; on success with `metrics_delete_on_finish`, then deletes this process's groups
+        from the gateway; stops the /metrics server. Later calls do nothing.
 
         Args:
             status (`str`):
-                `"succeeded"` or `"failed"`; anything else counts as failed.
+                `"succeeded"`, `"failed"` or `"stopped"` (see `status_of`); anything else counts as failed.
+            exit_code (`int`, *optional*):
+                The process's exit code (`trainer.exitcodes`), exported as `higgs_trainer_exit_code`.
 
         Returns:
             `bool`: whether the final push (and delete) reached the gateway; `True` when there is no gateway.
@@ -166,12 +185,14 @@ class MetricsCallback(TrainerCallback):
         if self._finished:
             return True
         self._finished = True
-        if status not in ("succeeded", "failed"):
+        if status not in ("succeeded", "failed", "stopped"):
             log.warning("metrics: unknown final status %r recorded as failed", status)
             status = "failed"
         ok = True
         try:
             self.job.set_status(status)
+            if exit_code is not None:
+                self.job.set("exit_code", exit_code)
             if status == "succeeded":
                 self.job.set_success_time(time.time())
             if self._pusher is not None:
@@ -221,4 +242,4 @@ class MetricsCallback(TrainerCallback):
         return None if state is None else float(getattr(state, attribute) or 0)
 
 
-__all__ = ["MetricsCallback", "device_memory"]
+__all__ = ["MetricsCallback", "device_memory", "status_of"]

@@ -90,8 +90,18 @@ def newest_complete(output_dir: str | Path) -> tuple[Path | None, list[Path]]:
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
-def out_of_space(err: BaseException, path: Path, needed: int) -> str | None:
+def out_of_space(
+    err: BaseException,
+    path: Path,
+    needed: int,
+    *,
+    what: str = "a checkpoint",
+    kept: str = "the partial checkpoint is removed and earlier checkpoints are intact",
+) -> str | None:
     """The message for a save of `path` that failed for lack of space, or None if `err` is something else.
+
+    `what` names the thing saved and `kept` says what survived, for the checkpoint saves and the final
+    adapter or model alike.
 
     `torch.save` reports a full disk as a `RuntimeError` ("file write failed") and safetensors as its own
     error type, so besides an ENOSPC or EDQUOT anywhere in the exception chain, any failure while the
@@ -111,9 +121,8 @@ def out_of_space(err: BaseException, path: Path, needed: int) -> str | None:
     if not no_space and free >= needed:
         return None
     return (
-        f"out of disk space while saving {path}: a checkpoint needs about {_mb(needed)}, {_mb(free)} is free "
-        f"there; the partial checkpoint is removed and earlier checkpoints are intact. Free space or use a "
-        f"larger volume, then restart to resume"
+        f"out of disk space while saving {path}: {what} needs about {_mb(needed)}, {_mb(free)} is free "
+        f"there; {kept}. Free space or use a larger volume, then restart to resume"
     )
 
 

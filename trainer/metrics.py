@@ -32,7 +32,8 @@ from prometheus_client.registry import Collector
 log = logging.getLogger(__name__)
 
 NAMESPACE = "higgs_trainer"
-STATUSES = ("running", "succeeded", "failed")
+# "stopped": ended by SIGTERM or SIGINT after saving a checkpoint; a restart resumes (retried exit codes)
+STATUSES = ("running", "succeeded", "failed", "stopped")
 FINAL_PUSH_ATTEMPTS = 3
 RETRY_BACKOFF_SECONDS = 1.0
 WARN_EVERY_SECONDS = 300.0
@@ -62,6 +63,9 @@ JOB_GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "last_checkpoint_time_seconds": ("Unix time at which the last complete checkpoint was written.", ()),
     "last_checkpoint_duration_seconds": ("Seconds the last checkpoint took to write.", ()),
     "last_checkpoint_size_bytes": ("Size of the last checkpoint on disk.", ()),
+    "nan_steps_skipped": ("Optimizer steps this attempt skipped for a NaN or infinite loss (--nan_policy skip).",
+                          ()),
+    "exit_code": ("Exit code this attempt ended with (README, Exit codes); absent while it runs.", ()),
 }
 SUCCESS_GAUGES = {
     "last_success_time_seconds": ("Unix time at which the last successful run of this name ended.", ()),

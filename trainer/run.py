@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 
 from trainer import checkpoint as ckpt
-from trainer import dist
+from trainer import dist, exitcodes, outcome
 from trainer.config import Config, ConfigError
 
 log = logging.getLogger("trainer")
@@ -53,11 +53,11 @@ def main(cfg: Config) -> dict[str, float]:
     On SIGTERM/SIGINT every rank stops at the same step end after saving a checkpoint there, and
     `outcome.Stopped` (exit code 128 + signal) is raised instead of writing the final adapter.
     """
-    from trainer.callbacks import MetricsCallback
+    from trainer.callbacks import MetricsCallback, status_of
     from trainer.signals import StopOnSignal
 
     metrics = MetricsCallback.from_config(cfg)  # first, so that a run failing in preparation reports it
-    status = "failed"
+    code = exitcodes.FAILURE
     try:
         with StopOnSignal(cfg.train.save_on_signal, cfg.train.signal_save_timeout_seconds) as stop:
             trainer, tokenizer, resume = build(cfg)
@@ -66,9 +66,12 @@ def main(cfg: Config) -> dict[str, float]:
             result = trainer.train(resume_from_checkpoint=resume)
             stop.raise_if_stopped()
             save_final(trainer, cfg, tokenizer)
-        status = "succeeded"
+        code = exitcodes.OK
+    except BaseException as err:
+        code, _ = outcome.classify(err)  # the code the process will exit with, pushed before it leaves
+        raise
     finally:
-        metrics.finish(status)  # never raises; retries the final push, deletes the group if asked to
+        metrics.finish(status_of(code), code)  # never raises; retries the final push, deletes the group if asked to
     return result.metrics
 
 
@@ -157,14 +160,33 @@ def build(cfg: Config):
 
 
 def save_final(trainer, cfg: Config, tokenizer) -> None:
-    """Final adapter (or model) into `output_dir`, swapped in atomically by rank 0."""
+    """Final adapter (or model) into `output_dir`, swapped in atomically by rank 0.
+
+    Out of disk space, the partial copy is removed, an earlier final output and every checkpoint stay
+    whole, and the run ends with `exitcodes.DISK_FULL`: a restart resumes from the last checkpoint and
+    writes the final output again.
+    """
+    from trainer.outcome import Stopped
+
     out = Path(cfg.train.output_dir or ".")
+    what = "the final adapter" if cfg.lora.use_lora else "the final model"
     final = out / (ckpt.ADAPTER_DIR if cfg.lora.use_lora else "model")
     if trainer.args.should_save:
-        with ckpt.atomic_dir(final) as tmp:
-            model = trainer.accelerator.unwrap_model(trainer.model)
-            model.save_pretrained(str(tmp), safe_serialization=True)
-            if not cfg.lora.use_lora:
-                tokenizer.save_pretrained(str(tmp))
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        try:
+            with ckpt.atomic_dir(final) as tmp:
+                model.save_pretrained(str(tmp), safe_serialization=True)
+                if not cfg.lora.use_lora:
+                    tokenizer.save_pretrained(str(tmp))
+        except Exception as err:
+            trainable = cfg.lora.use_lora
+            needed = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad or not trainable)
+            full = ckpt.out_of_space(
+                err, final, needed, what=what,
+                kept=f"the partial copy is removed; an earlier {final.name}/ and every checkpoint are intact",
+            )
+            if full is None:
+                raise
+            raise Stopped(exitcodes.DISK_FULL, full) from err
         log.info("final %s written to %s", "adapter" if cfg.lora.use_lora else "model", final)
     dist.barrier()

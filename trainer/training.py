@@ -214,8 +214,7 @@ class HiggsAudioTrainer(Trainer):
             if self._skipped_samples is not None:
                 logs["skipped_samples"] = float(self._skipped_samples)
                 self._skipped_samples = None
-            if self.nan_guard.policy == "skip":
-                logs["nan_steps_skipped"] = float(self.nan_guard.skipped)
+            logs["nan_steps_skipped"] = float(self.nan_guard.skipped)  # 0 under --nan_policy stop
         elif "eval_loss" in logs:
             extra = self._reduce(self._eval)
             logs = {**logs, **{f"eval_{k}": v for k, v in extra.items() if k.endswith("loss")}}
@@ -228,6 +227,14 @@ class HiggsAudioTrainer(Trainer):
             # The Trainer resets the running loss with `tr_loss -= tr_loss`, which keeps a NaN forever: after
             # a skipped NaN step (--nan_policy skip) the next logging window must start from 0.
             tr_loss.nan_to_num_(0.0, 0.0, 0.0)
+
+    def _run_epoch(self, *args: Any, **kwargs: Any) -> None:
+        # Resumed from a checkpoint taken at max_steps (the run died writing its final output): Trainer
+        # would skip the trained batches and still take one more step before it checks the limit.
+        if self.state.max_steps > 0 and self.state.global_step >= self.state.max_steps:
+            self.control.should_training_stop = True
+            return
+        super()._run_epoch(*args, **kwargs)
 
     # ---- evaluation -------------------------------------------------------------------------------
     def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:

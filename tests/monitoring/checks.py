@@ -20,9 +20,9 @@ from typing import Any
 import yaml
 
 from tests.monitoring.stack import DASHBOARD, REPO, RULES, http_get, query, value, wait_for
+from trainer.metrics import STATUSES
 
 DOCS = REPO / "README.md"  # its Monitoring section holds the series table
-STATUSES = ("running", "succeeded", "failed")
 # Grafana's interval variables, as the tests substitute them (the test Prometheus scrapes every 0.5 s)
 INTERVALS = {"__rate_interval": "1m", "__interval": "15s", "__range": "1h"}
 
@@ -150,6 +150,9 @@ def assert_run_metrics(
         assert start <= one("higgs_trainer_last_checkpoint_time_seconds") <= now
         assert 0 <= one("higgs_trainer_last_checkpoint_duration_seconds") < now - start + 1
         assert one("higgs_trainer_last_checkpoint_size_bytes") > 0
+    assert one("higgs_trainer_nan_steps_skipped") == 0
+    code = one("higgs_trainer_exit_code")
+    assert code == 0 if status == "succeeded" else code > 0, (status, code)
     skipped = one("higgs_trainer_skipped_samples_total")
     assert skipped >= 0 and (skipped_samples is None or skipped == skipped_samples), skipped
     _assert_rank_series(got, world_size, push_failures, now)

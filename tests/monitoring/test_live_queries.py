@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from transformers import TrainerCallback
 
 from tests.monitoring.checks import (
     alert_expressions,
@@ -29,7 +30,8 @@ from tests.monitoring.checks import (
 from tests.monitoring.conftest import Stack
 from tests.monitoring.stack import REPO, FlakyProxy, Prometheus, free_port, http_get, push_dcgm
 from tests.monitoring.tiny_run import train, train_and_finish
-from trainer.callbacks import MetricsCallback
+from trainer import exitcodes
+from trainer.callbacks import MetricsCallback, status_of
 from trainer.config import MetricsArgs
 
 pytestmark = pytest.mark.slow
@@ -131,6 +133,32 @@ def test_failed_run_fires_run_failed_and_reports_failed(stack: Stack, tmp_path: 
     assert alert_result(stack.prometheus.url, "HiggsTrainerRunStalled", run, time.time() + 31 * MINUTE) == []
 
 
+class _StopAt(TrainerCallback):
+    """Ends training at `step`, as `StopOnSignal` does after a SIGTERM (its checkpoint is the step's)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            control.should_training_stop = True
+
+
+def test_a_run_stopped_by_a_signal_reports_stopped_and_fires_only_the_not_resumed_alert(stack: Stack,
+                                                                                       tmp_path: Path) -> None:
+    run = new_run()
+    cb = callback(stack.gateway.url, run)
+    train(tmp_path, [cb, _StopAt(MAX_STEPS // 2)], max_steps=MAX_STEPS, step_seconds=0.25)
+    cb.finish(status_of(exitcodes.PREEMPTED), exitcodes.PREEMPTED)  # what run.main does after a SIGTERM
+    got = assert_run_metrics(stack.prometheus.url, run, namespace=NAMESPACE, status="stopped")
+    assert [float(s["value"][1]) for s in got["higgs_trainer_exit_code"]] == [143.0]
+    url, later = stack.prometheus.url, time.time() + 31 * MINUTE
+    assert alert_result(url, "HiggsTrainerRunFailed", run) == []
+    assert alert_result(url, "HiggsTrainerRunStalled", run, later) == []
+    # the expression holds from the stop on; its `for: 30m` is in the promtool unit tests
+    assert len(alert_result(url, "HiggsTrainerRunStoppedNotResumed", run, later)) == 1
+
+
 def test_nan_loss_fires_loss_not_finite(stack: Stack, tmp_path: Path) -> None:
     run = new_run()
     train_and_finish(tmp_path, callback(stack.gateway.url, run), max_steps=6, nan_from_call=4)
@@ -147,7 +175,7 @@ def test_pushes_that_timed_out_fire_pushes_failing_once_delivered(stack: Stack, 
         cb = callback(proxy.url, run, metrics_push_timeout_seconds=0.3)
         train(tmp_path, [cb], max_steps=4, step_seconds=0.1)
         proxy.hang = False  # the gateway is reachable again for the final push
-        assert cb.finish("succeeded")
+        assert cb.finish("succeeded", exitcodes.OK)
     finally:
         proxy.close()
     got = assert_run_metrics(stack.prometheus.url, run, namespace=NAMESPACE, push_failures=None,
@@ -166,7 +194,7 @@ def test_pushes_the_gateway_rejects_fire_pushes_failing(fresh_stack: Stack, tmp_
     run = new_run()
     cb = callback(fresh_stack.gateway.url, run)
     train(tmp_path, [cb], max_steps=3)
-    assert not cb.finish("succeeded")
+    assert not cb.finish("succeeded", exitcodes.OK)
     fresh_stack.prometheus.wait_for(f'push_failure_time_seconds{{job="{run}"}} > 0')
     result = alert_result(fresh_stack.prometheus.url, "HiggsTrainerPushesFailing", run)
     # the gateway's own record of the rejected job group (no rank label); rank 0 also counted the
@@ -196,4 +224,4 @@ def test_metrics_endpoint_scraped_with_honor_labels_gives_the_pushed_labels(
         prometheus.wait_for(f'higgs_trainer_device_memory_used_bytes{{{sel}, rank="0"}} > 0')
         assert alert_result(prometheus.url, "HiggsTrainerRunStalled", run, time.time() + 31 * MINUTE)
     finally:
-        assert cb.finish("succeeded")
+        assert cb.finish("succeeded", exitcodes.OK)

@@ -24,6 +24,9 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
+from trainer import exitcodes
+from trainer.callbacks import status_of
+
 CODEBOOK_SIZE = 4
 FEATURES = 8
 
@@ -85,6 +88,7 @@ class ContractTrainer(Trainer):
                 "samples_per_second": w["samples"] / elapsed,
                 "tokens_per_second": 10 * w["samples"] / elapsed,
                 "audio_seconds_per_second": 2.5 * w["samples"] / elapsed,
+                "nan_steps_skipped": 0.0,
             }
             self._reset()
         elif "eval_loss" in logs:
@@ -151,13 +155,13 @@ def train(
 
 def train_and_finish(output_dir: Path, callback: Any, **kwargs: Any) -> ContractTrainer:
     """What the run's code does: train, then `finish` with the outcome, whatever happened."""
-    status = "failed"
+    code = exitcodes.FAILURE
     try:
         trainer = train(output_dir, [callback], **kwargs)
-        status = "succeeded"
+        code = exitcodes.OK
         return trainer
     finally:
-        callback.finish(status)
+        callback.finish(status_of(code), code)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -181,15 +185,15 @@ def main(argv: list[str] | None = None) -> None:
                             metrics_push_interval_seconds=0.25, metrics_push_timeout_seconds=2.0),
     )
     callback = MetricsCallback.from_config(cfg)
-    status = "failed"
+    code = exitcodes.FAILURE
     try:
         train(Path(a.output_dir), [callback], max_steps=a.max_steps, step_seconds=a.step_seconds)
         if a.crash_after_training:
             time.sleep(1.0)  # a few periodic pushes carry the last steps out
             os._exit(3)
-        status = "succeeded"
+        code = exitcodes.OK
     finally:
-        callback.finish(status)
+        callback.finish(status_of(code), code)
 
 
 if __name__ == "__main__":

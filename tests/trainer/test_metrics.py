@@ -89,6 +89,7 @@ def test_on_log_sets_each_logged_value_on_its_series() -> None:
     cb = offline()
     logs = {"loss": 2.5, "audio_loss": 2.0, "text_loss": 0.5, "learning_rate": 1e-4, "grad_norm": 1.5,
             "samples_per_second": 8.0, "audio_seconds_per_second": 40.0, "tokens_per_second": 900.0,
+            "nan_steps_skipped": 2.0,
             "eval_loss": 3.0, "eval_audio_loss": 2.8, "epoch": 0.5, "train_runtime": 12.0}
     cb.on_log(None, state(), None, logs=logs)
     for key, value in logs.items():
@@ -140,6 +141,23 @@ def test_status_starts_running_and_finish_moves_it() -> None:
     assert time.time() - sample(cb, "higgs_trainer_last_success_time_seconds") < 5
 
 
+def test_each_exit_code_gives_its_final_status_and_is_exported() -> None:
+    from trainer import exitcodes
+    from trainer.callbacks import status_of
+
+    assert {code: status_of(code) for code in exitcodes.TABLE} == {
+        0: "succeeded", 1: "failed", 2: "failed", 3: "failed", 4: "failed", 5: "failed",
+        130: "stopped", 143: "stopped", 160: "failed",
+    }
+    cb = offline()
+    assert sample(cb, "higgs_trainer_exit_code") is None  # absent while running
+    cb.finish(status_of(143), 143)
+    states = {s: sample(cb, "higgs_trainer_run_status", status=s) for s in metrics.STATUSES}
+    assert states == {"running": 0, "succeeded": 0, "failed": 0, "stopped": 1}
+    assert sample(cb, "higgs_trainer_exit_code") == 143
+    assert sample(cb, "higgs_trainer_last_success_time_seconds") is None
+
+
 def test_unknown_final_status_counts_as_failed(caplog: pytest.LogCaptureFixture) -> None:
     cb = offline()
     cb.finish("cancelled")  # type: ignore[arg-type]
@@ -174,8 +192,8 @@ def test_docs_table_lists_exactly_the_exported_series() -> None:
     cb.on_log(None, state(), None, logs={key: 1.0 for key in (
         "loss", "audio_loss", "text_loss", "codebook_0_loss", "eval_loss", "eval_audio_loss", "learning_rate",
         "grad_norm", "samples_per_second", "audio_seconds_per_second", "tokens_per_second", "checkpoint_step",
-        "skipped_samples")})
-    cb.finish("succeeded")
+        "skipped_samples", "nan_steps_skipped")})
+    cb.finish("succeeded", 0)
     exported = {
         s.name for registry in (cb.job.registry, cb.job.success, cb.ranks.registry)
         for family in registry.collect() for s in family.samples if not s.name.endswith("_created")
@@ -342,6 +360,39 @@ def test_a_run_that_fails_still_pushes_its_final_status(gateway: Pushgateway, tm
         train_and_finish(tmp_path, MetricsCallback(fast(gateway.url), run), max_steps=6, fail_at_step=2)
     assert gateway_value(gateway, "higgs_trainer_run_status", job=run, status="failed") == 1
     assert gateway_value(gateway, "higgs_trainer_global_step", job=run) == 2
+
+
+@pytest.mark.slow
+def test_a_run_stopped_by_sigterm_pushes_stopped_and_exit_code_143(gateway: Pushgateway, base_args,
+                                                                   tmp_path: Path) -> None:
+    """The real CLI under SIGTERM: its final push says "stopped" (a restart resumes), not "failed"."""
+    import signal
+    import sys
+
+    from tests.conftest import clean_env
+
+    run = run_name()
+    values = base_args | {"max_steps": "100000", "save_steps": "100000", "logging_steps": "1",
+                          "pushgateway_url": gateway.url, "run_name": run, "metrics_push_interval_seconds": "0.2"}
+    env = clean_env(**{k.upper(): v for k, v in values.items()}, OMP_NUM_THREADS="1")
+    log = tmp_path / "train.log"
+    with open(log, "w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "trainer", "train"], env=env, stdout=sink,
+                                stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 240
+            while "{'loss'" not in log.read_text():
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert code == 143, log.read_text()[-3000:]
+    assert gateway_value(gateway, "higgs_trainer_run_status", job=run, status="stopped") == 1
+    assert gateway_value(gateway, "higgs_trainer_run_status", job=run, status="failed") == 0
+    assert gateway_value(gateway, "higgs_trainer_exit_code", job=run) == 143
 
 
 # ---- basic auth and TLS ----------------------------------------------------------------------------

@@ -281,3 +281,21 @@ def test_length_grouping_uses_the_known_lengths_and_pads_less(base_args) -> None
     assert not isinstance(plain._get_train_sampler(), LengthGroupedSampler)
     data = Lengths()
     assert padding(grouped, data) < 0.1 < 0.3 < padding(plain, data)
+
+
+def test_a_run_resumed_at_max_steps_trains_nothing_and_writes_the_checkpoints_adapter(base_args) -> None:
+    from safetensors.torch import load_file
+
+    args = base_args | {"max_steps": "4", "save_steps": "4", "logging_steps": "1"}
+    _train(_cfg(args))
+    out = Path(args["output_dir"])
+    (out / "lora_adapters" / "adapter_model.safetensors").unlink()  # died while writing its final output
+
+    trainer, _ = _train(_cfg(args))
+
+    assert trainer.state.global_step == 4
+    assert not [h for h in trainer.state.log_history if "loss" in h and h["step"] > 4]
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4"]
+    final = load_file(out / "lora_adapters" / "adapter_model.safetensors")
+    saved = load_file(out / "checkpoint-4" / "lora_adapters" / "adapter_model.safetensors")
+    assert final.keys() == saved.keys() and all(torch.equal(final[k], saved[k]) for k in final)
