@@ -1,6 +1,6 @@
 """`MetricsCallback`: turns the trainer's logs and state into the Prometheus series of `trainer.metrics`.
 
-The callback only sets values on the training thread; pushing happens on `trainer.metrics.Pusher`'s
+The callback only sets values on the training thread; pushing happens on `trainer.push.Pusher`'s
 thread. The run's code builds it with `MetricsCallback.from_config(cfg)`, passes it to the `Trainer`,
 and calls `finish(status_of(code), code)` in a `finally` block: that final push is the one
 Prometheus must see, whatever happened to training.
@@ -22,7 +22,8 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from trainer import dist, exitcodes
 from trainer.config import Config, MetricsArgs, run_name
-from trainer.metrics import Group, JobSeries, Pusher, RankSeries, Union, gateway_handler, serve
+from trainer.metrics import JobSeries, RankSeries, Union
+from trainer.push import Group, Pusher, gateway_handler, serve
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""trainer.metrics and trainer.callbacks: logs to series, pushes to a real Pushgateway, and a bad gateway.
+"""trainer.metrics, trainer.push and trainer.callbacks: logs to series, pushes to a real Pushgateway, and a bad gateway.
 
 The gateway is Debian's `prometheus-pushgateway`, started on a free 127.0.0.1 port; the training runs are
 real `transformers.Trainer` runs of a tiny model (tests/monitoring/tiny_run.py).
@@ -23,7 +23,7 @@ from tests.monitoring.checks import documented_series
 from tests.monitoring.stack import LOOPBACK, FlakyProxy, Pushgateway, free_port
 from tests.monitoring.tiny_run import train, train_and_finish
 from tests.tooling import require_tool
-from trainer import config, metrics
+from trainer import config, metrics, push
 from trainer.callbacks import MetricsCallback, device_memory
 from trainer.config import Config, ConfigError, MetricsArgs, TrainArgs
 
@@ -323,7 +323,7 @@ def test_bad_gateway_changes_nothing_in_training_and_is_counted_and_logged(
     failure: str, baseline: dict[str, torch.Tensor], tmp_path: Path, caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(metrics, "RETRY_BACKOFF_SECONDS", 0.1)
+    monkeypatch.setattr(push, "RETRY_BACKOFF_SECONDS", 0.1)
     proxy = FlakyProxy(None, hang=True) if failure == "hanging" else None
     url = proxy.url if proxy else f"http://{LOOPBACK}:{free_port()}"  # nothing listens there
     timeout = 0.5
@@ -332,7 +332,7 @@ def test_bad_gateway_changes_nothing_in_training_and_is_counted_and_logged(
     durations: list[float] = []
     for event in ("on_step_end", "on_log", "on_train_begin", "on_prediction_step"):
         setattr(cb, event, timed(getattr(cb, event), durations))
-    caplog.set_level(logging.WARNING, logger="trainer.metrics")
+    caplog.set_level(logging.WARNING, logger="trainer.push")
     try:
         trainer = train(tmp_path, [cb], max_steps=6, step_seconds=0.2)
         assert trainer.state.global_step == 6
@@ -434,7 +434,7 @@ def test_basic_auth_and_tls_against_a_gateway_that_requires_them(
     secure_gateway: tuple[Pushgateway, Path], password: str, use_ca: bool, skip_verify: bool, works: bool,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(metrics, "RETRY_BACKOFF_SECONDS", 0.1)
+    monkeypatch.setattr(push, "RETRY_BACKOFF_SECONDS", 0.1)
     g, ca = secure_gateway
     url = f"https://{LOOPBACK}:{g.port}"
     args = MetricsArgs(pushgateway_url=url, metrics_push_interval_seconds=60, metrics_push_timeout_seconds=2,
