@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import clean_env
+from tests.processes import trainer_process
 
 pytestmark = pytest.mark.slow
 PROBE = Path(__file__).with_name("ddp_probe.py")
@@ -58,20 +56,13 @@ def test_cli_under_torchrun_from_environment_variables_only(base_args) -> None:
     assert (Path(base_args["output_dir"]) / "lora_adapters" / "adapter_model.safetensors").is_file()
 
 
-def test_killed_run_resumes_from_the_last_complete_checkpoint(base_args) -> None:
+def test_killed_run_resumes_from_the_last_complete_checkpoint(base_args, tmp_path) -> None:
     out = Path(base_args["output_dir"])
     env = _env(base_args, max_steps="100000", save_steps="10", logging_steps="1", warmup_steps="0")
-    first = subprocess.Popen([sys.executable, "-m", "trainer", "train"], env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while not (out / "checkpoint-30" / "checkpoint_complete.json").is_file():
-            assert first.poll() is None, "run ended early"
-            assert time.monotonic() < deadline, "no checkpoint-30 in time"
-            time.sleep(0.05)
-    finally:
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait()
+    with trainer_process("train", env, tmp_path / "first.log", own_group=True) as first:
+        marker = out / "checkpoint-30" / "checkpoint_complete.json"
+        first.wait_for(marker.is_file, "checkpoint-30 to be complete", timeout=300, interval=0.05)
+        first.kill()
     complete = sorted(int(p.parent.name.split("-")[1]) for p in out.glob("checkpoint-*/checkpoint_complete.json"))
     last = complete[-1]
     assert last >= 30

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import clean_env
+from tests.processes import trainer_process
 from tests.tooling import missing
 from trainer import exitcodes
 from trainer.checkpoint import MARKER
@@ -83,11 +84,28 @@ def test_a_full_disk_during_a_save_exits_5_naming_the_path_and_size_and_keeps_ea
     assert len(step_logs) == 5
 
 
+def test_a_full_disk_at_the_final_adapter_exits_5_and_keeps_the_previous_adapter_and_checkpoints(
+    base_args, small_fs
+) -> None:
+    out = small_fs / "out"
+    args = base_args | {"output_dir": str(out), "save_steps": "5", "logging_steps": "1", "max_steps": "5"}
+    first = _train(args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = {name: _digests(out / name) for name in ("checkpoint-5", "lora_adapters")}
+    _resize(small_fs, shutil.disk_usage(small_fs).used)  # not a byte more
+
+    # The restart resumes at step 5 (= max_steps): all that is left to write is the final adapter.
+    second = _train(args)
+
+    assert second.returncode == exitcodes.DISK_FULL == 5, second.stderr[-3000:]
+    assert f"out of disk space while saving {out / 'lora_adapters'}: the final adapter needs about" in second.stderr
+    assert "an earlier lora_adapters/ and every checkpoint are intact" in second.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-5", "lora_adapters"]  # no partial copy left
+    assert {name: _digests(out / name) for name in before} == before
+
+
 def test_a_process_killed_while_writing_a_checkpoint_restarts_from_the_previous_one(base_args, tmp_path) -> None:
-    import os
     import re
-    import signal
-    import time
 
     from trainer.tiny import build_tiny_checkpoint
 
@@ -98,27 +116,21 @@ def test_a_process_killed_while_writing_a_checkpoint_restarts_from_the_previous_
     args = base_args | {"model_path": str(model_dir), "audio_tokenizer_path": str(codec_dir), "use_lora": "false",
                         "save_steps": "2", "save_total_limit": "0", "logging_steps": "1", "max_steps": "100000"}
     env = clean_env(**{k.upper(): v for k, v in args.items()}, OMP_NUM_THREADS="1")
-    first = subprocess.Popen([sys.executable, "-m", "trainer", "train"], env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, start_new_session=True)
-    partial = None
-    try:
-        deadline = time.monotonic() + 300
-        while partial is None:
-            assert first.poll() is None, "run ended early"
-            assert time.monotonic() < deadline, "never saw a checkpoint being written"
-            dirs = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-            complete = [d for d in dirs if (d / MARKER).is_file()]
-            writing = [d for d in dirs if not (d / MARKER).is_file()]
-            # Kill once the newest save has written its first file but not its marker: an empty directory
-            # would only show that the kill came too early, not that a half-written checkpoint is ignored.
-            if complete and writing and any(writing[-1].iterdir()):
-                os.killpg(first.pid, signal.SIGKILL)
-                partial = writing[-1]
-            time.sleep(0.002)
-    finally:
-        if first.poll() is None:
-            os.killpg(first.pid, signal.SIGKILL)
-        first.wait()
+
+    def half_written() -> Path | None:
+        """The newest checkpoint once it has its first file but not its marker, with an older one complete.
+
+        An empty directory would only show that the kill came too early, not that a half-written
+        checkpoint is ignored.
+        """
+        dirs = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+        complete = [d for d in dirs if (d / MARKER).is_file()]
+        writing = [d for d in dirs if not (d / MARKER).is_file()]
+        return writing[-1] if complete and writing and any(writing[-1].iterdir()) else None
+
+    with trainer_process("train", env, tmp_path / "first.log", own_group=True) as first:
+        partial = first.wait_for(half_written, "a half-written checkpoint", timeout=300, interval=0.002)
+        first.kill()
     if (partial / MARKER).is_file():
         pytest.fail(f"the save of {partial} finished before the kill landed; the test needs a slower save")
     assert any(partial.iterdir()), "the half-written checkpoint lost its files"

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import clean_env
+from tests.processes import trainer_process
 from trainer import exitcodes
 from trainer.config import ConfigError
 from trainer.launch import child_env, decide, nproc_per_node, topology_from_env, torchrun_command
@@ -222,19 +223,10 @@ def test_sigterm_saves_one_checkpoint_exits_143_and_the_next_launch_resumes(base
     env = launch_env(base_args, tmp_path, nproc_per_node="2", max_steps="100000", save_steps="100000",
                      logging_steps="1", dataloader_num_workers="1")
     log = tmp_path / "launch.log"
-    with open(log, "w") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "trainer", "launch"], env=env, stdout=sink,
-                                stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 240
-            while "{'loss'" not in log.read_text():
-                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-                time.sleep(0.2)
-            proc.send_signal(signal.SIGTERM)
-            code = proc.wait(timeout=120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    with trainer_process("launch", env, log) as run:
+        run.wait_for_log("{'loss'", timeout=240, interval=0.2)
+        run.proc.send_signal(signal.SIGTERM)
+        code = run.proc.wait(timeout=120)
     text = log.read_text()
     assert code == exitcodes.PREEMPTED, text[-3000:]
     complete = [p.parent for p in out.glob("checkpoint-*/checkpoint_complete.json")]
@@ -256,22 +248,13 @@ def test_a_rank_killed_without_a_word_gives_a_retried_code(base_args, tmp_path) 
     env = launch_env(base_args, tmp_path, nproc_per_node="2", max_steps="100000", save_steps="100000",
                      logging_steps="1")
     log = tmp_path / "launch.log"
-    with open(log, "w") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "trainer", "launch"], env=env, stdout=sink,
-                                stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 240
-            while "{'loss'" not in log.read_text():
-                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-                time.sleep(0.2)
-            (torchrun,) = children_of(proc.pid)
-            ranks = children_of(torchrun)
-            assert len(ranks) == 2
-            os.kill(ranks[1], signal.SIGKILL)
-            code = proc.wait(timeout=120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    with trainer_process("launch", env, log) as run:
+        run.wait_for_log("{'loss'", timeout=240, interval=0.2)
+        (torchrun,) = children_of(run.proc.pid)
+        ranks = children_of(torchrun)
+        assert len(ranks) == 2
+        os.kill(ranks[1], signal.SIGKILL)
+        code = run.proc.wait(timeout=120)
     assert code == exitcodes.PROCESS_LOST, log.read_text()[-3000:]
     assert "without a reason" in (tmp_path / "termination-log").read_text()
 
@@ -295,21 +278,12 @@ def test_sigterm_to_one_rank_then_restart_gives_the_losses_of_an_uninterrupted_r
 
     env = launch_env(base_args, tmp_path, output_dir=str(cut_out), **same)
     log = tmp_path / "cut.log"
-    with open(log, "w") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "trainer", "launch"], env=env, stdout=sink,
-                                stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 240
-            while log.read_text().count("{'loss'") < 3:
-                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-                time.sleep(0.05)
-            (torchrun,) = children_of(proc.pid)
-            ranks = children_of(torchrun)
-            os.kill(ranks[1], signal.SIGTERM)  # one rank only: the other learns it through the all_reduce
-            code = proc.wait(timeout=120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    with trainer_process("launch", env, log) as run:
+        run.wait_for_log("{'loss'", count=3, timeout=240, interval=0.05)
+        (torchrun,) = children_of(run.proc.pid)
+        ranks = children_of(torchrun)
+        os.kill(ranks[1], signal.SIGTERM)  # one rank only: the other learns it through the all_reduce
+        code = run.proc.wait(timeout=120)
     assert code == exitcodes.PREEMPTED, log.read_text()[-3000:]
     (saved,) = [p.parent for p in cut_out.glob("checkpoint-*/checkpoint_complete.json")]
     stopped = int(saved.name.split("-")[1])

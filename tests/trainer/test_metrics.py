@@ -367,29 +367,19 @@ def test_a_run_stopped_by_sigterm_pushes_stopped_and_exit_code_143(gateway: Push
                                                                    tmp_path: Path) -> None:
     """The real CLI under SIGTERM: its final push says "stopped" (a restart resumes), not "failed"."""
     import signal
-    import sys
 
     from tests.conftest import clean_env
+    from tests.processes import trainer_process
 
     run = run_name()
     values = base_args | {"max_steps": "100000", "save_steps": "100000", "logging_steps": "1",
                           "pushgateway_url": gateway.url, "run_name": run, "metrics_push_interval_seconds": "0.2"}
     env = clean_env(**{k.upper(): v for k, v in values.items()}, OMP_NUM_THREADS="1")
-    log = tmp_path / "train.log"
-    with open(log, "w") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "trainer", "train"], env=env, stdout=sink,
-                                stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 240
-            while "{'loss'" not in log.read_text():
-                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-                time.sleep(0.05)
-            proc.send_signal(signal.SIGTERM)
-            code = proc.wait(timeout=120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-    assert code == 143, log.read_text()[-3000:]
+    with trainer_process("train", env, tmp_path / "train.log") as run_proc:
+        run_proc.wait_for_log("{'loss'", timeout=240, interval=0.05)
+        run_proc.proc.send_signal(signal.SIGTERM)
+        code = run_proc.proc.wait(timeout=120)
+    assert code == 143, run_proc.log_text()[-3000:]
     assert gateway_value(gateway, "higgs_trainer_run_status", job=run, status="stopped") == 1
     assert gateway_value(gateway, "higgs_trainer_run_status", job=run, status="failed") == 0
     assert gateway_value(gateway, "higgs_trainer_exit_code", job=run) == 143

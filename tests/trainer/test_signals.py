@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from tests.processes import trainer_process
 from trainer.checkpoint import MARKER
 from trainer.outcome import OUTCOME_DIR_ENV, Stopped
 from trainer.signals import StopOnSignal
@@ -156,20 +157,11 @@ def test_sigterm_during_data_preparation_exits_143_at_once_with_nothing_to_save(
     env = clean_env(**{k.upper(): v for k, v in values.items()}, OMP_NUM_THREADS="1")
     env[OUTCOME_DIR_ENV] = str(tmp_path)
     log = tmp_path / "train.log"
-    with open(log, "w") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "trainer", "train"], env=env, stdout=sink,
-                                stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 240
-            while "encoding audio" not in log.read_text():
-                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-                time.sleep(0.05)
-            proc.send_signal(signal.SIGTERM)
-            signalled = time.monotonic()
-            code = proc.wait(timeout=120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    with trainer_process("train", env, log) as run:
+        run.wait_for_log("encoding audio", timeout=240, interval=0.05)
+        run.proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        code = run.proc.wait(timeout=120)
     text = log.read_text()
     assert code == 143, text[-3000:]
     assert time.monotonic() - signalled < 30

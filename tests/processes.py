@@ -1,0 +1,92 @@
+"""A trainer command run in the background, for tests that act on it at a chosen moment of its run.
+
+Slow tests start `python -m trainer train` or `launch`, wait until the run reaches a point (a line in its
+log, a file on disk), then signal or kill it. `trainer_process` does the starting, the waiting and the
+cleaning up in one place, so that a test that fails while waiting says what it waited for and shows the
+end of the log, and no test leaves a training process behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NoReturn, TypeVar
+
+import pytest
+
+T = TypeVar("T")
+TAIL = 3000  # characters of the log shown when a wait fails
+
+
+class TrainerProcess:
+    """A running `python -m trainer <command>` whose stdout and stderr go to `log`."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], log: Path, own_group: bool) -> None:
+        self.proc, self.log, self.own_group = proc, log, own_group
+
+    def log_text(self) -> str:
+        return self.log.read_text()
+
+    def wait_for(self, condition: Callable[[], T], what: str, *, timeout: float, interval: float) -> T:
+        """Poll `condition` every `interval` seconds while the process runs; return its first true value.
+
+        Fails the test, with the end of the log, when the process ends or `timeout` seconds pass first.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            code = self.proc.poll()
+            if code is not None:
+                self._fail(f"the process ended (exit code {code}) while waiting for {what}")
+            if time.monotonic() >= deadline:
+                self._fail(f"gave up waiting for {what} after {timeout:g} s")
+            found = condition()
+            if found:
+                return found
+            time.sleep(interval)
+
+    def wait_for_log(self, text: str, *, count: int = 1, timeout: float, interval: float) -> None:
+        """`wait_for` the log to hold `text` at least `count` times."""
+        what = f"{text!r} in the log" if count == 1 else f"{text!r} {count} times in the log"
+        self.wait_for(lambda: self.log_text().count(text) >= count, what, timeout=timeout, interval=interval)
+
+    def _fail(self, message: str) -> NoReturn:
+        pytest.fail(f"{message}; the end of {self.log}:\n{self.log_text()[-TAIL:]}")
+
+    def kill(self) -> None:
+        """SIGKILL the process, and its whole process group when it has one of its own."""
+        try:
+            if self.own_group:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            elif self.proc.poll() is None:
+                self.proc.kill()
+        except ProcessLookupError:
+            pass  # already gone
+
+
+@contextmanager
+def trainer_process(command: str, env: dict[str, str], log: Path, *,
+                    own_group: bool = False) -> Iterator[TrainerProcess]:
+    """Start `python -m trainer <command>`; on the way out, kill whatever of it is left and reap it.
+
+    Args:
+        command: `train` or `launch`.
+        env: The child's whole environment.
+        log: File for its stdout and stderr (written from the start).
+        own_group: Start it in a session of its own, so that `kill` also reaches the processes it starts
+            (all but those that start a session of their own, as `launch` does for torchrun).
+    """
+    with open(log, "w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "trainer", command], env=env, stdout=sink,
+                                stderr=subprocess.STDOUT, start_new_session=own_group)
+        process = TrainerProcess(proc, log, own_group)
+        try:
+            yield process
+        finally:
+            process.kill()
+            proc.wait()
