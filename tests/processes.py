@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import NoReturn, TypeVar
 
@@ -59,14 +59,22 @@ class TrainerProcess:
         pytest.fail(f"{message}; the end of {self.log}:\n{self.log_text()[-TAIL:]}")
 
     def kill(self) -> None:
-        """SIGKILL the process, and its whole process group when it has one of its own."""
-        try:
-            if self.own_group:
+        """SIGKILL the process and every process below it (torchrun and its ranks start sessions of their
+        own, so a process group does not reach them), and its whole group when it has one of its own."""
+        from trainer.supervise import children_of
+
+        if self.own_group:  # what is left of the group, even once its leader is gone
+            with suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            elif self.proc.poll() is None:
-                self.proc.kill()
-        except ProcessLookupError:
-            pass  # already gone
+        if self.proc.poll() is not None:  # reaped: its pid may belong to another process by now
+            return
+        below, frontier = [], [self.proc.pid]
+        while frontier:  # collected before any kill: an orphan's parent changes
+            frontier = [c for pid in frontier for c in children_of(pid)]
+            below += frontier
+        for pid in [self.proc.pid, *below]:
+            with suppress(ProcessLookupError):  # already gone
+                os.kill(pid, signal.SIGKILL)
 
 
 @contextmanager
@@ -79,7 +87,7 @@ def trainer_process(command: str, env: dict[str, str], log: Path, *,
         env: The child's whole environment.
         log: File for its stdout and stderr (written from the start).
         own_group: Start it in a session of its own, so that `kill` also reaches the processes it starts
-            (all but those that start a session of their own, as `launch` does for torchrun).
+            that have left its process tree.
     """
     with open(log, "w") as sink:
         proc = subprocess.Popen([sys.executable, "-m", "trainer", command], env=env, stdout=sink,
