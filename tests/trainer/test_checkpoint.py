@@ -1,4 +1,5 @@
-"""Checkpoint saves that run out of disk, on a real size-limited filesystem (a tmpfs the test mounts)."""
+"""Saves that fail: out of disk on a real size-limited filesystem (a tmpfs the test mounts), and a process
+killed in the middle of writing a checkpoint (held there by a FIFO in the checkpoint's place)."""
 
 from __future__ import annotations
 
@@ -105,37 +106,28 @@ def test_a_full_disk_at_the_final_adapter_exits_5_and_keeps_the_previous_adapter
 
 
 def test_a_process_killed_while_writing_a_checkpoint_restarts_from_the_previous_one(base_args, tmp_path) -> None:
+    import os
     import re
 
-    from trainer.tiny import build_tiny_checkpoint
-
-    # Full fine-tuning of a wider model: a checkpoint of about 200 MB takes long enough to write that the
-    # test sees its directory before the marker and kills the process there.
-    model_dir, codec_dir = build_tiny_checkpoint(tmp_path / "wide", hidden_size=512, num_layers=4)
     out = Path(base_args["output_dir"])
-    args = base_args | {"model_path": str(model_dir), "audio_tokenizer_path": str(codec_dir), "use_lora": "false",
-                        "save_steps": "2", "save_total_limit": "0", "logging_steps": "1", "max_steps": "100000"}
+    args = base_args | {"save_steps": "10", "save_total_limit": "0", "logging_steps": "1", "max_steps": "100000"}
     env = clean_env(**{k.upper(): v for k, v in args.items()}, OMP_NUM_THREADS="1")
-
-    def half_written() -> Path | None:
-        """The newest checkpoint once it has its first file but not its marker, with an older one complete.
-
-        An empty directory would only show that the kill came too early, not that a half-written
-        checkpoint is ignored.
-        """
-        dirs = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-        complete = [d for d in dirs if (d / MARKER).is_file()]
-        writing = [d for d in dirs if not (d / MARKER).is_file()]
-        return writing[-1] if complete and writing and any(writing[-1].iterdir()) else None
-
+    # The save of checkpoint-50 is held half-way, with no race: before it starts, its optimizer.pt is made
+    # a FIFO that nobody reads, so the save writes the adapter and then blocks opening optimizer.pt (the
+    # Trainer writes the optimizer after the model) until the kill. Its marker can never be written.
+    partial = out / "checkpoint-50"
+    adapter = partial / "lora_adapters" / "adapter_model.safetensors"
     with trainer_process("train", env, tmp_path / "first.log", own_group=True) as first:
-        partial = first.wait_for(half_written, "a half-written checkpoint", timeout=300, interval=0.002)
+        first.wait_for(lambda: (out / "checkpoint-10" / MARKER).is_file(), "checkpoint-10", timeout=300,
+                       interval=0.005)
+        partial.mkdir()  # fails if the run were already past step 50: the hold would come too late
+        os.mkfifo(partial / "optimizer.pt")
+        first.wait_for(adapter.is_file, "the held save of checkpoint-50 to write its adapter", timeout=300,
+                       interval=0.01)
         first.kill()
-    if (partial / MARKER).is_file():
-        pytest.fail(f"the save of {partial} finished before the kill landed; the test needs a slower save")
-    assert any(partial.iterdir()), "the half-written checkpoint lost its files"
+    assert not (partial / MARKER).exists()
     previous = max(int(p.parent.name.split("-")[1]) for p in out.glob(f"checkpoint-*/{MARKER}"))
-    assert previous < int(partial.name.split("-")[1])
+    assert previous == 40
 
     second = _train(args, max_steps=str(previous + 1), save_steps="1000")
 
@@ -147,4 +139,4 @@ def test_a_process_killed_while_writing_a_checkpoint_restarts_from_the_previous_
     step_logs = [line for line in second.stdout.splitlines() if line.startswith("{'loss':")]
     assert len(step_logs) == 1
     assert (out / f"checkpoint-{previous + 1}" / MARKER).is_file()
-    assert (out / "model" / "model.safetensors").is_file()
+    assert (out / "lora_adapters" / "adapter_model.safetensors").is_file()
