@@ -193,6 +193,6 @@ class Collator:
             "audio_input_ids_mask": audio_mask,
             "audio_labels": audio_labels,
         }
-        if self.text_labels:
+        if self.text_labels and bool((labels != IGNORE).any()):  # decided here, on the host, for free
             batch["labels"] = labels
         return batch

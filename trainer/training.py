@@ -68,21 +68,32 @@ def audio_codebook_losses(
 
 
 class _Window:
-    """Sums over the current logging window (reset at each log)."""
+    """Sums over the current logging window (reset at each log).
+
+    The per-micro-batch sums (codebook losses, text loss, tokens, audio frames) stay on the loss's
+    device, in one vector, until the log reads them: reading a GPU value on the host would stall the
+    launch queue after every forward pass. Counts known on the host (steps, samples) stay there.
+    """
 
     def __init__(self, k: int) -> None:
         self.k = k
         self.reset()
 
     def reset(self) -> None:
-        self.codebook = torch.zeros(self.k, dtype=torch.float64)
+        self.sums: torch.Tensor | None = None  # [codebook_0 .. codebook_{k-1}, text, tokens, audio_frames]
         self.steps = 0
-        self.text = 0.0
         self.text_steps = 0
-        self.samples = 0.0
-        self.tokens = 0.0
-        self.audio_frames = 0.0
+        self.samples = 0
         self.started = time.monotonic()
+
+    def add(self, per_codebook: torch.Tensor, text: torch.Tensor | None, tokens: torch.Tensor,
+            frames: torch.Tensor) -> None:
+        zero = per_codebook.new_zeros(())
+        vec = torch.cat([per_codebook.double(), torch.stack([t.double() for t in (
+            text if text is not None else zero, tokens, frames)])])
+        self.sums = vec if self.sums is None else self.sums + vec
+        self.steps += 1
+        self.text_steps += text is not None
 
 
 class HiggsAudioTrainer(Trainer):
@@ -133,9 +144,7 @@ class HiggsAudioTrainer(Trainer):
     ) -> Any:
         inputs = dict(inputs)
         audio_labels = inputs.pop("audio_labels")
-        labels = inputs.pop("labels", None)
-        if labels is not None and not bool((labels != IGNORE).any()):
-            labels = None
+        labels = inputs.pop("labels", None)  # the collator leaves it out when no text position is a target
         outputs = model(**inputs, labels=labels)
         sums, counts = audio_codebook_losses(
             outputs.logits, inputs["input_ids"], inputs["audio_input_ids_mask"], audio_labels, self.layout
@@ -149,15 +158,14 @@ class HiggsAudioTrainer(Trainer):
             self.nan_guard.observe(loss)
         window = self._train if model.training else self._eval
         with torch.no_grad():
-            window.codebook += per_codebook.detach().double().cpu()
-            window.steps += 1
-            if text_loss is not None:
-                window.text += float(text_loss.detach())
-                window.text_steps += 1
-            window.samples += inputs["input_ids"].shape[0]
-            window.tokens += float(inputs["attention_mask"].sum())
             cb0 = audio_labels[..., 0]
-            window.audio_frames += float(((cb0 != IGNORE) & (cb0 != self.layout.stream_eos)).sum())
+            window.add(
+                per_codebook.detach(),
+                text_loss.detach() if text_loss is not None else None,
+                inputs["attention_mask"].sum(),
+                ((cb0 != IGNORE) & (cb0 != self.layout.stream_eos)).sum(),
+            )
+            window.samples += inputs["input_ids"].shape[0]
         return (loss, outputs) if return_outputs else loss
 
     # ---- batching ---------------------------------------------------------------------------------
@@ -173,29 +181,22 @@ class HiggsAudioTrainer(Trainer):
 
     # ---- logging ----------------------------------------------------------------------------------
     def _reduce(self, window: _Window) -> dict[str, float]:
-        """Window averages (losses) and rates (throughput), summed over ranks."""
+        """Window averages (losses) and rates (throughput), summed over ranks: one host read per log."""
         k = window.k
-        vec = torch.cat(
-            [
-                window.codebook,
-                torch.tensor(
-                    [window.steps, window.text, window.text_steps, window.samples, window.tokens,
-                     window.audio_frames],
-                    dtype=torch.float64,
-                ),
-            ]
-        )
+        sums = window.sums if window.sums is not None else torch.zeros(k + 3, dtype=torch.float64)
+        counts = torch.tensor([window.steps, window.text_steps, window.samples], dtype=torch.float64)
+        vec = torch.cat([sums, counts.to(sums.device)])
         if self.args.world_size > 1:
             import torch.distributed as dist
 
             device = self.args.device if dist.get_backend() == "nccl" else torch.device("cpu")
-            t = vec.to(device)
-            dist.all_reduce(t)
-            vec = t.cpu()
-        steps, text, text_steps, samples, tokens, frames = vec[k:].tolist()
+            vec = vec.to(device)
+            dist.all_reduce(vec)
+        values = vec.cpu().tolist()
+        per_cb_sums, (text, tokens, frames, steps, text_steps, samples) = values[:k], values[k:]
         out: dict[str, float] = {}
         if steps:
-            per_cb = (vec[:k] / steps).tolist()
+            per_cb = [v / steps for v in per_cb_sums]
             out["audio_loss"] = float(sum(per_cb))
             for i, v in enumerate(per_cb):
                 out[f"codebook_{i}_loss"] = float(v)

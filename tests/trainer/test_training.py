@@ -299,3 +299,33 @@ def test_a_run_resumed_at_max_steps_trains_nothing_and_writes_the_checkpoints_ad
     final = load_file(out / "lora_adapters" / "adapter_model.safetensors")
     saved = load_file(out / "checkpoint-4" / "lora_adapters" / "adapter_model.safetensors")
     assert final.keys() == saved.keys() and all(torch.equal(final[k], saved[k]) for k in final)
+
+
+def test_the_loss_and_its_logging_read_nothing_back_to_the_host_per_micro_batch(base_args) -> None:
+    """On a GPU, reading a value on the host (`float(t)`, `t.item()`, `bool(t)`) waits for every queued
+    kernel. Our loss and log window must add no such read to a training micro-batch beyond the model's own;
+    the window is read once per log. Counted here as the dispatcher's scalar reads, which CPU tensors go
+    through too."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class HostReads(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.count += func is torch.ops.aten._local_scalar_dense.default
+            return func(*args, **(kwargs or {}))
+
+    cfg = _cfg(base_args, use_text_head="true")
+    trainer, _, _ = build(cfg)
+    batch = _fixed_batch(trainer)
+    model = trainer.model
+    model.train()
+    with HostReads() as model_alone:
+        model(**{k: v for k, v in batch.items() if k != "audio_labels"}).loss.backward()
+    with HostReads() as ours:
+        trainer.compute_loss(model, batch).backward()
+    assert ours.count == model_alone.count
+    logs = trainer._reduce(trainer._train)  # the one read, at log time
+    assert logs["audio_loss"] > 0 and logs["text_loss"] > 0 and logs["tokens_per_second"] > 0
