@@ -36,13 +36,14 @@ def merge(model_path: str, adapter_path: str, output_dir: str) -> Path:
     from transformers import AutoTokenizer, HiggsAudioV2ForConditionalGeneration
 
     from trainer.checkpoint import atomic_dir
-    from trainer.model import MODEL_TYPE, check_checkpoint_dir
+    from trainer.model import MODEL_TYPE, check_checkpoint_dir, quiet_peft
 
     check_checkpoint_dir(model_path, MODEL_TYPE, "model_path")
     if not (Path(adapter_path) / "adapter_config.json").is_file():
         raise ConfigError(f"--adapter_path ({adapter_path}): no adapter_config.json; point it at a lora_adapters/ dir")
     base = HiggsAudioV2ForConditionalGeneration.from_pretrained(model_path, use_text_head=has_text_head(model_path))
-    merged = PeftModel.from_pretrained(base, adapter_path).merge_and_unload()
+    with quiet_peft():
+        merged = PeftModel.from_pretrained(base, adapter_path).merge_and_unload()
     out = Path(output_dir)
     with atomic_dir(out) as tmp:
         merged.save_pretrained(str(tmp), safe_serialization=True)

@@ -10,6 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -185,12 +188,22 @@ def lora_config(args: LoraArgs) -> Any:
     )
 
 
+@contextmanager
+def quiet_peft() -> Iterator[None]:
+    """Silence the deprecation warning peft triggers whenever it wraps a model: it reads transformers'
+    `is_gradient_checkpointing`, and the warning, shown in every LoRA run, is nothing a user can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
+        yield
+
+
 def apply_lora(model: Any, args: LoraArgs) -> Any:
     """Wrap the model in peft LoRA; every base weight stays frozen."""
     from peft import get_peft_model
 
     try:
-        peft_model = get_peft_model(model, lora_config(args))
+        with quiet_peft():
+            peft_model = get_peft_model(model, lora_config(args))
     except ValueError as err:
         raise ConfigError(f"--lora_target_modules / LORA_TARGET_MODULES: {err}") from None
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
