@@ -121,12 +121,13 @@ def out_of_space(
     if not no_space and free >= needed:
         return None
     return (
-        f"out of disk space while saving {path}: {what} needs about {_mb(needed)}, {_mb(free)} is free "
+        f"out of disk space while saving {path}: {what} needs about {human_bytes(needed)}, {human_bytes(free)} is free "
         f"there; {kept}. Free space or use a larger volume, then restart to resume"
     )
 
 
-def _mb(n: int) -> str:
+def human_bytes(n: int) -> str:
+    """`n` bytes as the messages print them: MB from 0.1 MB up, else kB."""
     return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
 
 

@@ -63,6 +63,7 @@ def main(cfg: Config) -> dict[str, float]:
             trainer, tokenizer, resume = build(cfg)
             trainer.add_callback(stop)
             trainer.add_callback(metrics)
+            trainer.warn_if_short_of_disk()
             result = trainer.train(resume_from_checkpoint=resume)
             stop.raise_if_stopped()
             save_final(trainer, cfg, tokenizer)

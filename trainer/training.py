@@ -13,7 +13,8 @@ Only hooks are overridden, each calling `super()` where there is one:
 - `_save` / `_save_checkpoint` / `_load_from_checkpoint`: the LoRA adapter lives in `lora_adapters/`,
   a checkpoint gets its completeness marker after every rank has written, rotation happens after that.
   A save that fails for lack of disk space removes its partial directory and stops with exit code 5
-  (`exitcodes.DISK_FULL`), naming the path and the space a checkpoint needs.
+  (`exitcodes.DISK_FULL`), naming the path and the space a checkpoint needs; `warn_if_short_of_disk`
+  says so before the first step when the volume already has less free.
 - `evaluate`: with evaluation disabled it runs nothing and returns `{}`.
 """
 
@@ -295,6 +296,27 @@ class HiggsAudioTrainer(Trainer):
         trainable = [p for p in params if p.requires_grad]
         saved = sum(p.numel() * p.element_size() for p in (trainable if self.is_peft else params))
         return saved + sum(2 * 4 * p.numel() for p in trainable)
+
+    def warn_if_short_of_disk(self) -> str | None:
+        """Warn (rank 0) when the output volume cannot hold the next checkpoint; returns the warning.
+
+        Only a warning: a checkpoint of a resumed run is the previous one's size, and the user may free
+        space before the first save. The save itself still fails cleanly (exit 5) if it does not fit.
+        """
+        if not self.args.should_save:
+            return None
+        out = Path(self.args.output_dir)
+        existing = next((p for p in (out, *out.parents) if p.exists()), Path("/"))
+        free, needed = shutil.disk_usage(existing).free, self._checkpoint_bytes()
+        if free >= needed:
+            return None
+        message = (
+            f"{out} has {ckpt.human_bytes(free)} free, and a checkpoint needs about "
+            f"{ckpt.human_bytes(needed)}: the next save will fail with exit code {exitcodes.DISK_FULL} unless space "
+            f"is freed or OUTPUT_DIR moves to a larger volume"
+        )
+        log.warning(message)
+        return message
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
         if not self.is_peft:

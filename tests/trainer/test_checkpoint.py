@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -60,6 +61,7 @@ def test_a_full_disk_during_a_save_exits_5_naming_the_path_and_size_and_keeps_ea
     args = base_args | {"output_dir": str(out), "save_steps": "5", "logging_steps": "1"}
     first = _train(args, max_steps="5")
     assert first.returncode == 0, first.stderr[-3000:]
+    assert "free, and a checkpoint needs about" not in first.stderr  # room enough: no warning
     shutil.rmtree(out / "lora_adapters")
     kept = _digests(out / "checkpoint-5")
     size = json.loads((out / "checkpoint-5" / MARKER).read_text())["bytes"]
@@ -70,6 +72,11 @@ def test_a_full_disk_during_a_save_exits_5_naming_the_path_and_size_and_keeps_ea
 
     assert second.returncode == exitcodes.DISK_FULL == 5, second.stderr[-3000:]
     needed = f"{size / 1e3:.1f} kB" if size < 100_000 else f"{size / 1e6:.1f} MB"
+    # Warned when training began, then stopped at the save.
+    warning = (rf"{re.escape(str(out))} has \S+ .B free, and a checkpoint needs about {needed}: "
+               rf"the next save will fail with exit code 5")
+    found = re.search(warning, second.stderr)
+    assert found and found.start() < second.stderr.index("out of disk space while saving"), second.stderr[-3000:]
     assert f"out of disk space while saving {out / 'checkpoint-10'}: a checkpoint needs about {needed}" in (
         second.stderr)
     assert not (out / "checkpoint-10").exists()
