@@ -168,6 +168,18 @@ def test_nan_loss_fires_loss_not_finite(stack: Stack, tmp_path: Path) -> None:
     assert {"higgs_trainer_loss", "higgs_trainer_audio_loss", "higgs_trainer_codebook_loss"} <= fired
 
 
+def test_steps_skipped_for_a_nan_loss_fire_steps_skipped(stack: Stack, tmp_path: Path) -> None:
+    run = new_run()
+    train_and_finish(tmp_path, callback(stack.gateway.url, run), max_steps=MAX_STEPS, skip_from_step=5,
+                     step_seconds=0.25)
+    stack.prometheus.wait_for(f'higgs_trainer_nan_steps_skipped{{job="{run}"}} == {MAX_STEPS - 4}')
+    result = alert_result(stack.prometheus.url, "HiggsTrainerStepsSkipped", run)
+    # the rise Prometheus saw: from the lowest count it scraped (0 unless a scrape came late) to 4
+    assert len(result) == 1 and 0 < float(result[0]["value"][1]) <= MAX_STEPS - 4, result
+    # half an hour without a new skip: silent again
+    assert alert_result(stack.prometheus.url, "HiggsTrainerStepsSkipped", run, time.time() + 31 * MINUTE) == []
+
+
 def test_pushes_that_timed_out_fire_pushes_failing_once_delivered(stack: Stack, tmp_path: Path) -> None:
     run = new_run()
     proxy = FlakyProxy(("127.0.0.1", stack.gateway.port), hang=True)

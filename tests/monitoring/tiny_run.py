@@ -55,9 +55,11 @@ class TinyModel(nn.Module):
 class ContractTrainer(Trainer):
     """Adds the Higgs trainer's extra log keys (trainer/training.py) to the stock `Trainer` logs."""
 
-    def __init__(self, *args: Any, step_seconds: float = 0.0, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, step_seconds: float = 0.0, skip_from_step: int | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.step_seconds = step_seconds
+        self.skip_from_step = skip_from_step  # from then on every step counts as skipped for a NaN loss
         self._window: dict[str, Any] = {}
         self._reset()
 
@@ -88,7 +90,8 @@ class ContractTrainer(Trainer):
                 "samples_per_second": w["samples"] / elapsed,
                 "tokens_per_second": 10 * w["samples"] / elapsed,
                 "audio_seconds_per_second": 2.5 * w["samples"] / elapsed,
-                "nan_steps_skipped": 0.0,
+                "nan_steps_skipped": float(max(0, self.state.global_step - self.skip_from_step + 1)
+                                           if self.skip_from_step is not None else 0),
             }
             self._reset()
         elif "eval_loss" in logs:
@@ -131,6 +134,7 @@ def train(
     fail_at_step: int | None = None,
     step_seconds: float = 0.0,
     skipped_samples: int = 2,
+    skip_from_step: int | None = None,
 ) -> ContractTrainer:
     """Train the tiny model for `max_steps` steps with `callbacks`; evaluates and checkpoints on the way."""
     torch.manual_seed(0)
@@ -146,6 +150,7 @@ def train(
     trainer = ContractTrainer(
         model=TinyModel(codebooks, nan_from_call), args=args, train_dataset=dataset(64, codebooks),
         eval_dataset=dataset(8, codebooks, seed=1), callbacks=callbacks, step_seconds=step_seconds,
+        skip_from_step=skip_from_step,
     )
     trainer.remove_callback(PrinterCallback)
     trainer.log({"skipped_samples": float(skipped_samples)})
