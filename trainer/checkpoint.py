@@ -116,14 +116,19 @@ def out_of_space(
         (isinstance(c, OSError) and c.errno in _NO_SPACE) or "No space left" in str(c) or "StorageFull" in str(c)
         for c in chain
     )
-    existing = next((p for p in (path, *path.parents) if p.exists()), Path("/"))
-    free = shutil.disk_usage(existing).free
+    free = free_bytes(path)
     if not no_space and free >= needed:
         return None
     return (
         f"out of disk space while saving {path}: {what} needs about {human_bytes(needed)}, {human_bytes(free)} is free "
         f"there; {kept}. Free space or use a larger volume, then restart to resume"
     )
+
+
+def free_bytes(path: Path) -> int:
+    """Free space of the filesystem `path` is (or will be) on: that of its nearest existing ancestor."""
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path("/"))
+    return shutil.disk_usage(existing).free
 
 
 def human_bytes(n: int) -> str:

@@ -170,24 +170,21 @@ def save_final(trainer, cfg: Config, tokenizer) -> None:
     from trainer.outcome import Stopped
 
     out = Path(cfg.train.output_dir or ".")
-    what = "the final adapter" if cfg.lora.use_lora else "the final model"
+    kind = "adapter" if cfg.lora.use_lora else "model"
     final = out / (ckpt.ADAPTER_DIR if cfg.lora.use_lora else "model")
     if trainer.args.should_save:
-        model = trainer.accelerator.unwrap_model(trainer.model)
         try:
             with ckpt.atomic_dir(final) as tmp:
-                model.save_pretrained(str(tmp), safe_serialization=True)
+                trainer.accelerator.unwrap_model(trainer.model).save_pretrained(str(tmp), safe_serialization=True)
                 if not cfg.lora.use_lora:
                     tokenizer.save_pretrained(str(tmp))
         except Exception as err:
-            trainable = cfg.lora.use_lora
-            needed = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad or not trainable)
             full = ckpt.out_of_space(
-                err, final, needed, what=what,
+                err, final, trainer.saved_weight_bytes(), what=f"the final {kind}",
                 kept=f"the partial copy is removed; an earlier {final.name}/ and every checkpoint are intact",
             )
             if full is None:
                 raise
             raise Stopped(exitcodes.DISK_FULL, full) from err
-        log.info("final %s written to %s", "adapter" if cfg.lora.use_lora else "model", final)
+        log.info("final %s written to %s", kind, final)
     dist.barrier()

@@ -292,31 +292,29 @@ class HiggsAudioTrainer(Trainer):
         previous = ckpt.last_size(self.args.output_dir)
         if previous:
             return previous
-        params = list(self.model.parameters())
-        trainable = [p for p in params if p.requires_grad]
-        saved = sum(p.numel() * p.element_size() for p in (trainable if self.is_peft else params))
-        return saved + sum(2 * 4 * p.numel() for p in trainable)
+        return self.saved_weight_bytes() + sum(2 * 4 * p.numel() for p in self.model.parameters() if p.requires_grad)
 
-    def warn_if_short_of_disk(self) -> str | None:
-        """Warn (rank 0) when the output volume cannot hold the next checkpoint; returns the warning.
+    def saved_weight_bytes(self) -> int:
+        """Bytes of the weights a save writes: the trainable ones (the adapter) with LoRA, all without."""
+        peft = self.is_peft
+        return sum(p.numel() * p.element_size() for p in self.model.parameters() if p.requires_grad or not peft)
+
+    def warn_if_short_of_disk(self) -> None:
+        """Warn (rank 0) when the output volume cannot hold the next checkpoint.
 
         Only a warning: a checkpoint of a resumed run is the previous one's size, and the user may free
         space before the first save. The save itself still fails cleanly (exit 5) if it does not fit.
         """
         if not self.args.should_save:
-            return None
+            return
         out = Path(self.args.output_dir)
-        existing = next((p for p in (out, *out.parents) if p.exists()), Path("/"))
-        free, needed = shutil.disk_usage(existing).free, self._checkpoint_bytes()
-        if free >= needed:
-            return None
-        message = (
-            f"{out} has {ckpt.human_bytes(free)} free, and a checkpoint needs about "
-            f"{ckpt.human_bytes(needed)}: the next save will fail with exit code {exitcodes.DISK_FULL} unless space "
-            f"is freed or OUTPUT_DIR moves to a larger volume"
-        )
-        log.warning(message)
-        return message
+        free, needed = ckpt.free_bytes(out), self._checkpoint_bytes()
+        if free < needed:
+            log.warning(
+                "%s has %s free, and a checkpoint needs about %s: the next save will fail with exit code %d unless "
+                "space is freed or OUTPUT_DIR moves to a larger volume",
+                out, ckpt.human_bytes(free), ckpt.human_bytes(needed), exitcodes.DISK_FULL,
+            )
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
         if not self.is_peft:
