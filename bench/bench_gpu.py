@@ -59,7 +59,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import REPO
+from common import REPO, StepClock
 
 FRAME_RATE = 25.0  # audio frames per second of the Higgs Audio v2 tokenizer
 CODES = 1024  # codes per codebook; stream BOS 1024 and EOS 1025 follow (codebook_size 1026)
@@ -303,7 +303,7 @@ def measure(ns: argparse.Namespace, spec: Spec, ctx: dict[str, Any]) -> dict[str
     """Build the trainer for `spec`, count one micro-batch's FLOPs, train warm-up + measured steps."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
-    from transformers import HiggsAudioV2ForConditionalGeneration, TrainerCallback
+    from transformers import HiggsAudioV2ForConditionalGeneration
 
     from trainer.collator import Collator, SampleDataset
     from trainer.model import apply_lora, count_parameters
@@ -335,17 +335,7 @@ def measure(ns: argparse.Namespace, spec: Spec, ctx: dict[str, Any]) -> dict[str
         data_collator=Collator(layout, False), layout=layout, frame_rate=FRAME_RATE, disable_eval=True,
         group_by_length=True,
     )
-    ends: list[float] = []
-    begin: list[float] = []
-
-    class Clock(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kw):
-            begin.append(time.perf_counter())
-
-        def on_step_end(self, args, state, control, **kw):
-            if cuda:
-                torch.cuda.synchronize()
-            ends.append(time.perf_counter())
+    clock = StepClock(sync=torch.cuda.synchronize if cuda else None)
 
     try:
         # Model FLOPs of one micro-batch through our compute_loss, forward and backward, before training
@@ -369,7 +359,7 @@ def measure(ns: argparse.Namespace, spec: Spec, ctx: dict[str, Any]) -> dict[str
         if cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-        trainer.add_callback(Clock())
+        trainer.add_callback(clock.callback)
         with contextlib.redirect_stdout(sys.stderr):  # the Trainer's log lines stay off the JSON on stdout
             trainer.train()
         peak = torch.cuda.max_memory_allocated() if cuda else None
@@ -389,7 +379,7 @@ def measure(ns: argparse.Namespace, spec: Spec, ctx: dict[str, Any]) -> dict[str
     finally:
         trainer.accelerator.free_memory()
         del trainer, model
-    times = [b - a for a, b in zip([*begin[:1], *ends], ends, strict=False)]
+    times = clock.times_from_begin()
     measured = times[ns.warmup_steps:]
     step = statistics.median(measured)
     per_step = ctx["per_step"]

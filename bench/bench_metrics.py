@@ -24,7 +24,6 @@ import shutil
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -33,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from common import StepClock  # also puts the repository on sys.path
 from torch import nn
-from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers import PrinterCallback, Trainer, TrainingArguments
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from trainer.callbacks import MetricsCallback
 from trainer.config import MetricsArgs
 
@@ -51,16 +50,6 @@ class TinyModel(nn.Module):
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"loss": nn.functional.cross_entropy(self.net(x), labels)}
-
-
-class StepClock(TrainerCallback):
-    """Records the time of every `on_step_end`."""
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-
-    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.times.append(time.perf_counter())
 
 
 def time_handlers(callback: MetricsCallback, spent: list[float]) -> None:
@@ -108,7 +97,7 @@ def run_once(args: argparse.Namespace, workdir: Path, url: str | None, with_metr
     """One training run: its mean and median step time, the callback's time per step, `finish` time."""
     torch.manual_seed(0)
     data = [{"x": torch.randn(args.width), "labels": torch.randint(0, 8, ())} for _ in range(args.batch * 8)]
-    clock, spent, callbacks = StepClock(), [0.0], []
+    clock, spent, callbacks = StepClock(), [0.0], []  # the clock's times: every step end
     metrics: MetricsCallback | None = None
     if with_metrics:
         options = MetricsArgs(pushgateway_url=url, metrics_push_interval_seconds=args.push_interval,
@@ -122,14 +111,14 @@ def run_once(args: argparse.Namespace, workdir: Path, url: str | None, with_metr
         use_cpu=True, disable_tqdm=True, seed=0, dataloader_num_workers=0, remove_unused_columns=False,
     )
     trainer = Trainer(model=TinyModel(args.width), args=training, train_dataset=data,
-                      callbacks=[clock, *callbacks])
+                      callbacks=[clock.callback, *callbacks])
     trainer.remove_callback(PrinterCallback)  # keeps stdout for the JSON
     trainer.train()
     started = time.perf_counter()
     if metrics is not None:
         metrics.finish("succeeded")
     finish = time.perf_counter() - started
-    steps = [b - a for a, b in zip(clock.times[10:], clock.times[11:], strict=False)]  # after warm-up
+    steps = clock.times()[10:]  # after warm-up
     return {"mean": statistics.fmean(steps), "median": statistics.median(steps),
             "callback": spent[0] / args.steps, "finish": finish}
 

@@ -12,6 +12,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,23 +57,38 @@ def config(ns: argparse.Namespace, work: Path, model: Path, codec: Path, **over:
 
 
 class StepClock:
-    """A TrainerCallback source: the time between consecutive step ends (data, forward, backward,
-    optimizer, callbacks: everything a step costs)."""
+    """A TrainerCallback source: the time of every step end (data, forward, backward, optimizer, callbacks:
+    everything a step costs), and of the start of training.
 
-    def __init__(self) -> None:
+    `sync`, when given, runs before each reading: `torch.cuda.synchronize` on a GPU, so that a step's time
+    includes the kernels it queued.
+    """
+
+    def __init__(self, sync: Callable[[], None] | None = None) -> None:
         from transformers import TrainerCallback
 
+        begin: list[float] = []
         ends: list[float] = []
 
         class _CB(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kw):
+                begin.append(time.perf_counter())
+
             def on_step_end(self, args, state, control, **kw):
+                if sync is not None:
+                    sync()
                 ends.append(time.perf_counter())
 
-        self.ends = ends
+        self.begin, self.ends = begin, ends
         self.callback = _CB()
 
     def times(self) -> list[float]:
+        """Seconds between consecutive step ends (the first step, which pays for warm-up, is not among them)."""
         return [b - a for a, b in zip(self.ends, self.ends[1:], strict=False)]
+
+    def times_from_begin(self) -> list[float]:
+        """Seconds of every step, the first counted from the start of training."""
+        return [b - a for a, b in zip([*self.begin[:1], *self.ends], self.ends, strict=False)]
 
 
 def median_after_warmup(times: list[float], warmup: int = 3) -> float:
