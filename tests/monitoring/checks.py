@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from tests.monitoring.stack import DASHBOARD, REPO, RULES, http_get, query, value, wait_for
+from tests.monitoring.stack import DASHBOARD, REPO, RULES, Pushgateway, http_get, query, value, wait_for
 from trainer.metrics import STATUSES
 
 DOCS = REPO / "README.md"  # its Monitoring section holds the series table
@@ -157,6 +157,18 @@ def assert_run_metrics(
     assert skipped >= 0 and (skipped_samples is None or skipped == skipped_samples), skipped
     _assert_rank_series(got, world_size, push_failures, now)
     return got
+
+
+def assert_two_rank_run_reported(gateway: Pushgateway, prom_url: str, run_name: str, namespace: str, *,
+                                 skipped_samples: float) -> None:
+    """A finished two-rank run as the monitoring sees it: the gateway holds its job group and one group
+    per rank, Prometheus has every documented series (`assert_run_metrics`), and every dashboard query
+    returns data, DCGM's joined one too (the test pushed DCGM series for the run before it started)."""
+    assert sorted(g.get("rank", "") for g in gateway.group_labels(run_name)) == ["", "0", "1"]
+    assert_run_metrics(prom_url, run_name, world_size=2, namespace=namespace, codebooks=2,
+                       skipped_samples=skipped_samples)
+    wait_for(prom_url, f'DCGM_FI_DEV_GPU_UTIL{{job="dcgm-{run_name}"}}')
+    assert_dashboard_queries(prom_url, run_name, namespace)
 
 
 def _assert_rank_series(got: dict[str, list[dict[str, Any]]], world_size: int, push_failures: float | None,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.monitoring.checks import assert_dashboard_queries, assert_run_metrics
+from tests.monitoring.checks import assert_two_rank_run_reported
 from tests.monitoring.conftest import Stack
 from tests.monitoring.stack import LOOPBACK, REPO, free_port, push_dcgm
 
@@ -34,8 +34,4 @@ def test_two_process_torchrun_run_reports_every_series(stack: Stack, run_name: s
         capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-4000:]
-    assert sorted(g.get("rank", "") for g in stack.gateway.group_labels(run_name)) == ["", "0", "1"]
-    assert_run_metrics(stack.prometheus.url, run_name, world_size=2, namespace=NAMESPACE, codebooks=2,
-                       skipped_samples=2)
-    stack.prometheus.wait_for(f'DCGM_FI_DEV_GPU_UTIL{{job="dcgm-{run_name}"}}')
-    assert_dashboard_queries(stack.prometheus.url, run_name, NAMESPACE)
+    assert_two_rank_run_reported(stack.gateway, stack.prometheus.url, run_name, NAMESPACE, skipped_samples=2)
