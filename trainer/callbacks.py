@@ -22,7 +22,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from trainer import dist, exitcodes
 from trainer.config import Config, MetricsArgs, run_name
-from trainer.metrics import JobSeries, RankSeries, Union
+from trainer.metrics import SUCCESS_GROUP, JobSeries, RankSeries, Union
 from trainer.push import Group, Pusher, gateway_handler, serve
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,7 @@ class MetricsCallback(TrainerCallback):
         labels = {"namespace": args.metrics_namespace} if args.metrics_namespace else {}
         self._rank_group = Group({**labels, "rank": str(rank)}, self.ranks.registry)
         self._job_group = Group(labels, self.job.registry)
+        self._success_group = Group({**labels, **SUCCESS_GROUP}, self.job.success, replace=False)
         self._pusher = self._start_pusher() if args.pushgateway_url else None
         self._stop_server = self._start_server(labels) if args.metrics_port and self.is_main else None
 
@@ -171,8 +172,9 @@ class MetricsCallback(TrainerCallback):
         """Record the run's outcome and deliver it; call once, in a `finally` block. Never raises.
 
         Sets the status (and `exit_code` when given), and on success the last-success timestamp; pushes
-        them with retries; on success with `metrics_delete_on_finish`, then deletes this process's groups
-        from the gateway; stops the /metrics server. Later calls do nothing.
+        them with retries (the timestamp to its own group); on success with `metrics_delete_on_finish`,
+        then deletes this process's job and rank groups from the gateway, keeping the last-success group;
+        stops the /metrics server. Later calls do nothing.
 
         Args:
             status (`str`):
@@ -197,10 +199,10 @@ class MetricsCallback(TrainerCallback):
             if status == "succeeded":
                 self.job.set_success_time(time.time())
             if self._pusher is not None:
-                job_final = Group(self._job_group.labels, Union(self.job.registry, self.job.success))
-                final = [job_final, self._rank_group] if self.is_main else [self._rank_group]
+                groups = list(self._pusher.groups)
+                if status == "succeeded" and self.is_main:
+                    groups.append(self._success_group)
                 delete = self.args.metrics_delete_on_finish and status == "succeeded"
-                groups = final if status == "succeeded" else self._pusher.groups
                 ok = self._pusher.finish(groups, delete=delete)
         except Exception:  # an exception here would hide the one that ended training
             log.exception("metrics: the final push failed")
@@ -228,7 +230,8 @@ class MetricsCallback(TrainerCallback):
         return pusher
 
     def _start_server(self, labels: dict[str, str]) -> Callable[[], None] | None:
-        collector = Union(self.job.registry, self.job.success, self.ranks.registry,
+        success = Union(self.job.success, labels=SUCCESS_GROUP)  # labelled as the gateway labels it
+        collector = Union(self.job.registry, success, self.ranks.registry,
                           labels={"job": self.run_name, **labels})
         address, port = self.args.metrics_bind_address, self.args.metrics_port
         try:

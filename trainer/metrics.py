@@ -6,11 +6,13 @@ outlive the pod. Three registries, because the gateway stores series per group a
 
 - job series (rank 0 only): losses, progress, throughput, checkpoints, status; group `job[, namespace]`.
 - rank series (every rank): device memory and push health; group `job[, namespace], rank`.
-- the last-success timestamp, added to the job group only when a run succeeds.
+- the last-success timestamp, pushed only when a run succeeds, to a group of its own
+  (`job[, namespace], outcome="succeeded"`).
 
-Every push is a pushadd (HTTP POST), which replaces only the names it carries: no later push, not even the
-final one of a failed run, removes the last-success timestamp. The training thread only sets values here,
-which costs microseconds; collection happens on the pusher's or the /metrics server's thread.
+Each attempt replaces its job and rank groups whole on its first push (see `trainer.push`), so that the
+gateway shows this attempt only; the last-success group is only ever added to, so no later attempt, not
+even a failed one, and no delete-on-finish removes it. The training thread only sets values here, which
+costs microseconds; collection happens on the pusher's or the /metrics server's thread.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from prometheus_client.registry import Collector
 NAMESPACE = "higgs_trainer"
 # "stopped": ended by SIGTERM or SIGINT after saving a checkpoint; a restart resumes (retried exit codes)
 STATUSES = ("running", "succeeded", "failed", "stopped")
+# the grouping labels, besides job and namespace, of the group that keeps the last-success timestamp
+SUCCESS_GROUP = {"outcome": "succeeded"}
 
 JOB_GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "run_status": ("1 for the run's current status, 0 for the others.", ("status",)),
@@ -206,4 +210,4 @@ class Union:
                 yield metric
 
 
-__all__ = ["NAMESPACE", "STATUSES", "JobSeries", "RankSeries", "Union"]
+__all__ = ["NAMESPACE", "STATUSES", "SUCCESS_GROUP", "JobSeries", "RankSeries", "Union"]

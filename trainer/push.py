@@ -1,8 +1,11 @@
 """Delivery of the run's series: pushes to a Pushgateway off the training thread, or a /metrics server.
 
-Every push is a pushadd (HTTP POST), which replaces only the names it carries (see `trainer.metrics` for
-why that matters). All network I/O happens on the pusher's daemon thread: a slow or dead gateway costs a
-counted failure and a warning, never training time.
+An attempt's first push that reaches the gateway replaces each of its groups whole (HTTP PUT): a restart
+must not inherit the previous attempt's exit code, checkpoint times or losses, which would read as this
+attempt's (a false stall or no-checkpoint alert, an exit code beside "running"). Every later push is a
+pushadd (HTTP POST), which replaces only the names it carries. A group marked `replace=False` (the
+last-success timestamp, see `trainer.metrics`) is only ever added to. All network I/O happens on the
+pusher's daemon thread: a slow or dead gateway costs a counted failure and a warning, never training time.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from urllib.request import HTTPSHandler, Request, build_opener
 
-from prometheus_client import CollectorRegistry, delete_from_gateway, pushadd_to_gateway
+from prometheus_client import CollectorRegistry, delete_from_gateway, push_to_gateway, pushadd_to_gateway
 from prometheus_client.registry import Collector
 
 from trainer.metrics import RankSeries
@@ -32,10 +35,19 @@ Handler = Callable[..., Callable[[], None]]
 
 @dataclass(frozen=True)
 class Group:
-    """One Pushgateway group: its grouping labels besides `job`, and what is pushed to it."""
+    """One Pushgateway group: its grouping labels besides `job`, and what is pushed to it.
+
+    `replace`: this attempt's first push that arrives replaces the whole group (PUT), dropping whatever an
+    earlier attempt left there; `False` for a group whose series must outlive attempts.
+    """
 
     labels: dict[str, str]
     collector: Collector
+    replace: bool = True
+
+    @property
+    def key(self) -> tuple[tuple[str, str], ...]:
+        return tuple(sorted(self.labels.items()))
 
 
 def gateway_handler(
@@ -128,6 +140,7 @@ class Pusher:
         self._final_ok = False
         self._failing_since: float | None = None
         self._last_warning = 0.0
+        self._replaced: set[tuple[tuple[str, str], ...]] = set()  # groups this attempt has PUT
         self._thread = threading.Thread(target=self._run, name="metrics-pusher", daemon=True)
 
     def start(self) -> None:
@@ -174,10 +187,16 @@ class Pusher:
         return False
 
     def _push(self, groups: Iterable[Group]) -> bool:
-        return self._each(groups, lambda g: pushadd_to_gateway(
-            self.url, job=self.job, registry=g.collector, grouping_key=g.labels, timeout=self.timeout,
-            handler=self.handler,
-        ))
+        return self._each(groups, self._send)
+
+    def _send(self, group: Group) -> None:
+        """PUT `group` if this attempt has not yet replaced it, else POST; raises what the request raises."""
+        first = group.replace and group.key not in self._replaced
+        send = push_to_gateway if first else pushadd_to_gateway
+        send(self.url, job=self.job, registry=group.collector, grouping_key=group.labels,
+             timeout=self.timeout, handler=self.handler)
+        if first:
+            self._replaced.add(group.key)
 
     def _delete(self) -> bool:
         return self._each(self.groups, lambda g: delete_from_gateway(

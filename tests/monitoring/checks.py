@@ -161,10 +161,12 @@ def assert_run_metrics(
 
 def assert_two_rank_run_reported(gateway: Pushgateway, prom_url: str, run_name: str, namespace: str, *,
                                  skipped_samples: float) -> None:
-    """A finished two-rank run as the monitoring sees it: the gateway holds its job group and one group
-    per rank, Prometheus has every documented series (`assert_run_metrics`), and every dashboard query
-    returns data, DCGM's joined one too (the test pushed DCGM series for the run before it started)."""
-    assert sorted(g.get("rank", "") for g in gateway.group_labels(run_name)) == ["", "0", "1"]
+    """A finished two-rank run as the monitoring sees it: the gateway holds its job group, its last-success
+    group and one group per rank, Prometheus has every documented series (`assert_run_metrics`), and every
+    dashboard query returns data, DCGM's joined one too (the test pushed DCGM series for the run before it
+    started)."""
+    groups = sorted((g.get("rank", ""), g.get("outcome", "")) for g in gateway.group_labels(run_name))
+    assert groups == [("", ""), ("", "succeeded"), ("0", ""), ("1", "")], groups
     assert_run_metrics(prom_url, run_name, world_size=2, namespace=namespace, codebooks=2,
                        skipped_samples=skipped_samples)
     wait_for(prom_url, f'DCGM_FI_DEV_GPU_UTIL{{job="dcgm-{run_name}"}}')

@@ -246,9 +246,9 @@ def test_pushes_reach_the_job_group_and_one_group_per_rank(gateway: Pushgateway)
         cb.on_log(None, state(step=5), None, logs={"loss": 1.25})
     for cb in ranks:
         assert cb.finish("succeeded")
-    groups = sorted(gateway.group_labels(run), key=lambda g: g.get("rank", ""))
-    assert groups == [{"job": run, "namespace": "ml"}, {"job": run, "namespace": "ml", "rank": "0"},
-                      {"job": run, "namespace": "ml", "rank": "1"}]
+    groups = sorted(gateway.group_labels(run), key=lambda g: (g.get("rank", ""), g.get("outcome", "")))
+    assert groups == [{"job": run, "namespace": "ml"}, {"job": run, "namespace": "ml", "outcome": "succeeded"},
+                      {"job": run, "namespace": "ml", "rank": "0"}, {"job": run, "namespace": "ml", "rank": "1"}]
     assert gateway_value(gateway, "higgs_trainer_loss", job=run, namespace="ml") == 1.25
     status = gateway_value(gateway, "higgs_trainer_run_status", job=run, namespace="ml", status="succeeded")
     assert status == 1
@@ -268,21 +268,73 @@ def test_periodic_pushes_carry_progress_while_training(gateway: Pushgateway) -> 
 def test_failed_run_keeps_the_last_success_of_an_earlier_run(gateway: Pushgateway) -> None:
     run = run_name()
     assert MetricsCallback(fast(gateway.url), run).finish("succeeded")
-    succeeded_at = gateway_value(gateway, "higgs_trainer_last_success_time_seconds", job=run)
+    succeeded_at = gateway_value(gateway, "higgs_trainer_last_success_time_seconds", job=run, outcome="succeeded")
     assert succeeded_at is not None
     assert MetricsCallback(fast(gateway.url), run).finish("failed")
     assert gateway_value(gateway, "higgs_trainer_run_status", job=run, status="failed") == 1
-    assert gateway_value(gateway, "higgs_trainer_last_success_time_seconds", job=run) == succeeded_at
+    assert gateway_value(gateway, "higgs_trainer_last_success_time_seconds", job=run,
+                         outcome="succeeded") == succeeded_at
 
 
-def test_delete_on_finish_leaves_no_group_for_the_run(gateway: Pushgateway) -> None:
+def test_a_new_attempt_replaces_what_the_previous_attempt_left_in_the_gateway(gateway: Pushgateway) -> None:
+    run = run_name()
+    assert MetricsCallback(fast(gateway.url), run).finish("succeeded")
+    succeeded_at = gateway_value(gateway, "higgs_trainer_last_success_time_seconds", job=run, outcome="succeeded")
+    first = MetricsCallback(fast(gateway.url), run)
+    first.on_log(None, state(), None, logs={"loss": float("nan"), "checkpoint_step": 40, "checkpoint_seconds": 2.0,
+                                            "checkpoint_bytes": 1e6})
+    first.on_step_end(None, state(step=42), None)
+    assert first.finish("stopped", 143)
+    assert gateway_value(gateway, "higgs_trainer_exit_code", job=run) == 143
+    assert gateway_value(gateway, "higgs_trainer_last_checkpoint_time_seconds", job=run) is not None
+
+    second = MetricsCallback(fast(gateway.url), run)  # the restart, still loading the model
+    assert eventually(lambda: gateway_value(gateway, "higgs_trainer_run_status", job=run, status="running") == 1)
+    left = {name: gateway_value(gateway, name, job=run) for name in (
+        "higgs_trainer_exit_code", "higgs_trainer_last_checkpoint_time_seconds", "higgs_trainer_loss",
+        "higgs_trainer_global_step", "higgs_trainer_last_progress_time_seconds")}
+    assert left == dict.fromkeys(left)  # nothing of the stopped attempt reads as this one's
+    assert gateway_value(gateway, "higgs_trainer_last_success_time_seconds", job=run,
+                         outcome="succeeded") == succeeded_at
+    second.on_step_end(None, state(step=43), None)
+    assert eventually(lambda: gateway_value(gateway, "higgs_trainer_global_step", job=run) == 43)
+    second.on_log(None, state(step=43), None, logs={"loss": 2.5})
+    assert eventually(lambda: gateway_value(gateway, "higgs_trainer_loss", job=run) == 2.5)
+    assert gateway_value(gateway, "higgs_trainer_global_step", job=run) == 43  # later pushes add, not replace
+    second.finish("failed", 1)
+
+
+def test_the_first_push_that_arrives_replaces_even_after_the_gateway_was_unreachable(
+    gateway: Pushgateway,
+) -> None:
+    run = run_name()
+    first = MetricsCallback(fast(gateway.url), run)
+    first.on_log(None, state(), None, logs={"checkpoint_step": 10})
+    assert first.finish("stopped", 143)
+    proxy = FlakyProxy((LOOPBACK, gateway.port), hang=True)
+    try:
+        second = MetricsCallback(MetricsArgs(pushgateway_url=proxy.url, metrics_push_interval_seconds=0.1,
+                                             metrics_push_timeout_seconds=0.2), run)
+        assert eventually(lambda: (sample(second, "higgs_trainer_push_failures_total", rank="0") or 0) >= 1)
+        proxy.hang = False
+        assert eventually(lambda: gateway_value(gateway, "higgs_trainer_run_status", job=run, status="running") == 1)
+        assert gateway_value(gateway, "higgs_trainer_exit_code", job=run) is None
+        assert gateway_value(gateway, "higgs_trainer_last_checkpoint_step", job=run) is None
+        second.finish("failed", 1)
+    finally:
+        proxy.close()
+
+
+def test_delete_on_finish_leaves_only_the_last_success_of_the_run(gateway: Pushgateway) -> None:
     run = run_name()
     ranks = [MetricsCallback(fast(gateway.url, metrics_delete_on_finish=True, metrics_namespace="ml"), run, r)
              for r in (0, 1)]
     assert eventually(lambda: len(gateway.group_labels(run)) == 3)  # there is something to delete
     assert [cb.finish("succeeded") for cb in ranks] == [True, True]
     # the gateway answers a delete with 202 Accepted and applies it a moment later
-    assert eventually(lambda: gateway.group_labels(run) == [])
+    assert eventually(lambda: gateway.group_labels(run) == [{"job": run, "namespace": "ml", "outcome": "succeeded"}])
+    assert gateway_value(gateway, "higgs_trainer_last_success_time_seconds", job=run, namespace="ml",
+                         outcome="succeeded") is not None
 
 
 def test_delete_on_finish_keeps_the_groups_of_a_failed_run(gateway: Pushgateway) -> None:
