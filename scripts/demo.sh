@@ -18,6 +18,7 @@ export DISABLE_EVAL=false VALIDATION_SPLIT=0.1 EVAL_STEPS=20
 export MAX_STEPS="${MAX_STEPS:-40}" SAVE_STEPS=20 LOGGING_STEPS=5 LEARNING_RATE=5e-3 WARMUP_STEPS=0
 export DATALOADER_NUM_WORKERS=0 RESUME=never
 
+rm -rf "$OUT/run"  # RESUME=never refuses an OUTPUT_DIR that holds checkpoints: each demo starts from scratch
 .venv/bin/torchrun --standalone --nproc_per_node=2 -m trainer train
 echo
 echo "demo done. Adapter checkpoints:"

@@ -32,6 +32,7 @@ def resolve_resume(cfg: Config) -> str | None:
     """The checkpoint to resume from (`--resume auto|never|PATH`); incomplete ones are removed by rank 0."""
     mode, out = cfg.train.resume, cfg.train.output_dir
     if mode == "never":
+        refuse_earlier_checkpoints(out or ".")
         return None
     if mode != "auto":
         path = Path(mode)
@@ -45,6 +46,35 @@ def resolve_resume(cfg: Config) -> str | None:
     if newest is not None:
         log.info("resuming from %s at step %d (newest complete checkpoint in %s)", newest, ckpt.step_of(newest), out)
     return str(newest) if newest else None
+
+
+def refuse_earlier_checkpoints(out: str) -> None:
+    """`--resume never` in an OUTPUT_DIR that holds complete checkpoints: a configuration error.
+
+    The new run would ignore them, and then rotation (`--save_total_limit`), which ranks every complete
+    checkpoint by step, would delete this run's own checkpoints before an earlier run's with higher steps,
+    and a later `--resume auto` would resume the earlier run. Incomplete ones do not count: nothing
+    resumes them, and a save at their step replaces them.
+    """
+    complete = ckpt.complete_checkpoints(out)
+    if not complete:
+        return
+    shown = ", ".join(p.name for p in complete[-3:])
+    more = f"{len(complete) - 3} more and " if len(complete) > 3 else ""
+    raise ConfigError(
+        f"--resume / RESUME: never starts a new run, but OUTPUT_DIR {out} already holds complete checkpoints of "
+        f"an earlier run ({more}{shown}), which this run's would be mixed with (--save_total_limit would delete "
+        f"this run's own first). Use --resume auto to continue from {complete[-1].name}, an empty OUTPUT_DIR, "
+        f"or delete them"
+    )
+
+
+def tidy_output_dir(out: str) -> None:
+    """What a killed run left in OUTPUT_DIR and no later run would clean up (rank 0, before anything is read):
+    the temporary copies of a final adapter or model it was writing, and a previous one it had moved aside
+    (put back if the final output is missing). Incomplete checkpoints are `resolve_resume`'s to remove."""
+    if dist.is_main():
+        ckpt.recover_final_outputs(out)
 
 
 def main(cfg: Config) -> dict[str, float]:
@@ -107,6 +137,7 @@ def build(cfg: Config):
     args = build_training_args(cfg, use_cpu=not on_gpu, bf16=bf16)  # also starts the process group
     set_seed(t.seed)
     Path(t.output_dir).mkdir(parents=True, exist_ok=True)
+    tidy_output_dir(t.output_dir)
     resume = resolve_resume(cfg)
 
     tokenizer = load_text_tokenizer(m)
@@ -171,7 +202,7 @@ def save_final(trainer, cfg: Config, tokenizer) -> None:
 
     out = Path(cfg.train.output_dir or ".")
     kind = "adapter" if cfg.lora.use_lora else "model"
-    final = out / (ckpt.ADAPTER_DIR if cfg.lora.use_lora else "model")
+    final = out / (ckpt.ADAPTER_DIR if cfg.lora.use_lora else ckpt.MODEL_DIR)
     if trainer.args.should_save:
         try:
             with ckpt.atomic_dir(final) as tmp:

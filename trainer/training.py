@@ -11,17 +11,17 @@ Only hooks are overridden, each calling `super()` where there is one:
 - `_maybe_log_save_evaluate`: each logging window's running loss starts from 0, even after a NaN.
 - a NaN or infinite training loss stops the run or skips the step (`trainer.divergence.NanGuard`).
 - `_save` / `_save_checkpoint` / `_load_from_checkpoint`: the LoRA adapter lives in `lora_adapters/`,
-  a checkpoint gets its completeness marker after every rank has written, rotation happens after that.
-  A save that fails for lack of disk space removes its partial directory and stops with exit code 5
-  (`exitcodes.DISK_FULL`), naming the path and the space a checkpoint needs; `warn_if_short_of_disk`
-  says so before the first step when the volume already has less free.
+  a checkpoint gets its completeness marker after every rank has written, rotation happens after that;
+  a `checkpoint-N` an earlier run left at the same step is removed before any rank writes there.
+  A save that fails for lack of disk space (`checkpoint.no_space`) removes its partial directory and
+  stops with exit code 5 (`exitcodes.DISK_FULL`), naming the path and the space a checkpoint needs;
+  `warn_if_short_of_disk` says so before the first step when the volume already has less free.
 - `evaluate`: with evaluation disabled it runs nothing and returns `{}`.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -260,16 +260,17 @@ class HiggsAudioTrainer(Trainer):
         started = time.monotonic()
         path = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
         try:
+            if self.args.should_save:
+                ckpt.clear_for_save(path)  # an earlier run's checkpoint-N: its marker must not outlive it
+            self.accelerator.wait_for_everyone()  # no rank writes into it before it is gone
             super()._save_checkpoint(model, trial)
             self.accelerator.wait_for_everyone()  # every rank's RNG state is on disk before the marker
             if self.args.should_save:
                 ckpt.write_marker(path, self.state.global_step)
         except Exception as err:
-            full = ckpt.out_of_space(err, path, self._checkpoint_bytes())
+            full = ckpt.out_of_space(err, path, self._checkpoint_bytes(), remove=self.args.should_save)
             if full is None:
                 raise
-            if self.args.should_save:
-                shutil.rmtree(path, ignore_errors=True)
             raise Stopped(exitcodes.DISK_FULL, full) from err
         size = 0
         if self.args.should_save:

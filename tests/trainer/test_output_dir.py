@@ -1,0 +1,125 @@
+"""OUTPUT_DIR's rules, without training: what `--resume never` refuses, what the start of a run does with
+what a process killed while replacing the final output left, and which failed saves count as out of disk.
+
+Real directories and real exception objects; the runs that produce them for real (a full tmpfs, a killed
+process) are in test_checkpoint.py.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from pathlib import Path
+
+import pytest
+
+from trainer import exitcodes
+from trainer.checkpoint import MARKER, out_of_space, recover_final_outputs, write_marker
+from trainer.cli import parse_train_args
+from trainer.config import ConfigError
+from trainer.outcome import classify
+from trainer.run import resolve_resume
+
+NEVER_FITS = 10**18  # bytes: more than any volume has free
+
+
+def _checkpoint(out: Path, step: int, *, complete: bool) -> Path:
+    path = out / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    (path / "optimizer.pt").write_bytes(b"\0" * 100)
+    if complete:
+        write_marker(path, step)
+    return path
+
+
+def _output(path: Path, content: str) -> Path:
+    """A final-output directory (or a copy of one) holding one file with `content`."""
+    path.mkdir(parents=True)
+    (path / "adapter_config.json").write_text(content)
+    return path
+
+
+def test_resume_never_refuses_an_output_dir_that_holds_complete_checkpoints(base_args) -> None:
+    out = Path(base_args["output_dir"])
+    for step in (5, 10, 15, 20):
+        _checkpoint(out, step, complete=True)
+    _checkpoint(out, 25, complete=False)  # a save that died: nothing resumes it, it does not count
+    cfg = parse_train_args([], {k.upper(): v for k, v in base_args.items()} | {"RESUME": "never"})
+
+    with pytest.raises(ConfigError) as refused:
+        resolve_resume(cfg)
+
+    message = str(refused.value)
+    assert message.startswith(f"--resume / RESUME: never starts a new run, but OUTPUT_DIR {out} already holds "
+                              "complete checkpoints of an earlier run (1 more and checkpoint-10, checkpoint-15, "
+                              "checkpoint-20)")
+    assert message.endswith("Use --resume auto to continue from checkpoint-20, an empty OUTPUT_DIR, or delete them")
+    assert classify(refused.value)[0] == exitcodes.CONFIG_ERROR == 2
+    assert all((out / f"checkpoint-{s}").is_dir() for s in (5, 10, 15, 20, 25))  # nothing touched
+
+    for step in (5, 10, 15, 20):  # without complete ones, a new run starts beside the incomplete one
+        (out / f"checkpoint-{step}" / MARKER).unlink()
+    assert resolve_resume(cfg) is None
+
+
+def test_a_start_puts_back_the_final_adapter_a_kill_between_its_two_renames_moved_aside(tmp_path, caplog) -> None:
+    out = tmp_path / "out"
+    # atomic_dir had moved the previous adapter aside and not yet renamed the new copy into place.
+    old = _output(out / ".lora_adapters.old-4242", "previous")
+    new = _output(out / ".lora_adapters.tmp-k1ll3d", "new, maybe half-written")
+    half_model = _output(out / ".model.tmp-abc123", "a full fine-tuning's model, half-written")
+    checkpoint = _checkpoint(out, 5, complete=True)
+
+    with caplog.at_level(logging.WARNING, logger="trainer.checkpoint"):
+        recover_final_outputs(out)
+
+    assert (out / "lora_adapters" / "adapter_config.json").read_text() == "previous"
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-5", "lora_adapters"]
+    assert (checkpoint / MARKER).is_file()
+    assert f"restored {out / 'lora_adapters'} from {old}" in caplog.text
+    for leftover in (new, half_model):
+        assert f"removing {leftover}: left by a run that stopped while it replaced" in caplog.text
+
+
+def test_a_start_removes_a_previous_final_output_left_after_the_new_one_was_in_place(tmp_path, caplog) -> None:
+    out = tmp_path / "out"
+    _output(out / "model", "new")
+    old = _output(out / ".model.old-77", "previous")  # killed while deleting it: maybe only part of it is left
+
+    with caplog.at_level(logging.WARNING, logger="trainer.checkpoint"):
+        recover_final_outputs(out)
+
+    assert (out / "model" / "adapter_config.json").read_text() == "new"
+    assert sorted(p.name for p in out.iterdir()) == ["model"]
+    assert f"removing {old}: left by a run that stopped while it replaced {out / 'model'}" in caplog.text
+
+
+def _raised(err: BaseException) -> BaseException:
+    """`err` as a save would have raised it: with its traceback and the exception it was handling."""
+    try:
+        raise err
+    except BaseException as caught:
+        return caught
+
+
+def test_only_a_full_disk_counts_as_out_of_disk(tmp_path) -> None:
+    path = tmp_path / "out" / "checkpoint-5"
+    gloo_peer_lost = "[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer [10.0.0.2]:29500"
+    others = [
+        PermissionError(errno.EACCES, "Permission denied", str(path / "optimizer.pt")),
+        OSError(errno.EROFS, "Read-only file system", str(path / "optimizer.pt")),
+        RuntimeError(gloo_peer_lost),
+    ]
+    try:  # a peer lost while this rank handled a full disk: a restart can succeed, so it is retried
+        raise OSError(errno.ENOSPC, "No space left on device")
+    except OSError:
+        others.append(_raised(RuntimeError(gloo_peer_lost)))
+
+    # Even with less free than a save needs, these are not "out of disk" (exit 5, never retried).
+    for err in others:
+        assert out_of_space(_raised(err), path, NEVER_FITS) is None, err
+
+    # A full disk or quota is, whatever the free space reads now (another writer may have freed some).
+    for code in (errno.ENOSPC, errno.EDQUOT):
+        message = out_of_space(_raised(OSError(code, "full")), path, 1)
+        assert message is not None and message.startswith(f"out of disk space while saving {path}: ")
