@@ -77,6 +77,19 @@ class TrainerProcess:
                 os.kill(pid, signal.SIGKILL)
 
 
+def rank_pids(launcher: int) -> dict[int, int]:
+    """Global rank -> pid of the training processes of a `launch` (torchrun's children), from their RANK."""
+    from trainer.supervise import children_of
+
+    (torchrun,) = children_of(launcher)
+    found = {}
+    for pid in children_of(torchrun):
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        (rank,) = [int(v.split(b"=", 1)[1]) for v in environ if v.startswith(b"RANK=")]
+        found[rank] = pid
+    return found
+
+
 @contextmanager
 def trainer_process(command: str, env: dict[str, str], log: Path, *,
                     own_group: bool = False) -> Iterator[TrainerProcess]:

@@ -87,11 +87,13 @@ def fill_cache(
     sample_rate: int,
     digests: dict[str, str],
     progress: bool = True,
+    between: Callable[[], None] | None = None,
 ) -> int:
     """Encode every distinct file content of `paths` whose codes are missing; return how many were encoded.
 
     `digests` maps path -> content digest (computed once by the caller). The codec is loaded only when
-    something is missing, so a warm cache costs no model load.
+    something is missing, so a warm cache costs no model load. `between` runs before each file and may raise
+    to stop (`trainer.prepare` stops there when another rank was signalled); what is encoded so far stays.
     """
     from trainer.audio import load_audio
 
@@ -108,5 +110,7 @@ def fill_cache(
 
         iterator = tqdm(missing, desc="encoding audio", unit="file")
     for path in iterator:
+        if between is not None:
+            between()
         cache.put(digests[path], encode_waveform(codec, load_audio(path, sample_rate)))
     return len(missing)

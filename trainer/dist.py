@@ -6,7 +6,15 @@ writes checkpoints and the final adapter; local rank 0 of each node fills the au
 
 from __future__ import annotations
 
+import itertools
 import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+KEY_PREFIX = "higgs-audio-trainer/"  # our keys in the process group's store
+POLL_SECONDS = 0.1
+_barrier_ids = itertools.count()  # every rank calls `barrier` in the same order, so the ids agree
 
 
 def rank() -> int:
@@ -25,9 +33,45 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def barrier() -> None:
-    """Wait for every rank, when a process group is up (no-op in a single process)."""
-    import torch.distributed as dist
+def store() -> Any | None:
+    """The key-value store every rank of the process group shares (torchrun's TCPStore); None without one.
 
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+    `_get_default_store` is private in torch but has been there since 1.x; it is the one handle on a
+    store that all ranks already reach, whatever the backend.
+    """
+    import torch.distributed as tdist
+
+    if not (tdist.is_available() and tdist.is_initialized()):
+        return None
+    return tdist.distributed_c10d._get_default_store()
+
+
+def barrier(poll: Callable[[], None] | None = None) -> None:
+    """Wait for every rank, when a process group is up (no-op in a single process).
+
+    The ranks count themselves in through the store and poll it with short sleeps, instead of a collective
+    `torch.distributed.barrier()`: a collective blocks in C++, where Python runs no signal handler, so a
+    SIGTERM to a rank waiting for rank 0 to encode the audio was acted on only when rank 0 arrived
+    (minutes); and a collective left in flight by a rank that stops keeps its process from exiting (gloo
+    joins the thread that runs it). The store holds no GPU work, so NCCL runs behave the same. `poll` runs
+    between sleeps and may raise (`signals.raise_if_peer_stopped`). Bounded, as a collective is, by the
+    process group's timeout (`--ddp_timeout`).
+    """
+    shared = store()
+    if shared is None:
+        return
+    import torch.distributed as tdist
+
+    key, world = f"{KEY_PREFIX}barrier-{next(_barrier_ids)}", tdist.get_world_size()
+    arrived = shared.add(key, 1)
+    deadline = time.monotonic() + shared.timeout.total_seconds()
+    while arrived < world:
+        if poll is not None:
+            poll()
+        if time.monotonic() >= deadline:
+            raise tdist.DistStoreError(
+                f"rank {tdist.get_rank()}: {arrived} of {world} ranks reached the barrier within the process "
+                f"group's timeout of {shared.timeout.total_seconds():g} s (--ddp_timeout)"
+            )
+        time.sleep(POLL_SECONDS)
+        arrived = shared.add(key, 0)

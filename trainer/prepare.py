@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,10 @@ from trainer.config import Config, ConfigError
 from trainer.data import BadSample, Conversation, DataError, format_bad_samples, load_conversations
 
 log = logging.getLogger(__name__)
+
+# How often the encoding loop asks the store whether another rank was signalled: a round trip per file
+# would slow a fast codec down, and half a second is well inside any termination grace period.
+PEER_CHECK_SECONDS = 0.5
 
 
 class BadSamplesError(DataError):
@@ -98,15 +103,22 @@ def encode_all(
     sample_rate: int,
     codec_dir: str,
 ) -> tuple[list[EncodedSample], list[BadSample]]:
-    """Fill the cache (local rank 0), wait, then build samples on every rank."""
+    """Fill the cache (local rank 0), wait, then build samples on every rank.
+
+    A SIGTERM to any rank stops them all within about a second, even while one encodes and the others wait
+    (`trainer.signals`): the encoding loop and the wait both poll for a peer's stop.
+    """
+    from trainer.signals import raise_if_peer_stopped
+
     paths = sorted({p for c in convs for p in c.audio_paths()})
     digests = {p: file_digest(p) for p in paths}
     cache = CodeCache(cache_root(cfg), tokenizer_identity(codec_dir))
     if dist.local_rank() == 0:
-        bad_files = fill_cache_tolerant(paths, cache, load_codec, sample_rate, digests)
+        between = at_most_every(PEER_CHECK_SECONDS, raise_if_peer_stopped)
+        bad_files = fill_cache_tolerant(paths, cache, load_codec, sample_rate, digests, between)
         for path, reason in bad_files:
             log.error("%s: %s", path, reason)
-    dist.barrier()
+    dist.barrier(poll=raise_if_peer_stopped)
     samples: list[EncodedSample] = []
     bad: list[BadSample] = []
     for conv in convs:
@@ -115,8 +127,27 @@ def encode_all(
     return samples, bad
 
 
+def at_most_every(seconds: float, action: Callable[[], None]) -> Callable[[], None]:
+    """`action`, run on the first call and then only once `seconds` have passed since it last ran."""
+    last = -float("inf")
+
+    def throttled() -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= seconds:
+            last = now
+            action()
+
+    return throttled
+
+
 def fill_cache_tolerant(
-    paths: list[str], cache: CodeCache, load_codec: Callable[[], Any], sample_rate: int, digests: dict[str, str]
+    paths: list[str],
+    cache: CodeCache,
+    load_codec: Callable[[], Any],
+    sample_rate: int,
+    digests: dict[str, str],
+    between: Callable[[], None] | None = None,
 ) -> list[tuple[str, str]]:
     """`fill_cache`, but a file that fails to decode is reported and the rest still get encoded."""
     from trainer.audio import AudioError
@@ -133,7 +164,7 @@ def fill_cache_tolerant(
     while remaining:
         try:
             fill_cache(remaining, cache, codec, sample_rate=sample_rate, digests=digests,
-                       progress=dist.rank() == 0)
+                       progress=dist.rank() == 0, between=between)
             return failures
         except AudioError as err:
             failures.append((str(err.path), err.reason))

@@ -9,11 +9,15 @@ step end (or right after an evaluation the signal interrupted): the ranks agree 
 checkpoint there and stops, and `run.main` raises `outcome.Stopped` (exit code 128 + the signal number:
 retried) instead of writing the final adapter.
 
-Before training starts there is nothing to save, so the handler stops the process at once; once training
-has ended the signal is only logged, so that the final adapter is still written.
+Before training starts there is nothing to save, so the handler stops the process at once, and tells the
+other ranks through the process group's store: during data preparation they poll it (`raise_if_peer_stopped`,
+in the encoding loop and in `dist.barrier`), so that a rank on another node does not go on encoding the
+audio, or wait for a rank that is gone, until the process-group timeout. Once training has ended the signal
+is only logged, so that the final adapter is still written.
 
-`--save_on_signal false` makes the ranks stop at the agreed step end without saving (a restart resumes
-from the newest complete checkpoint). `--signal_save_timeout_seconds` bounds the time from the signal to
+`--save_on_signal false` makes the ranks stop at the agreed step end without saving a checkpoint for the
+signal (one that is due at that step anyway, at `--save_steps` or the last step, is still written; a restart
+resumes from the newest complete checkpoint). `--signal_save_timeout_seconds` bounds the time from the signal to
 the end: a watchdog started by the handler records the reason and exits with 128 + the signal number
 once it has passed, so the process ends with a known code and reason before Kubernetes' SIGKILL at the end
 of `terminationGracePeriodSeconds` (the chart derives the bound from it). A checkpoint cut short there has
@@ -32,12 +36,40 @@ from typing import Any, Literal
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from trainer import exitcodes
+from trainer import dist, exitcodes
 from trainer.outcome import Stopped, record
 
 log = logging.getLogger(__name__)
 
 HANDLED = (signal.SIGTERM, signal.SIGINT)
+PEER_STOP_KEY = dist.KEY_PREFIX + "stopped-before-training"  # "<rank> <signal number>"
+
+
+def tell_peers(signum: int) -> None:
+    """Before training: let the other ranks know that this one stops on `signum` (see the module docstring).
+
+    Never raises: the store may be gone with its host, and then the others learn it from torchrun or from a
+    failed collective.
+    """
+    shared = dist.store()
+    if shared is None:
+        return
+    try:
+        shared.set(PEER_STOP_KEY, f"{dist.rank()} {int(signum)}")
+    except Exception as err:
+        log.warning("could not tell the other ranks about the signal: %s", err)
+
+
+def raise_if_peer_stopped() -> None:
+    """Raise `Stopped`, with the peer's signal's code, if another rank stopped before training (one store
+    round trip; a no-op without a process group)."""
+    shared = dist.store()
+    if shared is None or not shared.check([PEER_STOP_KEY]):
+        return
+    rank, signum = (int(part) for part in shared.get(PEER_STOP_KEY).split())
+    name = signal.Signals(signum).name
+    raise Stopped(exitcodes.for_signal(signum),
+                  f"stopped by {name} on rank {rank} before training started; nothing to save")
 
 
 class StopOnSignal(TrainerCallback):
@@ -52,8 +84,9 @@ class StopOnSignal(TrainerCallback):
         self.save = save
         self.timeout_seconds = timeout_seconds
         self.received: int | None = None
-        self.phase: Literal["before", "training", "after"] = "before"
+        self.phase: Literal["before", "training", "after", "stopping"] = "before"
         self.stopped_at: int | None = None
+        self.due_save = False  # --save_on_signal false, and a regular checkpoint was due at the stop step anyway
         self._previous: dict[int, Any] = {}
         self._watchdog: threading.Timer | None = None
 
@@ -64,17 +97,33 @@ class StopOnSignal(TrainerCallback):
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, Stopped):
+            self._stopping(exc)
         if self._watchdog is not None:
             self._watchdog.cancel()
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
 
+    def _stopping(self, stopped: Stopped) -> None:
+        """On the way out with `stopped`: tell the other ranks if this one was signalled before training, and
+        record the outcome now, while this handler still stands (a SIGTERM from torchrun, sent once a peer
+        has exited, would end the process before the dispatcher records it once the default one is back)."""
+        signalled_before = self.phase == "before" and self.received is not None
+        self.phase = "stopping"  # a further signal is only noted: nothing may cut this short
+        if signalled_before:
+            assert self.received is not None
+            tell_peers(self.received)
+        record(stopped.code, stopped.reason)
+
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         if self.phase == "before":
+            self.received = signum
             raise Stopped(exitcodes.for_signal(signum), f"stopped by {name} before training started; nothing to save")
+        if self.phase == "stopping":
+            return
         if self.received is None:
             self.received = signum
             what = "training is over; finishing the final save"
@@ -112,7 +161,10 @@ class StopOnSignal(TrainerCallback):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> TrainerControl:
         if self.stopped_at is None and self._agreed(args):
-            control.should_save = self.save
+            # Only ever ask for a save: --save_on_signal false must not cancel a checkpoint that is due at
+            # this step (save_steps, the last step), which DefaultFlowCallback has asked for before us.
+            self.due_save = control.should_save and not self.save
+            control.should_save = control.should_save or self.save
             control.should_training_stop = True
             self.stopped_at = state.global_step
         return control
@@ -150,6 +202,12 @@ class StopOnSignal(TrainerCallback):
             return
         name = signal.Signals(self.received).name
         step = self.stopped_at
+        if self.due_save:
+            raise Stopped(
+                exitcodes.for_signal(self.received),
+                f"stopped by {name} at step {step}: checkpoint-{step} saved, as it was due there "
+                "(--save_on_signal false saves no other); a restart resumes from it",
+            )
         if not self.save:
             raise Stopped(
                 exitcodes.for_signal(self.received),

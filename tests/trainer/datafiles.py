@@ -53,3 +53,20 @@ def texts(conversation: Conversation) -> list[tuple[str, str]]:
         for c in m["content"]:
             out.append((m["role"], c["text"] if c["type"] == "text" else c["path"]))
     return out
+
+
+def distinct_clips(directory: Path, count: int, seconds: float = 1.0) -> Path:
+    """A .jsonl manifest of `count` real speech clips whose bytes all differ, so that every one must be encoded
+    (the code cache is keyed by content): the bundled clip looped to `seconds`, its first sample set per clip."""
+    import numpy as np
+
+    samples, rate = sf.read(DEMO / "audio" / "gb_female" / "00.flac", dtype="int16")
+    looped = np.resize(samples, round(seconds * rate))
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i in range(count):
+        looped[0] = i
+        path = directory / f"{i:05d}.wav"
+        sf.write(path, looped, rate)
+        lines.append({"audio": str(path), "text": f"clip number {i}"})
+    return write_jsonl(directory / "train.jsonl", lines)

@@ -149,6 +149,42 @@ def test_sigterm_during_evaluation_saves_at_that_step_right_after_it(base_args) 
     assert (out / "checkpoint-4" / MARKER).is_file()
 
 
+class _SigtermDuringStep(TrainerCallback):
+    """Sends this process SIGTERM while the step that ends at global step `step` runs."""
+
+    def __init__(self, step: int) -> None:
+        self.step, self.sent = step, False
+
+    def on_step_begin(self, args, state, control, **kw):
+        if state.global_step == self.step - 1 and not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_save_on_signal_false_still_writes_the_checkpoint_due_at_that_step(base_args) -> None:
+    from trainer.cli import parse_train_args
+    from trainer.run import build
+
+    values = base_args | {"save_on_signal": "false", "save_steps": "4", "max_steps": "100", "logging_steps": "1"}
+    cfg = parse_train_args([], {k.upper(): v for k, v in values.items()})
+    out = Path(base_args["output_dir"])
+    probe = _SigtermDuringStep(step=4)
+    with StopOnSignal(save=False) as stop:
+        trainer, _, resume = build(cfg)
+        trainer.add_callback(stop)
+        trainer.add_callback(probe)
+        trainer.train(resume_from_checkpoint=resume)
+        with pytest.raises(Stopped) as stopped:
+            stop.raise_if_stopped()
+    assert probe.sent and trainer.state.global_step == 4
+    assert stopped.value.code == 143
+    assert stopped.value.reason == ("stopped by SIGTERM at step 4: checkpoint-4 saved, as it was due there "
+                                    "(--save_on_signal false saves no other); a restart resumes from it")
+    # The signal cancels no regular save: save_steps=4 makes checkpoint-4 due, and it is complete.
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4"]
+    assert (out / "checkpoint-4" / MARKER).is_file()
+
+
 @pytest.mark.slow
 def test_sigterm_during_data_preparation_exits_143_at_once_with_nothing_to_save(base_args, tmp_path) -> None:
     from tests.conftest import clean_env
