@@ -13,6 +13,7 @@ Where the nodes come from (in this order):
 - none of them, or one node: `torchrun --standalone`.
 Processes per node: `NPROC_PER_NODE` or `PET_NPROC_PER_NODE`: a number, `auto` (one per visible GPU,
 1 without GPUs; the default), `gpu` (one per GPU, an error without) or `cpu` (one per usable CPU core).
+The operator sets `PET_NPROC_PER_NODE=auto` in every pod by default; that gives way to `NPROC_PER_NODE`.
 
 Trainer options come from their own variables (`USE_LORA`, `DISABLE_EVAL`, ...) and are checked here
 first: a bad value exits with code 2 before torchrun starts. The launcher passes SIGTERM/SIGINT on to
@@ -41,7 +42,8 @@ DEFAULT_MASTER_PORT = 29500  # torchrun's own default
 # Every variable the launcher itself reads, with its meaning (for `launch --help` and the docs).
 ENV_VARS = {
     "NPROC_PER_NODE": "training processes on this node: N, auto (one per GPU, 1 without; default), gpu or cpu",
-    "PET_NPROC_PER_NODE": "the same, as the training operator sets it (must agree with NPROC_PER_NODE if both set)",
+    "PET_NPROC_PER_NODE": "the same, as the training operator sets it; its default auto gives way to NPROC_PER_NODE, "
+                          "any other value must agree with it",
     "PET_NNODES": "number of nodes (N), or MIN:MAX with elastic rendezvous",
     "PET_NODE_RANK": "this node's rank, 0 to N-1",
     "PET_MASTER_ADDR": "address of node 0, which hosts the rendezvous",
@@ -111,9 +113,11 @@ def _int(found: tuple[str, str], minimum: int, maximum: int | None = None) -> in
 def nproc_per_node(env: Mapping[str, str], gpus: Callable[[], int] = visible_gpus) -> int:
     """Processes per node from NPROC_PER_NODE / PET_NPROC_PER_NODE (see the module docstring)."""
     ours, operators = _get(env, "NPROC_PER_NODE"), _get(env, "PET_NPROC_PER_NODE")
-    if ours and operators and ours[1] != operators[1]:
+    # the operator writes PET_NPROC_PER_NODE=auto into every pod unless spec.nprocPerNode says otherwise:
+    # that default gives way to the container's own NPROC_PER_NODE; two explicit choices must agree
+    if ours and operators and operators[1].lower() != "auto" and ours[1].lower() != operators[1].lower():
         raise ConfigError(f"environment variables NPROC_PER_NODE={ours[1]!r} and PET_NPROC_PER_NODE="
-                          f"{operators[1]!r} disagree; set one")
+                          f"{operators[1]!r} (the PyTorchJob's spec.nprocPerNode) disagree; set one")
     found = ours or operators or ("NPROC_PER_NODE", "auto")
     name, raw = found
     word = raw.lower()

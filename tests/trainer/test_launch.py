@@ -48,8 +48,17 @@ def test_nproc_per_node_words_and_errors_name_the_variable() -> None:
         nproc_per_node({"NPROC_PER_NODE": "two"}, lambda: 0)
     with pytest.raises(ConfigError, match=r"NPROC_PER_NODE.*at least 1.*'0'"):
         nproc_per_node({"NPROC_PER_NODE": "0"}, lambda: 0)
-    with pytest.raises(ConfigError, match="NPROC_PER_NODE='2' and PET_NPROC_PER_NODE='4' disagree"):
+    with pytest.raises(ConfigError, match=r"NPROC_PER_NODE='2' and PET_NPROC_PER_NODE='4' \(the PyTorchJob's "
+                                          r"spec.nprocPerNode\) disagree"):
         nproc_per_node({"NPROC_PER_NODE": "2", "PET_NPROC_PER_NODE": "4"}, lambda: 0)
+
+
+def test_the_operators_default_auto_gives_way_to_the_containers_nproc_per_node() -> None:
+    # Training Operator v1 writes PET_NPROC_PER_NODE=auto into every pod when spec.nprocPerNode is unset
+    assert nproc_per_node({"NPROC_PER_NODE": "2", "PET_NPROC_PER_NODE": "auto"}, lambda: 8) == 2
+    assert nproc_per_node({"NPROC_PER_NODE": "cpu", "PET_NPROC_PER_NODE": "Auto"}, lambda: 8) == len(
+        os.sched_getaffinity(0))
+    assert nproc_per_node({"NPROC_PER_NODE": "GPU", "PET_NPROC_PER_NODE": "gpu"}, lambda: 4) == 4
 
 
 def operator_env(rank: int, nnodes: int = 2, nproc: str = "2") -> dict[str, str]:
