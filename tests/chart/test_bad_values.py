@@ -68,6 +68,36 @@ CASES = {
         "run",
         "trainer.metrics_port",
     ),
+    "grace-period-too-short-to-save": ({"terminationGracePeriodSeconds": 29}, "run", "terminationGracePeriodSeconds"),
+    # Each series would reach Prometheus twice: scraped from rank 0 and from the gateway it pushes to.
+    "pod-monitor-and-chart-pushgateway": (
+        {"metrics": {"podMonitor": {"enabled": True}, "pushgateway": {"create": True}}},
+        "run",
+        "metrics.podMonitor.enabled",
+    ),
+    "pod-monitor-and-own-pushgateway": (
+        {"metrics": {"podMonitor": {"enabled": True}}, "trainer": {"pushgateway_url": "http://gw:9091"}},
+        "run",
+        "metrics.podMonitor.enabled",
+    ),
+    "pod-monitor-and-pushgateway-url-from-secret": (
+        {
+            "metrics": {"podMonitor": {"enabled": True}},
+            "trainerFromSecret": {"pushgateway_url": {"name": "gw", "key": "url"}},
+        },
+        "run",
+        "metrics.podMonitor.enabled",
+    ),
+    "service-monitor-without-the-pushgateway": (
+        {"metrics": {"pushgateway": {"serviceMonitor": {"enabled": True}}}},
+        "run",
+        "metrics.pushgateway.serviceMonitor.enabled",
+    ),
+    "pushgateway-service-name-not-dns-1035": (
+        {"jobName": "run", "metrics": {"pushgateway": {"create": True}}},
+        "v1.2",
+        "fullnameOverride",
+    ),
 }
 
 
@@ -105,3 +135,30 @@ def test_set_string_for_number_names_the_value(helm: str) -> None:
     proc = run_helm(helm, "template", "run", str(CHART), "--set-string", "trainer.max_steps=100")
     assert proc.returncode != 0
     assert names_value(proc.stderr, "trainer.max_steps"), proc.stderr
+
+
+@pytest.mark.parametrize("grace", [0, 20, 29])
+def test_short_grace_period_is_named_when_the_save_timeout_is_derived(helm: str, grace: int) -> None:
+    """Past the schema (--skip-schema-validation), the derived timeout's check names the value to change."""
+    proc = run_helm(
+        helm,
+        "template",
+        "run",
+        str(CHART),
+        "--skip-schema-validation",
+        "--set",
+        f"terminationGracePeriodSeconds={grace}",
+    )
+    assert proc.returncode != 0, f"accepted terminationGracePeriodSeconds={grace}"
+    assert f"terminationGracePeriodSeconds: {grace} is too short" in proc.stderr, proc.stderr
+    assert "leave it null" not in proc.stderr
+
+
+def test_schema_holds_the_grace_period_floor(helm: str) -> None:
+    """values.schema.json rejects it before any template runs (the template check is for skipped schemas)."""
+    proc = run_helm(helm, "template", "run", str(CHART), "--set", "terminationGracePeriodSeconds=29")
+    assert proc.returncode != 0
+    assert names_value(proc.stderr, "terminationGracePeriodSeconds") and "30" in proc.stderr, proc.stderr
+    assert "is too short" not in proc.stderr, "the template check answered, not the schema"
+    proc = run_helm(helm, "template", "run", str(CHART), "--set", "terminationGracePeriodSeconds=30")
+    assert proc.returncode == 0, proc.stderr

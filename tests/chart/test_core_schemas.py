@@ -16,7 +16,7 @@ from tests.tooling import REPO, missing
 # Chart.yaml's kubeVersion floor, and the newest schemas kubernetes-validate carries.
 K8S_VERSIONS = ("1.27.0", "1.37.0")
 # Served by the Prometheus Operator's CRDs, not by Kubernetes: checked in test_templates.py.
-OPERATOR_KINDS = {"PyTorchJob", "PodMonitor", "PrometheusRule"}
+OPERATOR_KINDS = {"PyTorchJob", "PodMonitor", "ServiceMonitor", "PrometheusRule"}
 
 
 def validate(obj: dict[str, Any], version: str) -> None:

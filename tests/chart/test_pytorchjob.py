@@ -124,7 +124,10 @@ def test_longest_job_name_with_most_workers_still_fits(helm4: str) -> None:
 
 def test_master_and_worker_share_one_pod_template(helm4: str) -> None:
     """Only the `metrics` port differs: it is declared where rank 0 runs, the only pod serving /metrics."""
-    templates = pod_templates(the(render(helm4, CI_DIR / "multi-node-gpu-values.yaml"), "PyTorchJob"))
+    scraped = ("metrics.pushgateway.create=false", "metrics.pushgateway.serviceMonitor.enabled=false")
+    scraped += ("metrics.podMonitor.enabled=true",)
+    docs = render(helm4, CI_DIR / "multi-node-gpu-values.yaml", *(a for s in scraped for a in ("--set", s)))
+    templates = pod_templates(the(docs, "PyTorchJob"))
     ports = {r: [p["name"] for p in trainer_container(t)["ports"]] for r, t in templates.items()}
     assert ports == {"Master": ["pytorchjob-port", "metrics"], "Worker": ["pytorchjob-port"]}
     for t in templates.values():

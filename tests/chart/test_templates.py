@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import yaml
 from tests.chart.chartlib import (
     CHART,
     CI_DIR,
+    DNS1035,
     VALUE_FILES,
     env_of,
     objects_of,
@@ -22,8 +24,11 @@ from tests.chart.chartlib import (
     trainer_container,
     value_id,
 )
+from tests.tooling import REPO
 
 MULTI_NODE = CI_DIR / "multi-node-gpu-values.yaml"
+ELASTIC = CI_DIR / "elastic-values.yaml"
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
 def master(docs: list[dict]) -> dict:
@@ -77,7 +82,7 @@ def test_cpu_only_job_requests_no_gpu(helm4: str) -> None:
 
 
 def test_elastic_job_has_workers_only_and_an_elastic_policy(helm4: str) -> None:
-    job = the(render(helm4, CI_DIR / "elastic-values.yaml"), "PyTorchJob")
+    job = the(render(helm4, ELASTIC), "PyTorchJob")
     assert list(job["spec"]["pytorchReplicaSpecs"]) == ["Worker"]
     assert job["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 2
     assert job["spec"]["elasticPolicy"] == {
@@ -189,23 +194,53 @@ def test_prometheus_rule_spec_is_the_rules_file(helm4: str) -> None:
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
 
 
-def test_pod_monitor_scrapes_the_metrics_ports_of_this_release(helm4: str) -> None:
-    docs = render(helm4, MULTI_NODE)
+def test_pod_monitor_scrapes_the_metrics_port_of_rank_0_only(helm4: str) -> None:
+    docs = render(helm4, ELASTIC)
     monitor = the(docs, "PodMonitor")
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
     assert (endpoint["port"], endpoint["honorLabels"]) == ("metrics", True)
     selector = monitor["spec"]["selector"]
-    scraped = [
-        master(docs)["metadata"]["labels"],
-        the(docs, "Deployment")["spec"]["template"]["metadata"]["labels"],
-    ]
-    for labels in scraped:
-        assert selector["matchLabels"].items() <= labels.items()
-        (expr,) = selector["matchExpressions"]
-        assert labels[expr["key"]] in expr["values"]
+    assert set(selector) == {"matchLabels"}
+    for template in pod_templates(the(docs, "PyTorchJob")).values():
+        assert selector["matchLabels"].items() <= template["metadata"]["labels"].items()
+        assert "metrics" in [p["name"] for p in trainer_container(template)["ports"]]
+    assert selector["matchLabels"]["app.kubernetes.io/component"] == "trainer"
+    assert objects_of(docs, "Deployment") == objects_of(docs, "ServiceMonitor") == []
+
+
+def test_service_monitor_scrapes_the_pushgateway_service_with_honor_labels(helm4: str) -> None:
+    docs = render(helm4, MULTI_NODE)
+    monitor, service = the(docs, "ServiceMonitor"), the(docs, "Service")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert monitor["metadata"]["name"] == service["metadata"]["name"]
+    assert set(monitor["spec"]) == {"selector", "endpoints"}  # no namespaceSelector: its own namespace
+    assert set(monitor["spec"]["selector"]) == {"matchLabels"}
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert service["metadata"]["labels"]["app.kubernetes.io/component"] == "pushgateway"
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint == {"port": "metrics", "path": "/metrics", "interval": "30s", "honorLabels": True}
+    (port,) = service["spec"]["ports"]
+    assert port["name"] == endpoint["port"]
     pushgateway = the(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
-    assert [p["name"] for p in pushgateway["ports"]] == ["metrics"]
+    assert port["targetPort"] in [p["name"] for p in pushgateway["ports"]]
+    assert objects_of(docs, "PodMonitor") == []
+    for template in pod_templates(the(docs, "PyTorchJob")).values():
+        c = trainer_container(template)
+        assert "metrics" not in [p["name"] for p in c["ports"]]
+        assert "METRICS_PORT" not in env_of(c)
+
+
+def test_plain_manifests_scrape_the_pushgateway_they_deploy() -> None:
+    """k8s/prometheus-operator/ holds what makes Prometheus read k8s/'s Pushgateway, with honor labels."""
+    service = yaml.safe_load((REPO / "k8s" / "service.yaml").read_text())
+    monitor = yaml.safe_load((REPO / "k8s" / "prometheus-operator" / "servicemonitor.yaml").read_text())
+    assert monitor["kind"] == "ServiceMonitor"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["honorLabels"] is True
+    assert endpoint["port"] in [p["name"] for p in service["spec"]["ports"]]
+    assert not (REPO / "k8s" / "prometheus-operator" / "podmonitor.yaml").exists()
 
 
 def test_pushgateway_service_selects_the_pushgateway_pods(helm4: str) -> None:
@@ -213,6 +248,61 @@ def test_pushgateway_service_selects_the_pushgateway_pods(helm4: str) -> None:
     service, deployment = the(docs, "Service"), the(docs, "Deployment")
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+
+
+# Every option that creates an object, in the two sets the chart allows together (a PodMonitor and a
+# Pushgateway exclude each other).
+ALL_OBJECTS = {
+    "push": (
+        *("--set", "metrics.pushgateway.create=true"),
+        *("--set", "metrics.pushgateway.serviceMonitor.enabled=true"),
+        *("--set", "metrics.prometheusRule.enabled=true"),
+    ),
+    "scrape": ("--set", "metrics.podMonitor.enabled=true", "--set", "metrics.prometheusRule.enabled=true"),
+}
+
+
+def label_maps(node: object) -> list[dict]:
+    """Every `labels` and `matchLabels` map in an object, at any depth."""
+    if isinstance(node, list):
+        return [m for n in node for m in label_maps(n)]
+    if not isinstance(node, dict):
+        return []
+    found = [v for k, v in node.items() if k in ("labels", "matchLabels") and isinstance(v, dict)]
+    return found + [m for v in node.values() for m in label_maps(v)]
+
+
+# Release names without the chart name in them, so that it is appended: one of the audit, and Helm's
+# longest (53 characters), with and without a '-' where the names are cut.
+LONG_RELEASES = ("my-long-release-name-for-voice-a-2026", "a" * 53, "long-release-" * 4 + "n")
+
+
+@pytest.mark.parametrize("release", LONG_RELEASES, ids=["audit", "53", "53-cut-at-dash"])
+@pytest.mark.parametrize("options", ALL_OBJECTS, ids=list(ALL_OBJECTS))
+def test_object_names_and_label_values_fit_with_long_names(helm: str, options: str, release: str) -> None:
+    """Long release names plus the chart name, and the longest jobName: every name stays a label."""
+    docs = render(helm, None, "--set", "jobName=j" + "x" * 49, *ALL_OBJECTS[options], release=release)
+    assert {d["kind"] for d in docs} >= {"PyTorchJob", "PersistentVolumeClaim", "ConfigMap", "Pod"}
+    for d in docs:
+        name = d["metadata"]["name"]
+        assert len(name) <= 63 and DNS1123_LABEL.match(name), f"{d['kind']} {name!r}"
+        if d["kind"] == "Service":
+            assert DNS1035.match(name), name
+        for labels in label_maps(d):
+            assert all(len(str(v)) <= 63 for v in labels.values()), labels
+    names = [d["metadata"]["name"] for d in docs]
+    assert all(n.startswith(release[:40]) for n in names if n != "j" + "x" * 49)
+    for kind in ("Service", "ServiceMonitor") if options == "push" else ():
+        assert the(docs, kind)["metadata"]["name"].endswith("-pushgateway")
+
+
+@pytest.mark.parametrize("release", LONG_RELEASES, ids=["audit", "53", "53-cut-at-dash"])
+def test_the_output_claim_keeps_the_name_earlier_chart_versions_gave_it(helm4: str, release: str) -> None:
+    """An upgrade must find the claim that holds the checkpoints: its name is still the release-chart prefix
+    cut to 52 characters, then "-output", as before names were fitted to 63 characters."""
+    (claim,) = objects_of(render(helm4, None, release=release), "PersistentVolumeClaim")
+    prefix = f"{release}-higgs-audio-trainer"[:52].rstrip("-")
+    assert claim["metadata"]["name"] == f"{prefix}-output"
 
 
 def test_optional_objects_are_off_by_default(helm4: str) -> None:

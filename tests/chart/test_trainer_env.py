@@ -127,7 +127,7 @@ def test_derived_options_come_from_the_job_name_and_output_mount(helm4: str) -> 
 
 
 def test_signal_save_timeout_is_derived_below_the_termination_grace_period(helm4: str) -> None:
-    for grace, expected in ((120, 100.0), (600, 580.0), (10, 1.0)):
+    for grace, expected in ((120, 100.0), (600, 580.0), (30, 10.0)):
         docs = render(helm4, None, "--set", f"terminationGracePeriodSeconds={grace}")
         template = pod_templates(the(docs, "PyTorchJob"))["Master"]
         env = env_of(trainer_container(template))
@@ -138,17 +138,26 @@ def test_signal_save_timeout_is_derived_below_the_termination_grace_period(helm4
     assert float(env["SIGNAL_SAVE_TIMEOUT_SECONDS"]["value"]) == 30.0
 
 
-def test_pushgateway_and_metrics_port_are_wired_when_enabled(helm4: str) -> None:
+def test_pushgateway_address_is_wired_when_created(helm4: str) -> None:
     docs = render(helm4, CI_DIR / "multi-node-gpu-values.yaml")
     service = the(docs, "Service")
-    master = trainer_container(pod_templates(the(docs, "PyTorchJob"))["Master"])
-    env = env_of(master)
-    assert (
-        env["PUSHGATEWAY_URL"]["value"]
-        == f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"
-    )
-    (port,) = [p for p in master["ports"] if p["name"] == "metrics"]
-    assert env["METRICS_PORT"]["value"] == str(port["containerPort"])
+    for template in pod_templates(the(docs, "PyTorchJob")).values():
+        env = env_of(trainer_container(template))
+        assert (
+            env["PUSHGATEWAY_URL"]["value"]
+            == f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"
+        )
+        assert "METRICS_PORT" not in env
+
+
+def test_metrics_port_is_wired_with_the_pod_monitor(helm4: str) -> None:
+    docs = render(helm4, CI_DIR / "elastic-values.yaml")
+    for template in pod_templates(the(docs, "PyTorchJob")).values():
+        c = trainer_container(template)
+        env = env_of(c)
+        (port,) = [p for p in c["ports"] if p["name"] == "metrics"]
+        assert env["METRICS_PORT"]["value"] == str(port["containerPort"])
+        assert "PUSHGATEWAY_URL" not in env
 
 
 def test_options_set_in_values_win_over_derived_ones(helm4: str) -> None:

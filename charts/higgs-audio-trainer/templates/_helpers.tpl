@@ -10,19 +10,31 @@ Every name is cut to 63 characters, the limit of a DNS label and of a label valu
 
 {{/*
 Prefix of every object name except the PyTorchJob: the release name, followed by the chart name
-unless the release name already contains it. Cut to 52 so that suffixes such as "-pushgateway" fit.
+unless the release name already contains it. Objects with a suffix take their names from componentName.
 */}}
 {{- define "higgs-audio-trainer.fullname" -}}
 {{- if .Values.fullnameOverride }}
-{{- .Values.fullnameOverride | trunc 52 | trimSuffix "-" }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
 {{- else }}
 {{- $name := default .Chart.Name .Values.nameOverride }}
 {{- if contains $name .Release.Name }}
-{{- .Release.Name | trunc 52 | trimSuffix "-" }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
 {{- else }}
-{{- printf "%s-%s" .Release.Name $name | trunc 52 | trimSuffix "-" }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/*
+Name of an object of the release: the fullname and "-<suffix>", the fullname cut so that the name stays
+within 63 characters with the suffix whole (a cut suffix could make two names equal), and never past 52
+characters, where earlier versions of the chart cut it: an upgrade must keep the output claim's name, or
+it would leave the claim that holds the checkpoints behind. Argument: (list <chart context> <suffix>).
+*/}}
+{{- define "higgs-audio-trainer.componentName" -}}
+{{- $suffix := index . 1 }}
+{{- $prefix := include "higgs-audio-trainer.fullname" (index . 0) | trunc (int (min 52 (sub 62 (len $suffix)))) | trimSuffix "-" }}
+{{- printf "%s-%s" $prefix $suffix }}
 {{- end }}
 
 {{/*
@@ -61,12 +73,20 @@ app.kubernetes.io/instance: {{ .Release.Name | trunc 63 | trimSuffix "-" }}
 
 {{/* Claim the trainer writes to: an existing one, or the one this chart creates. */}}
 {{- define "higgs-audio-trainer.outputClaimName" -}}
-{{- .Values.storage.output.existingClaim | default (printf "%s-output" (include "higgs-audio-trainer.fullname" .)) }}
+{{- .Values.storage.output.existingClaim | default (include "higgs-audio-trainer.componentName" (list . "output")) }}
 {{- end }}
 
-{{/* In-cluster address of the Pushgateway this chart creates. */}}
+{{/*
+Name of the Pushgateway this chart creates, its Deployment, Service and ServiceMonitor; the Service name is
+also its in-cluster address, so it must be a DNS-1035 label. Helm allows release names that are not (a
+leading digit, dots): with jobName set they get this far.
+*/}}
 {{- define "higgs-audio-trainer.pushgatewayName" -}}
-{{- printf "%s-pushgateway" (include "higgs-audio-trainer.fullname" .) }}
+{{- $name := include "higgs-audio-trainer.componentName" (list . "pushgateway") }}
+{{- if not (regexMatch "^[a-z]([-a-z0-9]*[a-z0-9])?$" $name) }}
+{{- fail (printf "fullnameOverride: the Pushgateway's Service name %q (from the release name, or fullnameOverride) is not a DNS-1035 label: lower-case letters, digits and '-', starting with a letter; set fullnameOverride" $name) }}
+{{- end }}
+{{- $name }}
 {{- end }}
 
 {{/* Image reference: a digest wins over a tag; the tag defaults to the chart's appVersion. */}}
@@ -139,8 +159,10 @@ trainer does not read.
 {{- if .Values.metrics.podMonitor.enabled }}
 {{- $_ := set $derived "metrics_port" .Values.metrics.podMonitor.port }}
 {{- end }}
+{{- /* The grace period less the launcher's 20 seconds to collect the ranks' reasons and exit. */}}
 {{- $grace := int .Values.terminationGracePeriodSeconds }}
-{{- $_ := set $derived "signal_save_timeout_seconds" (max 1 (sub $grace 20)) }}
+{{- $_ := set $derived "signal_save_timeout_seconds" (sub $grace 20) }}
+{{- $timeoutDerived := not (or (hasKey $opts "signal_save_timeout_seconds") (hasKey $fromSecret "signal_save_timeout_seconds")) }}
 {{- range $name, $value := $derived }}
 {{- if and (has $name $known) (not (hasKey $opts $name)) (not (hasKey $fromSecret $name)) }}
 {{- $_ := set $opts $name $value }}
@@ -155,6 +177,10 @@ trainer does not read.
 {{- if ne (include "higgs-audio-trainer.envValue" $opts.metrics_port) (include "higgs-audio-trainer.envValue" .Values.metrics.podMonitor.port) }}
 {{- fail (printf "trainer.metrics_port: %v differs from metrics.podMonitor.port %v, the port the PodMonitor scrapes; set only metrics.podMonitor.port" $opts.metrics_port .Values.metrics.podMonitor.port) }}
 {{- end }}
+{{- end }}
+{{- /* values.schema.json holds the same floor; this is for --skip-schema-validation. */}}
+{{- if and $timeoutDerived (has "signal_save_timeout_seconds" $known) (lt $grace 30) }}
+{{- fail (printf "terminationGracePeriodSeconds: %v is too short: on SIGTERM the trainer gets it minus 20 seconds (trainer.signal_save_timeout_seconds, derived from it) to finish its step and save a checkpoint; set at least 30" $grace) }}
 {{- end }}
 {{- with $opts.signal_save_timeout_seconds }}
 {{- if ge (float64 .) (float64 $grace) }}
