@@ -18,7 +18,10 @@ def test_readme_documents_every_env_var() -> None:
     from trainer.config import option_specs
 
     text = (REPO / "README.md").read_text()
+    from trainer.cli import CONFIG_ENV
+
     missing = [s.env for s in option_specs() if f"`{s.env}`" not in text]
+    missing += [CONFIG_ENV] if f"`{CONFIG_ENV}`" not in text else []
     assert not missing
 
 

@@ -223,13 +223,14 @@ class TrainArgs:
     )
     resume: str = opt(
         "auto",
-        "auto: continue from the newest complete checkpoint in output_dir; never: start fresh; or the "
-        "path of a checkpoint directory.",
+        "auto: continue from the newest complete checkpoint in output_dir; never: start fresh, refused "
+        "(configuration error) while output_dir holds complete checkpoints; or the path of a checkpoint directory.",
     )
     save_on_signal: bool = opt(
         True,
         "On SIGTERM or SIGINT (preemption, eviction, docker stop) every rank stops at the next step end and a "
-        "checkpoint is saved there; false: stop there without saving.",
+        "checkpoint is saved there; false: stop there without saving one (a checkpoint due at that step by "
+        "--save_steps is still written).",
         "bool",
     )
     signal_save_timeout_seconds: float = opt(
@@ -279,8 +280,9 @@ class MetricsArgs:
     )
     metrics_delete_on_finish: bool = opt(
         False,
-        "After a successful run, delete its groups from the Pushgateway (after the final push) so that "
-        "finished runs leave no stale series; a failed run keeps its groups for the alert.",
+        "After a successful run, delete its job and rank groups from the Pushgateway (after the final "
+        "push) so that finished runs leave no stale series; the last-success timestamp stays, and a "
+        "failed run keeps its groups for the alert.",
         "bool",
     )
     pushgateway_username: str | None = opt(None, "Basic-auth user name for the Pushgateway.")
