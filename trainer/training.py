@@ -16,6 +16,8 @@ Only hooks are overridden, each calling `super()` where there is one:
   A save that fails for lack of disk space (`checkpoint.no_space`) removes its partial directory and
   stops with exit code 5 (`exitcodes.DISK_FULL`), naming the path and the space a checkpoint needs;
   `warn_if_short_of_disk` says so before the first step when the volume already has less free.
+- `_init_training_state`: a resumed run logs, evaluates and saves at the intervals of its own options,
+  not at those stored in the checkpoint it resumes.
 - `evaluate`: with evaluation disabled it runs nothing and returns `{}`.
 """
 
@@ -229,6 +231,19 @@ class HiggsAudioTrainer(Trainer):
             # The Trainer resets the running loss with `tr_loss -= tr_loss`, which keeps a NaN forever: after
             # a skipped NaN step (--nan_policy skip) the next logging window must start from 0.
             tr_loss.nan_to_num_(0.0, 0.0, 0.0)
+
+    def _init_training_state(self, max_steps: int, *args: Any, **kwargs: Any) -> tuple[int, int]:
+        # A resumed TrainerState brings the logging, evaluation and save intervals of the run that wrote it,
+        # and Trainer keeps those (it only warns): a restart with a new SAVE_STEPS, say to save more often
+        # before another preemption, would still save at the old interval. This run's options decide.
+        started = super()._init_training_state(max_steps, *args, **kwargs)
+        resumed = {kind: getattr(self.state, f"{kind}_steps") for kind in ("logging", "eval", "save")}
+        self.state.compute_steps(self.args, max_steps)
+        for kind, before in resumed.items():
+            now = getattr(self.state, f"{kind}_steps")
+            if now != before:
+                log.info("%s_steps: %s from this run's options (the resumed checkpoint had %s)", kind, now, before)
+        return started
 
     def _run_epoch(self, *args: Any, **kwargs: Any) -> None:
         # Resumed from a checkpoint taken at max_steps (the run died writing its final output): Trainer

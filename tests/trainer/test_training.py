@@ -301,6 +301,20 @@ def test_a_run_resumed_at_max_steps_trains_nothing_and_writes_the_checkpoints_ad
     assert final.keys() == saved.keys() and all(torch.equal(final[k], saved[k]) for k in final)
 
 
+def test_a_resumed_run_saves_and_logs_at_its_own_intervals_not_the_checkpoints(base_args) -> None:
+    first = base_args | {"max_steps": "4", "save_steps": "4", "logging_steps": "4"}
+    _train(_cfg(first))
+    out = Path(first["output_dir"])
+
+    # restarted with a longer run that should save and log more often, as after a preemption
+    trainer, probe = _train(_cfg(first, max_steps="8", save_steps="2", logging_steps="1"))
+
+    assert sorted(probe.at_save) == [6, 8]
+    assert sorted(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*")) == [4, 6, 8]
+    logged = [h["step"] for h in trainer.state.log_history if "loss" in h]
+    assert [s for s in logged if s > 4] == [5, 6, 7, 8]
+
+
 def test_the_loss_and_its_logging_read_nothing_back_to_the_host_per_micro_batch(base_args) -> None:
     """On a GPU, reading a value on the host (`float(t)`, `t.item()`, `bool(t)`) waits for every queued
     kernel. Our loss and log window must add no such read to a training micro-batch beyond the model's own;
