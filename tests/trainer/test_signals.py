@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
@@ -122,25 +123,32 @@ class _SigtermDuringEvaluation(TrainerCallback):
             os.kill(os.getpid(), signal.SIGTERM)
 
 
-def test_sigterm_during_evaluation_saves_at_that_step_right_after_it(base_args) -> None:
+def _train_until_stopped(values: dict[str, str], probe: TrainerCallback, *, save: bool = True) -> tuple[Any, Stopped]:
+    """Train in this process under `StopOnSignal(save=save)` with `probe` sending the signal; returns the
+    trainer and the `Stopped` the run ends with."""
     from trainer.cli import parse_train_args
     from trainer.run import build
 
-    values = base_args | {"disable_eval": "false", "validation_split": "0.2", "eval_steps": "4",
-                          "save_steps": "100", "logging_steps": "1"}
     cfg = parse_train_args([], {k.upper(): v for k, v in values.items()})
-    out = Path(base_args["output_dir"])
-    probe = _SigtermDuringEvaluation(step=4)
-    with StopOnSignal() as stop:
+    with StopOnSignal(save=save) as stop:
         trainer, _, resume = build(cfg)
         trainer.add_callback(stop)
         trainer.add_callback(probe)
         trainer.train(resume_from_checkpoint=resume)
         with pytest.raises(Stopped) as stopped:
             stop.raise_if_stopped()
+    return trainer, stopped.value
+
+
+def test_sigterm_during_evaluation_saves_at_that_step_right_after_it(base_args) -> None:
+    values = base_args | {"disable_eval": "false", "validation_split": "0.2", "eval_steps": "4",
+                          "save_steps": "100", "logging_steps": "1"}
+    out = Path(base_args["output_dir"])
+    probe = _SigtermDuringEvaluation(step=4)
+    trainer, stopped = _train_until_stopped(values, probe)
     assert probe.sent
-    assert stopped.value.code == 143
-    assert stopped.value.reason == "stopped by SIGTERM at step 4: checkpoint-4 saved; a restart resumes from it"
+    assert stopped.code == 143
+    assert stopped.reason == "stopped by SIGTERM at step 4: checkpoint-4 saved; a restart resumes from it"
     # The evaluation finished, the checkpoint is the step just evaluated, and no further step was taken:
     # nothing is lost.
     assert any("eval_loss" in h and h["step"] == 4 for h in trainer.state.log_history)
@@ -162,23 +170,13 @@ class _SigtermDuringStep(TrainerCallback):
 
 
 def test_save_on_signal_false_still_writes_the_checkpoint_due_at_that_step(base_args) -> None:
-    from trainer.cli import parse_train_args
-    from trainer.run import build
-
     values = base_args | {"save_on_signal": "false", "save_steps": "4", "max_steps": "100", "logging_steps": "1"}
-    cfg = parse_train_args([], {k.upper(): v for k, v in values.items()})
     out = Path(base_args["output_dir"])
     probe = _SigtermDuringStep(step=4)
-    with StopOnSignal(save=False) as stop:
-        trainer, _, resume = build(cfg)
-        trainer.add_callback(stop)
-        trainer.add_callback(probe)
-        trainer.train(resume_from_checkpoint=resume)
-        with pytest.raises(Stopped) as stopped:
-            stop.raise_if_stopped()
+    trainer, stopped = _train_until_stopped(values, probe, save=False)
     assert probe.sent and trainer.state.global_step == 4
-    assert stopped.value.code == 143
-    assert stopped.value.reason == ("stopped by SIGTERM at step 4: checkpoint-4 saved, as it was due there "
+    assert stopped.code == 143
+    assert stopped.reason == ("stopped by SIGTERM at step 4: checkpoint-4 saved, as it was due there "
                                     "(--save_on_signal false saves no other); a restart resumes from it")
     # The signal cancels no regular save: save_steps=4 makes checkpoint-4 due, and it is complete.
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4"]
