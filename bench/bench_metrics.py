@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import StepClock  # also puts the repository on sys.path
+from common import StepClock, free_port  # also puts the repository on sys.path
 from torch import nn
 from transformers import PrinterCallback, Trainer, TrainingArguments
 
@@ -67,17 +67,11 @@ def time_handlers(callback: MetricsCallback, spent: list[float]) -> None:
         setattr(callback, event, timed)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
-
-
 def start_gateway(workdir: Path) -> tuple[subprocess.Popen[bytes], str] | None:
     binary = shutil.which("prometheus-pushgateway")
     if binary is None:
         return None
-    port = free_port()
+    port = free_port(LOOPBACK)
     process = subprocess.Popen([binary, f"--web.listen-address={LOOPBACK}:{port}", "--persistence.file=",
                                 "--log.level=warn"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                cwd=workdir)

@@ -8,6 +8,9 @@ tiny one (its codes only need the real shape). Flags scale it up on a GPU machin
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import socket
 import statistics
 import sys
 import tempfile
@@ -44,8 +47,11 @@ def make_checkpoint(ns: argparse.Namespace) -> tuple[Path, Path, Path]:
 
 
 def config(ns: argparse.Namespace, work: Path, model: Path, codec: Path, **over: str) -> Any:
+    """The benchmark's options, in a fresh output directory: `--resume never` refuses one that holds the
+    checkpoints of an earlier round or an earlier benchmark in the same --workdir."""
     from trainer.cli import parse_train_args
 
+    shutil.rmtree(over.get("output_dir", work / "out"), ignore_errors=True)
     values = {
         "model_path": str(model), "audio_tokenizer_path": str(codec), "train_data_file": str(DEMO),
         "output_dir": str(work / "out"), "cache_dir": str(work / "cache"), "use_lora": "false",
@@ -93,3 +99,54 @@ class StepClock:
 
 def median_after_warmup(times: list[float], warmup: int = 3) -> float:
     return statistics.median(times[warmup:] if len(times) > warmup + 2 else times)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A loopback port nobody listens on now (the OS picks it), for a rendezvous or a server."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def join_single_process_group() -> None:
+    """Set the variables `torchrun --nproc_per_node=1` sets, so that `TrainingArguments` starts a gloo process
+    group of one and the Trainer wraps the model in DDP as it does in every multi-process run.
+
+    Without them there is no process group and the Trainer trains the bare model: that would leave DDP's
+    hooks and bucket all-reduce out of "our step". Variables already set (the bench run under torchrun) win.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) != 1:
+        raise SystemExit("run this benchmark as one process (it compares against a single-process loop)")
+    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
+                       "MASTER_ADDR": "127.0.0.1"}.items():
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("MASTER_PORT", str(free_port()))
+
+
+def ddp_settings(trainer: Any) -> dict[str, Any]:
+    """The data-parallel settings a trainer really ran with, read from its `TrainingArguments` and from the
+    wrapped model itself (not restated by hand, so a report cannot drift from what the code does).
+
+    Read after `train()`: the Trainer wraps the model only then. The DDP fields are None when the model is
+    not wrapped.
+    """
+    import torch.distributed as tdist
+    from torch.nn.parallel import DistributedDataParallel
+
+    args, model = trainer.args, trainer.model_wrapped
+    ddp = model if isinstance(model, DistributedDataParallel) else None
+    return {
+        "wrapped": ddp is not None,
+        "parallel_mode": args.parallel_mode.value,
+        "world_size": args.world_size,
+        "backend": tdist.get_backend() if tdist.is_initialized() else None,
+        "training_args": {"ddp_find_unused_parameters": args.ddp_find_unused_parameters,
+                          "ddp_bucket_cap_mb": args.ddp_bucket_cap_mb,
+                          "ddp_broadcast_buffers": args.ddp_broadcast_buffers,
+                          "ddp_static_graph": getattr(args, "ddp_static_graph", None)},
+        "find_unused_parameters": ddp.find_unused_parameters if ddp else None,
+        "bucket_cap_mb": ddp.bucket_bytes_cap / 2**20 if ddp else None,
+        "static_graph": ddp.static_graph if ddp else None,
+        "gradient_as_bucket_view": ddp.gradient_as_bucket_view if ddp else None,
+        "broadcast_buffers": ddp.broadcast_buffers if ddp else None,
+    }
