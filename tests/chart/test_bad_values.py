@@ -93,6 +93,8 @@ CASES = {
         "run",
         "metrics.pushgateway.serviceMonitor.enabled",
     ),
+    "full-name-override-upper-case": ({"fullnameOverride": "Voice-A"}, "run", "fullnameOverride"),
+    "name-override-with-a-dot": ({"nameOverride": "tts.trainer"}, "run", "nameOverride"),
     "pushgateway-service-name-not-dns-1035": (
         {"jobName": "run", "metrics": {"pushgateway": {"create": True}}},
         "v1.2",
