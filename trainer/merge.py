@@ -35,7 +35,7 @@ def merge(model_path: str, adapter_path: str, output_dir: str) -> Path:
     from peft import PeftModel
     from transformers import AutoTokenizer, HiggsAudioV2ForConditionalGeneration
 
-    from trainer.checkpoint import atomic_dir
+    from trainer.checkpoint import atomic_dir, recover_final_outputs
     from trainer.model import MODEL_TYPE, check_checkpoint_dir, quiet_peft
 
     check_checkpoint_dir(model_path, MODEL_TYPE, "model_path")
@@ -45,6 +45,8 @@ def merge(model_path: str, adapter_path: str, output_dir: str) -> Path:
     with quiet_peft():
         merged = PeftModel.from_pretrained(base, adapter_path).merge_and_unload()
     out = Path(output_dir)
+    # a merge killed while writing left a half-written copy (a whole model) or the previous one moved aside
+    recover_final_outputs(out.parent, names=(out.name,))
     with atomic_dir(out) as tmp:
         merged.save_pretrained(str(tmp), safe_serialization=True)
         AutoTokenizer.from_pretrained(model_path).save_pretrained(str(tmp))

@@ -183,10 +183,14 @@ def test_merge_writes_a_model_that_from_pretrained_loads(base_args, tmp_path) ->
     trainer, probe = _train(cfg)
     adapter = Path(cfg.train.output_dir) / "lora_adapters"
     merged_dir = tmp_path / "merged"
+    # what an earlier merge killed while writing left: a half-written copy (a whole model, with real weights)
+    (tmp_path / ".merged.tmp-killed").mkdir()
+    (tmp_path / ".merged.tmp-killed" / "model.safetensors").write_bytes(b"\0" * 1024)
     proc = subprocess.run(
         [sys.executable, "-m", "trainer", "merge", "--model_path", cfg.model.model_path, "--adapter_path",
          str(adapter), "--output_dir", str(merged_dir)], env=clean_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".merged")) == []
     merged = HiggsAudioV2ForConditionalGeneration.from_pretrained(merged_dir)
     base = HiggsAudioV2ForConditionalGeneration.from_pretrained(cfg.model.model_path)
     with_adapter = PeftModel.from_pretrained(base, str(adapter))
