@@ -253,12 +253,15 @@ def test_sigterm_saves_one_checkpoint_exits_143_and_the_next_launch_resumes(base
 
 
 @pytest.mark.slow
-def test_a_rank_killed_without_a_word_gives_a_retried_code(base_args, tmp_path) -> None:
-    env = launch_env(base_args, tmp_path, nproc_per_node="2", max_steps="100000", save_steps="100000",
-                     logging_steps="1")
+def test_a_rank_killed_without_a_word_gives_a_retried_code_and_the_restart_resumes(base_args, tmp_path) -> None:
+    from trainer.checkpoint import MARKER, newest_complete, step_of
+
+    out = tmp_path / "out"
+    env = launch_env(base_args, tmp_path, output_dir=str(out), nproc_per_node="2", max_steps="400",
+                     save_steps="4", logging_steps="1")
     log = tmp_path / "launch.log"
     with trainer_process("launch", env, log) as run:
-        run.wait_for_log("{'loss'", timeout=240, interval=0.2)
+        run.wait_for(lambda: (out / "checkpoint-4" / MARKER).is_file(), "checkpoint-4", timeout=240, interval=0.1)
         (torchrun,) = children_of(run.proc.pid)
         ranks = children_of(torchrun)
         assert len(ranks) == 2
@@ -266,6 +269,15 @@ def test_a_rank_killed_without_a_word_gives_a_retried_code(base_args, tmp_path) 
         code = run.proc.wait(timeout=120)
     assert code == exitcodes.PROCESS_LOST, log.read_text()[-3000:]
     assert "without a reason" in (tmp_path / "termination-log").read_text()
+    resume_point, _ = newest_complete(out)
+    assert resume_point is not None and resume_point.name != "checkpoint-400"
+
+    # the operator retries the code: the launch again (4 more steps, to keep the test short) continues
+    # from the newest complete checkpoint
+    restart = launch(env | {"MAX_STEPS": str(step_of(resume_point) + 4)}, timeout=300)
+    assert restart.returncode == 0, restart.stderr[-3000:]
+    assert f"resuming from {resume_point} at step {step_of(resume_point)}" in restart.stderr
+    assert (out / "lora_adapters" / "adapter_model.safetensors").is_file()
 
 
 def _losses(checkpoint: Path) -> dict[int, float]:
