@@ -1,6 +1,6 @@
 """Saves that fail: out of disk on a real size-limited filesystem (a tmpfs the test mounts), and a process
-killed in the middle of writing a checkpoint (held there by a FIFO in the checkpoint's place, or by a
-lease on a file the save reads); and what the next run makes of what they left."""
+killed in the middle of writing a checkpoint (held there by a lease on a file the save reads); and what the
+next run makes of what they left."""
 
 from __future__ import annotations
 
@@ -118,28 +118,29 @@ def test_a_full_disk_at_the_final_adapter_exits_5_and_keeps_the_previous_adapter
 
 
 def test_a_process_killed_while_writing_a_checkpoint_restarts_from_the_previous_one(base_args, tmp_path) -> None:
-    import os
     import re
 
+    model = tmp_path / "model"
+    shutil.copytree(base_args["model_path"], model)  # its config.json gets a lease below
     out = Path(base_args["output_dir"])
-    args = base_args | {"save_steps": "10", "save_total_limit": "0", "logging_steps": "1", "max_steps": "100000"}
+    args = base_args | {"model_path": str(model), "save_steps": "10", "save_total_limit": "0", "logging_steps": "1",
+                        "max_steps": "100000"}
     env = clean_env(**{k.upper(): v for k, v in args.items()}, OMP_NUM_THREADS="1")
-    # The save of checkpoint-50 is held half-way, with no race: before it starts, its optimizer.pt is made
-    # a FIFO that nobody reads, so the save writes the adapter and then blocks opening optimizer.pt (the
-    # Trainer writes the optimizer after the model) until the kill. Its marker can never be written.
-    partial = out / "checkpoint-50"
-    adapter = partial / "lora_adapters" / "adapter_model.safetensors"
+    # The save of checkpoint-20 is held half-way, with no race: peft reads the base model's config.json while
+    # it writes the adapter, after the checkpoint directory exists, and a lease taken once checkpoint-10 is
+    # complete holds that open() until the kill. Nothing else opens the file between the two saves.
+    partial = out / "checkpoint-20"
     with trainer_process("train", env, tmp_path / "first.log", own_group=True) as first:
         first.wait_for(lambda: (out / "checkpoint-10" / MARKER).is_file(), "checkpoint-10", timeout=300,
                        interval=0.005)
-        partial.mkdir()  # fails if the run were already past step 50: the hold would come too late
-        os.mkfifo(partial / "optimizer.pt")
-        first.wait_for(adapter.is_file, "the held save of checkpoint-50 to write its adapter", timeout=300,
-                       interval=0.01)
-        first.kill()
+        with _lease(model / "config.json") as held:
+            first.wait_for(held, "the save of checkpoint-20 to open the base model's config.json", timeout=300,
+                           interval=0.005)
+            first.kill()
+    assert partial.is_dir()  # the save was under way
     assert not (partial / MARKER).exists()
     previous = max(int(p.parent.name.split("-")[1]) for p in out.glob(f"checkpoint-*/{MARKER}"))
-    assert previous == 40
+    assert previous == 10
 
     second = _train(args, max_steps=str(previous + 1), save_steps="1000")
 
