@@ -77,6 +77,23 @@ class TrainerProcess:
                 os.kill(pid, signal.SIGKILL)
 
 
+def launch_env(base_args: dict[str, str], tmp_path: Path, *, termination_log: str = "termination-log",
+               **over: str) -> dict[str, str]:
+    """The environment of a real `launch`: the option values as variables (nothing from the host's), one
+    OpenMP thread per rank, and the termination log in `tmp_path`."""
+    from tests.conftest import clean_env
+
+    env = clean_env(**{k.upper(): v for k, v in (base_args | over).items()})
+    env.update(OMP_NUM_THREADS="1", TERMINATION_LOG=str(tmp_path / termination_log))
+    return env
+
+
+def launch(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run `python -m trainer launch` to its end, output captured."""
+    return subprocess.run([sys.executable, "-m", "trainer", "launch", *args], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
 def rank_pids(launcher: int) -> dict[int, int]:
     """Global rank -> pid of the training processes of a `launch` (torchrun's children), from their RANK."""
     from trainer.supervise import children_of

@@ -6,28 +6,19 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import clean_env
 from tests.monitoring.stack import LOOPBACK, free_port
-from tests.processes import rank_pids, trainer_process
+from tests.processes import launch, launch_env, rank_pids, trainer_process
 from tests.trainer.datafiles import distinct_clips
 from trainer import exitcodes
 
 pytestmark = pytest.mark.slow
 CLIPS = 500  # distinct 1 s clips: several seconds of encoding for the tiny audio tokenizer on one core
 STARTED = 20  # clips encoded before the signal: rank 0 is well into encoding, the other ranks are waiting
-
-
-def launch_env(base_args: dict[str, str], tmp_path: Path, log_name: str, **over: str) -> dict[str, str]:
-    env = clean_env(**{k.upper(): v for k, v in (base_args | over).items()})
-    env.update(OMP_NUM_THREADS="1", TERMINATION_LOG=str(tmp_path / log_name))
-    return env
 
 
 def cached(cache: Path) -> int:
@@ -37,7 +28,7 @@ def cached(cache: Path) -> int:
 
 def test_sigterm_to_a_rank_waiting_for_the_audio_encoding_stops_the_launch_at_once(base_args, tmp_path) -> None:
     cache = tmp_path / "cache"
-    env = launch_env(base_args, tmp_path, "termination-log", nproc_per_node="2", max_steps="2", save_steps="100",
+    env = launch_env(base_args, tmp_path, nproc_per_node="2", max_steps="2", save_steps="100",
                      train_data_file=str(distinct_clips(tmp_path / "clips", CLIPS)), cache_dir=str(cache))
     log = tmp_path / "launch.log"
     with trainer_process("launch", env, log) as run:
@@ -55,8 +46,7 @@ def test_sigterm_to_a_rank_waiting_for_the_audio_encoding_stops_the_launch_at_on
     assert (tmp_path / "termination-log").read_text().startswith("rank 0: stopped by SIGTERM")
     assert not (Path(base_args["output_dir"]) / "lora_adapters").exists()
 
-    again = subprocess.run([sys.executable, "-m", "trainer", "launch"], env=env, capture_output=True, text=True,
-                           timeout=600)
+    again = launch(env, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"| 0/{CLIPS - encoded} [" in again.stderr  # nothing lost: only the rest is encoded
     assert (Path(base_args["output_dir"]) / "lora_adapters" / "adapter_model.safetensors").is_file()
@@ -66,7 +56,7 @@ def test_sigterm_to_a_rank_on_another_node_stops_the_encoding_on_this_one(base_a
     # Two launches on this machine as two nodes of one rank each: no torchrun stops the other node's rank.
     manifest, port = distinct_clips(tmp_path / "clips", CLIPS), str(free_port())
     caches = [tmp_path / f"cache-{node}" for node in (0, 1)]
-    envs = [launch_env(base_args, tmp_path, f"termination-log-{node}", train_data_file=str(manifest),
+    envs = [launch_env(base_args, tmp_path, termination_log=f"termination-log-{node}", train_data_file=str(manifest),
                        cache_dir=str(caches[node]), nproc_per_node="1", PET_NNODES="2", PET_NODE_RANK=str(node),
                        PET_MASTER_ADDR=LOOPBACK, PET_MASTER_PORT=port) for node in (0, 1)]
     logs = [tmp_path / f"node-{node}.log" for node in (0, 1)]

@@ -7,15 +7,13 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import clean_env
-from tests.processes import trainer_process
+from tests.processes import launch, launch_env, trainer_process
 from trainer import exitcodes
 from trainer.config import ConfigError
 from trainer.launch import child_env, decide, nproc_per_node, topology_from_env, torchrun_command
@@ -156,18 +154,6 @@ def test_decide_a_rank_that_died_silently_outweighs_the_errors_it_caused_in_the_
 
 
 # ---- real launches ---------------------------------------------------------------------------------
-def launch_env(base_args: dict[str, str], tmp_path: Path, **over: str) -> dict[str, str]:
-    values = base_args | over
-    env = clean_env(**{k.upper(): v for k, v in values.items()})
-    env.update(OMP_NUM_THREADS="1", TERMINATION_LOG=str(tmp_path / "termination-log"))
-    return env
-
-
-def launch(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "trainer", "launch", *args], env=env, capture_output=True,
-                          text=True, timeout=timeout)
-
-
 def test_bad_env_value_exits_2_before_torchrun_with_the_variable_named(base_args, tmp_path) -> None:
     env = launch_env(base_args, tmp_path, use_lora="maybe")
     started = time.monotonic()
