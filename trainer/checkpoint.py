@@ -92,8 +92,10 @@ def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
 
 def newest_complete(output_dir: str | Path) -> tuple[Path | None, list[Path]]:
     """(newest complete checkpoint or None, incomplete checkpoint directories)."""
-    complete = complete_checkpoints(output_dir)
-    incomplete = [p for _, p in list_checkpoints(output_dir) if not is_complete(p)]
+    complete: list[Path] = []
+    incomplete: list[Path] = []
+    for _, p in list_checkpoints(output_dir):
+        (complete if is_complete(p) else incomplete).append(p)
     return (complete[-1] if complete else None), incomplete
 
 

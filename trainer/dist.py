@@ -64,14 +64,15 @@ def barrier(poll: Callable[[], None] | None = None) -> None:
 
     key, world = f"{KEY_PREFIX}barrier-{next(_barrier_ids)}", tdist.get_world_size()
     arrived = shared.add(key, 1)
-    deadline = time.monotonic() + shared.timeout.total_seconds()
+    timeout = shared.timeout.total_seconds()
+    deadline = time.monotonic() + timeout
     while arrived < world:
         if poll is not None:
             poll()
         if time.monotonic() >= deadline:
             raise tdist.DistStoreError(
                 f"rank {tdist.get_rank()}: {arrived} of {world} ranks reached the barrier within the process "
-                f"group's timeout of {shared.timeout.total_seconds():g} s (--ddp_timeout)"
+                f"group's timeout of {timeout:g} s (--ddp_timeout)"
             )
         time.sleep(POLL_SECONDS)
         arrived = shared.add(key, 0)

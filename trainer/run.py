@@ -198,8 +198,6 @@ def save_final(trainer, cfg: Config, tokenizer) -> None:
     whole, and the run ends with `exitcodes.DISK_FULL`: a restart resumes from the last checkpoint and
     writes the final output again.
     """
-    from trainer.outcome import Stopped
-
     out = Path(cfg.train.output_dir or ".")
     kind = "adapter" if cfg.lora.use_lora else "model"
     final = out / (ckpt.ADAPTER_DIR if cfg.lora.use_lora else ckpt.MODEL_DIR)
@@ -216,6 +214,6 @@ def save_final(trainer, cfg: Config, tokenizer) -> None:
             )
             if full is None:
                 raise
-            raise Stopped(exitcodes.DISK_FULL, full) from err
+            raise outcome.Stopped(exitcodes.DISK_FULL, full) from err
         log.info("final %s written to %s", kind, final)
     dist.barrier()

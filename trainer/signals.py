@@ -110,11 +110,10 @@ class StopOnSignal(TrainerCallback):
         """On the way out with `stopped`: tell the other ranks if this one was signalled before training, and
         record the outcome now, while this handler still stands (a SIGTERM from torchrun, sent once a peer
         has exited, would end the process before the dispatcher records it once the default one is back)."""
-        signalled_before = self.phase == "before" and self.received is not None
+        signalled_before = self.received if self.phase == "before" else None
         self.phase = "stopping"  # a further signal is only noted: nothing may cut this short
-        if signalled_before:
-            assert self.received is not None
-            tell_peers(self.received)
+        if signalled_before is not None:
+            tell_peers(signalled_before)
         record(stopped.code, stopped.reason)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
