@@ -212,6 +212,15 @@ class TrainArgs:
     eval_steps: int = opt(500, "Evaluate every N optimizer steps.", "int", minimum=1)
     save_total_limit: int = opt(3, "Keep at most N checkpoints (oldest removed first); 0 keeps all.", "int",
                                 minimum=0)
+    async_save: bool = opt(
+        True,
+        "LoRA runs: training waits only while a checkpoint's adapter is written; its optimizer and scheduler "
+        "state (twice the adapter's size) are copied to host memory and written on a background thread, and "
+        "the checkpoint counts as complete once that is done. The next save, the end of training and a signal "
+        "stop wait for it. false: save synchronously. Full fine-tuning always saves synchronously (the copy "
+        "would be the model's size twice over, in host memory).",
+        "bool",
+    )
     load_best_model_at_end: bool = opt(
         False, "Reload the checkpoint with the lowest eval_loss at the end (needs save_steps to be a "
         "multiple of eval_steps).", "bool",

@@ -187,6 +187,7 @@ def build(cfg: Config):
         skipped_samples=len(data.bad),
         group_by_length=cfg.data.group_by_length,
         nan_policy=t.nan_policy,
+        async_save=t.async_save,
     )
     return trainer, tokenizer, resume
 

@@ -16,6 +16,9 @@ Only hooks are overridden, each calling `super()` where there is one:
   A save that fails for lack of disk space (`checkpoint.no_space`) removes its partial directory and
   stops with exit code 5 (`exitcodes.DISK_FULL`), naming the path and the space a checkpoint needs;
   `warn_if_short_of_disk` says so before the first step when the volume already has less free.
+- `_save_optimizer_and_scheduler` / `finish_pending_save` / `train`: with `--async_save` a LoRA checkpoint's
+  optimizer and scheduler state is written on a background thread from a host copy, and the marker and
+  rotation follow it there (`trainer.background_save`); every way out of `train()` waits for that write.
 - `_init_training_state`: a resumed run logs, evaluates and saves at the intervals of its own options,
   not at those stored in the checkpoint it resumes.
 - `evaluate`: with evaluation disabled it runs nothing and returns `{}`.
@@ -35,6 +38,7 @@ from transformers import Trainer, TrainingArguments
 
 from trainer import checkpoint as ckpt
 from trainer import exitcodes
+from trainer.background_save import OPTIMIZER_FILE, SCHEDULER_FILE, PendingCheckpoint, Written, host_copy
 from trainer.collator import IGNORE, Layout
 from trainer.config import Config, run_name
 from trainer.divergence import NanGuard
@@ -114,6 +118,7 @@ class HiggsAudioTrainer(Trainer):
         skipped_samples: int = 0,
         group_by_length: bool = False,
         nan_policy: str = "stop",
+        async_save: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -124,6 +129,10 @@ class HiggsAudioTrainer(Trainer):
         self.text_loss_weight = text_loss_weight
         self.disable_eval = disable_eval
         self.keep_checkpoints = keep_checkpoints
+        self.async_save = async_save
+        self._peft_lookup: tuple[Any] | None = None
+        self._resume_state: dict[str, Any] | None = None  # host copies a background save is about to write
+        self._pending: PendingCheckpoint | None = None  # the checkpoint being finished in the background
         self._skipped_samples: int | None = skipped_samples  # reported with the first training log
         self.group_by_length = group_by_length
         self.model_accepts_loss_kwargs = False
@@ -134,9 +143,18 @@ class HiggsAudioTrainer(Trainer):
 
     @property
     def is_peft(self) -> bool:
-        from peft import PeftModel
+        return self._peft_model is not None
 
-        return isinstance(self.accelerator.unwrap_model(self.model), PeftModel)
+    @property
+    def _peft_model(self) -> Any:
+        """The `PeftModel` inside the DDP wrapper, or None with full fine-tuning. Looked up once: a save asks
+        several times, unwrapping walks every module (about a millisecond), and the model stays the same object."""
+        if self._peft_lookup is None:
+            from peft import PeftModel
+
+            model = self.accelerator.unwrap_model(self.model)
+            self._peft_lookup = (model if isinstance(model, PeftModel) else None,)
+        return self._peft_lookup[0]
 
     # ---- loss -------------------------------------------------------------------------------------
     def compute_loss(
@@ -228,6 +246,7 @@ class HiggsAudioTrainer(Trainer):
 
     def _maybe_log_save_evaluate(self, tr_loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
         super()._maybe_log_save_evaluate(tr_loss, *args, **kwargs)
+        self.finish_pending_save(wait=False)  # a background write that has ended: logged, or its error raised
         if self._globalstep_last_logged == self.state.global_step:
             # The Trainer resets the running loss with `tr_loss -= tr_loss`, which keeps a NaN forever: after
             # a skipped NaN step (--nan_policy skip) the next logging window must start from 0.
@@ -277,25 +296,52 @@ class HiggsAudioTrainer(Trainer):
                 handler.gradient_as_bucket_view = True
         return args
 
-    # ---- checkpoints ------------------------------------------------------------------------------
+    # ---- checkpoints ----------------------------------------------------------------------------------
+    @property
+    def saves_in_background(self) -> bool:
+        """Whether a checkpoint's optimizer and scheduler state is written on a background thread
+        (`--async_save`, LoRA runs, DDP): the same answer on every rank, which take the same barriers."""
+        return self.async_save and self.is_peft and not (self.is_deepspeed_enabled or self.is_fsdp_enabled)
+
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         if self.is_peft:
             if self.args.should_save:
-                model = self.accelerator.unwrap_model(self.model)
-                model.save_pretrained(str(Path(output_dir) / ckpt.ADAPTER_DIR), safe_serialization=True)
+                self._peft_model.save_pretrained(str(Path(output_dir) / ckpt.ADAPTER_DIR), safe_serialization=True)
             return
         super()._save(output_dir, state_dict)
 
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        if not (self.saves_in_background and self.args.should_save):
+            return super()._save_optimizer_and_scheduler(output_dir)
+        # Copies, not the live state: the next optimizer step changes the moments in place while they are written.
+        self._resume_state = {
+            OPTIMIZER_FILE: host_copy(self.optimizer.state_dict()),
+            SCHEDULER_FILE: host_copy(self.lr_scheduler.state_dict()),
+        }
+
     def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
-        started = time.monotonic()
+        started = time.monotonic()  # training waits from here: for the previous write too, if it is still going
+        self.finish_pending_save()  # one background write at most: the previous one ends (or fails) first
         path = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+        best = Path(self.state.best_model_checkpoint) if self.state.best_model_checkpoint else None
+
+        def rotate() -> list[Path]:
+            return ckpt.rotate(self.args.output_dir, self.keep_checkpoints, protect=best)
+
         try:
             if self.args.should_save:
                 ckpt.clear_for_save(path)  # an earlier run's checkpoint-N: its marker must not outlive it
             self.accelerator.wait_for_everyone()  # no rank writes into it before it is gone
             super()._save_checkpoint(model, trial)
             self.accelerator.wait_for_everyone()  # every rank's RNG state is on disk before the marker
+            if self._resume_state is not None:
+                self._pending = PendingCheckpoint(path, self.state.global_step, self._resume_state, started=started,
+                                                  rotate=rotate)
+                self._pending.blocking_seconds = time.monotonic() - started
+                return
+            if self.saves_in_background:
+                return  # the other ranks: rank 0 finishes the checkpoint and logs it
             if self.args.should_save:
                 ckpt.write_marker(path, self.state.global_step)
         except Exception as err:
@@ -303,20 +349,59 @@ class HiggsAudioTrainer(Trainer):
             if full is None:
                 raise
             raise Stopped(exitcodes.DISK_FULL, full) from err
-        size = 0
+        finally:
+            self._resume_state = None
+        removed, size = [], 0
         if self.args.should_save:
-            best = Path(self.state.best_model_checkpoint) if self.state.best_model_checkpoint else None
-            for removed in ckpt.rotate(self.args.output_dir, self.keep_checkpoints, protect=best):
-                log.info("removed old checkpoint %s (save_total_limit %d)", removed, self.keep_checkpoints)
-            size = ckpt.dir_size(path)
+            removed, size = rotate(), ckpt.dir_size(path)
         self.accelerator.wait_for_everyone()
+        seconds = time.monotonic() - started
+        self._log_checkpoint(Written(path, self.state.global_step, seconds, seconds, size, removed))
+
+    def finish_pending_save(self, *, wait: bool = True) -> None:
+        """End the background write of the last checkpoint, if there is one: log it once it is complete,
+        or raise what it failed with (out of disk: `Stopped` with exit code 5, the partial checkpoint
+        removed). With `wait=False` only a write that has already ended is dealt with."""
+        pending = self._pending
+        if pending is None or not (wait or pending.done()):
+            return
+        self._pending = None
+        try:
+            written = pending.wait()
+        except Exception as err:
+            full = ckpt.out_of_space(err, pending.path, self._checkpoint_bytes(), remove=True)
+            if full is not None:
+                raise Stopped(exitcodes.DISK_FULL, full) from err
+            log.error("writing the resume state of %s failed; it stays incomplete and is ignored on restart",
+                      pending.path)
+            raise
+        self._log_checkpoint(written)
+
+    def _log_checkpoint(self, written: Written) -> None:
+        for removed in written.removed:
+            log.info("removed old checkpoint %s (save_total_limit %d)", removed, self.keep_checkpoints)
         self.log(
             {
-                "checkpoint_step": float(self.state.global_step),
-                "checkpoint_seconds": time.monotonic() - started,
-                "checkpoint_bytes": float(size),
+                "checkpoint_step": float(written.step),
+                "checkpoint_seconds": written.seconds,
+                "checkpoint_blocking_seconds": written.blocking_seconds,
+                "checkpoint_bytes": float(written.size),
             }
         )
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        # Whatever ends training, the last checkpoint's background write ends first: a run that stops (a
+        # signal, a diverged loss, a lost peer) leaves that checkpoint complete, and the first error stands.
+        try:
+            result = super().train(*args, **kwargs)
+        except BaseException:
+            try:
+                self.finish_pending_save()
+            except BaseException as err:  # the error training stopped with is the one to raise
+                log.error("the last checkpoint's background write also failed: %s", err)
+            raise
+        self.finish_pending_save()
+        return result
 
     def _checkpoint_bytes(self) -> int:
         """What a checkpoint needs on disk: the previous one's size, else the weights it saves and AdamW's two
@@ -354,6 +439,7 @@ class HiggsAudioTrainer(Trainer):
         self._load_adapter(Path(resume_from_checkpoint), model if model is not None else self.model)
 
     def _load_best_model(self) -> None:
+        self.finish_pending_save()  # the best checkpoint may be the one still being written
         if not self.is_peft:
             return super()._load_best_model()
         best = self.state.best_model_checkpoint

@@ -1,0 +1,205 @@
+"""Checkpoints finished on a background thread (`--async_save`, LoRA runs): real training of the tiny model in
+this process, real files.
+
+Where a test needs a write to be in flight, it holds it at a gate: `background_save.write_state`, the function
+the thread writes each file with, is wrapped to wait for an event and then write for real. Where a test needs a
+write to fail, the wrapper raises the error a failing disk would (the real full disk is in test_checkpoint.py).
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from trainer import background_save
+from trainer.checkpoint import MARKER, is_complete, newest_complete
+from trainer.cli import parse_train_args
+from trainer.run import build
+
+
+def _trainer(args: dict[str, str], **over: str) -> Any:
+    cfg = parse_train_args([], {k.upper(): v for k, v in (args | over).items()})
+    trainer, _, _ = build(cfg)
+    return trainer
+
+
+def _trained(args: dict[str, str], **over: str) -> tuple[Any, Path]:
+    """A LoRA trainer after 3 steps, the last one saved (checkpoint-3, complete), and its output directory."""
+    trainer = _trainer(args, max_steps="3", save_steps="1000", **over)
+    trainer.train()
+    out = Path(trainer.args.output_dir)
+    assert is_complete(out / "checkpoint-3")
+    return trainer, out
+
+
+def _save(trainer: Any) -> Path:
+    """Save the next step's checkpoint as the Trainer does at a step end; its path."""
+    trainer.state.global_step += 1
+    trainer._save_checkpoint(trainer.model, None)
+    return Path(trainer.args.output_dir) / f"checkpoint-{trainer.state.global_step}"
+
+
+class _Gate:
+    """Holds every background write until `open()`; records the paths as they are reached."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.opened = threading.Event()
+        self.reached = threading.Event()
+        self.seen: list[Path] = []
+        real = background_save.write_state
+
+        def held(state: Any, path: Path) -> None:
+            self.seen.append(path)
+            self.reached.set()
+            assert self.opened.wait(60), "the test never opened the gate"
+            real(state, path)
+
+        monkeypatch.setattr(background_save, "write_state", held)
+
+    def open(self) -> None:
+        self.opened.set()
+
+
+def _tensors(state: Any) -> list[torch.Tensor]:
+    """The optimizer state's tensors in a fixed order."""
+    return [t for _, per_param in sorted(state["state"].items()) for _, t in sorted(per_param.items())]
+
+
+def test_a_background_save_counts_only_once_written_and_holds_the_state_of_its_own_step(
+    base_args, monkeypatch
+) -> None:
+    trainer, out = _trained(base_args)
+    assert trainer.saves_in_background
+    at_save = [t.clone() for t in _tensors(trainer.optimizer.state_dict())]
+    gate = _Gate(monkeypatch)
+    logged_before = len(trainer.state.log_history)
+
+    path = _save(trainer)  # returns once the adapter, RNG and trainer state are written
+
+    assert gate.reached.wait(30)
+    assert (path / "lora_adapters" / "adapter_model.safetensors").is_file()
+    assert (path / "trainer_state.json").is_file()
+    assert not (path / "optimizer.pt").exists()
+    assert not (path / MARKER).exists()
+    assert newest_complete(out)[0] == out / "checkpoint-3"  # a restart now would resume from the previous one
+    # The next optimizer step changes the moments in place while the write is still held.
+    for moments in trainer.optimizer.state.values():
+        moments["exp_avg"].add_(1.0)
+    trainer.finish_pending_save(wait=False)  # still in flight: nothing to do, nothing logged
+    assert not is_complete(path)
+    assert len(trainer.state.log_history) == logged_before  # logged once complete, not before
+
+    gate.open()
+    trainer.finish_pending_save()
+
+    assert is_complete(path)
+    saved = torch.load(path / "optimizer.pt", weights_only=True)
+    assert len(_tensors(saved)) == len(at_save) > 0
+    for written, expected in zip(_tensors(saved), at_save, strict=True):
+        assert torch.equal(written, expected)  # the state of step 4, not the one changed after it
+    logged = trainer.state.log_history[-1]
+    assert logged["checkpoint_step"] == 4
+    assert 0 < logged["checkpoint_blocking_seconds"] <= logged["checkpoint_seconds"]
+    assert logged["checkpoint_bytes"] > 0
+
+
+def test_the_next_save_waits_for_the_previous_background_write(base_args, monkeypatch) -> None:
+    trainer, out = _trained(base_args, save_total_limit="2")
+    gate = _Gate(monkeypatch)
+    first = _save(trainer)
+    assert gate.reached.wait(30)
+    next_path = out / f"checkpoint-{trainer.state.global_step + 1}"
+    seen_then: dict[str, bool] = {}
+
+    def release() -> None:
+        seen_then["next_started"] = next_path.exists()
+        gate.open()
+
+    timer = threading.Timer(0.5, release)
+    timer.start()
+    second = _save(trainer)  # must wait for `first` before it writes anything
+    assert second == next_path
+    timer.join()
+    trainer.finish_pending_save()
+
+    assert seen_then == {"next_started": False}
+    assert is_complete(first) and is_complete(second)
+    # Rotation (keep 2) ran after each marker: checkpoint-3 went once checkpoint-5 was complete.
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-5"]
+
+
+def test_sync_and_background_saves_write_the_same_resume_state(base_args, tmp_path) -> None:
+    background, out_bg = _trained(base_args, output_dir=str(tmp_path / "bg"))
+    synchronous, out_sync = _trained(base_args, output_dir=str(tmp_path / "sync"), async_save="false")
+    assert background.saves_in_background and not synchronous.saves_in_background
+
+    ckpt_bg, ckpt_sync = out_bg / "checkpoint-3", out_sync / "checkpoint-3"
+    assert sorted(p.name for p in ckpt_bg.iterdir()) == sorted(p.name for p in ckpt_sync.iterdir())
+    opt_bg, opt_sync = (torch.load(c / "optimizer.pt", weights_only=True) for c in (ckpt_bg, ckpt_sync))
+    assert opt_bg["param_groups"] == opt_sync["param_groups"]
+    for a, b in zip(_tensors(opt_bg), _tensors(opt_sync), strict=True):
+        assert torch.equal(a, b)
+    assert torch.load(ckpt_bg / "scheduler.pt", weights_only=True) == torch.load(
+        ckpt_sync / "scheduler.pt", weights_only=True)
+
+
+def test_a_failed_background_write_stops_training_before_the_next_save_and_leaves_no_marker(
+    base_args, monkeypatch
+) -> None:
+    def failing(state: Any, path: Path) -> None:
+        raise OSError(errno.EIO, "Input/output error", str(path))
+
+    monkeypatch.setattr(background_save, "write_state", failing)
+    trainer = _trainer(base_args, max_steps="8", save_steps="2", logging_steps="1")
+    out = Path(trainer.args.output_dir)
+
+    with pytest.raises(OSError, match="Input/output error"):
+        trainer.train()
+
+    # Seen at a step end after the save of step 2, at the latest when the save of step 4 waits for it.
+    assert 2 <= trainer.state.global_step <= 4
+    assert newest_complete(out)[0] is None
+    assert not (out / "checkpoint-2" / MARKER).exists()
+    assert not any(p.name == "optimizer.pt" for p in out.rglob("*"))
+    assert not (out / "checkpoint-4").exists()  # the save of step 4, if reached, stopped before writing
+
+
+def test_full_fine_tuning_and_async_save_false_save_synchronously(base_args) -> None:
+    full = _trainer(base_args, use_lora="false", max_steps="1")
+    assert not full.saves_in_background
+    off = _trainer(base_args, async_save="false", max_steps="1")
+    assert not off.saves_in_background
+
+
+def test_training_ends_only_once_the_last_checkpoint_is_complete_whatever_ends_it(base_args, monkeypatch) -> None:
+    from transformers import TrainerCallback
+
+    gate = _Gate(monkeypatch)
+    timer = threading.Timer(0.5, gate.open)  # held well past the end of training
+    trainer = _trainer(base_args, max_steps="3", save_steps="1000")
+    timer.start()
+    trainer.train()
+    timer.join()
+    assert is_complete(Path(trainer.args.output_dir) / "checkpoint-3")
+
+    class Crash(TrainerCallback):
+        """An error at the step after a save (a lost peer, a bug), while that save is still being written."""
+
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 3:
+                raise RuntimeError("failure at step 3")
+
+    gate = _Gate(monkeypatch)
+    timer = threading.Timer(0.5, gate.open)
+    crashing = _trainer(base_args, max_steps="8", save_steps="2", output_dir=base_args["output_dir"] + "-crash")
+    crashing.add_callback(Crash())
+    timer.start()
+    with pytest.raises(RuntimeError, match="failure at step 3"):
+        crashing.train()
+    timer.join()
+    assert is_complete(Path(crashing.args.output_dir) / "checkpoint-2")

@@ -1,0 +1,128 @@
+"""Finish a LoRA checkpoint on a background thread, so that training waits only for the adapter.
+
+A LoRA checkpoint is the adapter plus what resuming needs. Most of it, and most of the save's time, is
+the optimizer state: AdamW keeps two moments per trainable weight, twice the adapter's size. A save
+with `--async_save` (the default) takes a host-memory copy of the optimizer and scheduler state while
+training waits (a memory copy, no disk), and `PendingCheckpoint` writes that copy, then the completeness
+marker, then rotates old checkpoints, on a thread of its own while training goes on.
+
+The guarantees of a synchronous save stand, because the marker is still the last thing written:
+- a process killed before the write ends leaves a checkpoint without a marker, which the next start
+  ignores and removes (checkpoint.py); an earlier checkpoint is rotated away only after the new marker;
+- one write at most is in flight: the next save waits for it, and so do the end of training, the reload
+  of the best checkpoint and every other way out of `train()`, a signal stop included, so that the
+  checkpoint a run reports is complete before the process ends;
+- a failed write is reported where training next looks (every step end, and those waits): out of disk
+  stops the run with exit code 5 as a synchronous save does, after removing the partial checkpoint.
+
+The copy is needed because the optimizer updates its tensors in place at the next step: writing the live
+state from another thread would save a mix of two steps.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainer import checkpoint as ckpt
+
+OPTIMIZER_FILE = "optimizer.pt"  # the names transformers' Trainer reads back on resume
+SCHEDULER_FILE = "scheduler.pt"
+
+
+def write_state(state: Any, path: Path) -> None:
+    """Write one host copy where the Trainer reads it back on resume (`torch.load`)."""
+    torch.save(state, path)
+
+
+def host_copy(obj: Any) -> Any:
+    """`obj` (a state dict: nested dicts, lists and tuples) with every tensor copied to host memory.
+
+    Plain values (floats, ints, strings) are immutable or rebuilt here, so nothing in the copy is shared
+    with the live optimizer or scheduler.
+    """
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: host_copy(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [host_copy(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(host_copy(v) for v in obj)
+    return obj
+
+
+@dataclass
+class Written:
+    """A checkpoint the background thread completed."""
+
+    path: Path
+    step: int
+    seconds: float  # from the start of the save to its marker
+    blocking_seconds: float  # of those, how long training waited
+    size: int  # bytes on disk, marker included
+    removed: list[Path] = field(default_factory=list)  # older checkpoints rotated away after the marker
+
+
+class PendingCheckpoint:
+    """One checkpoint whose resume state is being written on a background thread (rank 0 only).
+
+    Everything else of the checkpoint (adapter, RNG states of every rank, trainer state) is on disk when
+    this is created; `files` maps file names in `path` to the host copies to write there. After them the
+    thread writes the marker and calls `rotate`, which returns the checkpoints it removed.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        step: int,
+        files: dict[str, Any],
+        *,
+        started: float,
+        rotate: Callable[[], list[Path]],
+    ) -> None:
+        self.path = path
+        self.step = step
+        self.started = started
+        self.blocking_seconds = 0.0  # set by the caller once training goes on
+        self._files = files
+        self._rotate = rotate
+        self._written: Written | None = None
+        self._error: BaseException | None = None
+        # A daemon thread: a process that ends without waiting (the signal watchdog's os._exit) must not hang
+        # on it, and what it leaves then has no marker, so it is ignored on restart.
+        self._thread = threading.Thread(target=self._run, name=f"save-{path.name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        # Give the GIL back at once: the training thread that started this one would otherwise wait a whole
+        # switch interval (5 ms) for it before it can go on.
+        time.sleep(0)
+        try:
+            for name in list(self._files):
+                write_state(self._files.pop(name), self.path / name)  # each copy goes once it is written
+            ckpt.write_marker(self.path, self.step)
+            seconds = time.monotonic() - self.started
+            removed = self._rotate()
+            self._written = Written(self.path, self.step, seconds, 0.0, ckpt.dir_size(self.path), removed)
+        except BaseException as err:  # handed to the training thread, which raises it
+            self._error = err
+
+    def done(self) -> bool:
+        """Whether the write has ended (complete or failed); never waits."""
+        return not self._thread.is_alive()
+
+    def wait(self) -> Written:
+        """Wait for the write to end; return what it wrote, or raise the error it failed with."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._written is not None
+        self._written.blocking_seconds = self.blocking_seconds
+        return self._written
