@@ -163,6 +163,8 @@ class MetricsCallback(TrainerCallback):
             job.set("last_checkpoint_step", logs["checkpoint_step"])
             job.set("last_checkpoint_time_seconds", time.time())
             job.set("last_checkpoint_duration_seconds", logs.get("checkpoint_seconds", 0.0))
+            job.set("last_checkpoint_blocking_seconds",
+                    logs.get("checkpoint_blocking_seconds", logs.get("checkpoint_seconds", 0.0)))
             job.set("last_checkpoint_size_bytes", logs.get("checkpoint_bytes", 0.0))
         if "skipped_samples" in logs:
             job.skipped_samples.inc(float(logs["skipped_samples"]))

@@ -149,6 +149,8 @@ def assert_run_metrics(
         assert 0 < one("higgs_trainer_last_checkpoint_step") <= step
         assert start <= one("higgs_trainer_last_checkpoint_time_seconds") <= now
         assert 0 <= one("higgs_trainer_last_checkpoint_duration_seconds") < now - start + 1
+        assert 0 <= one("higgs_trainer_last_checkpoint_blocking_seconds") <= one(
+            "higgs_trainer_last_checkpoint_duration_seconds")
         assert one("higgs_trainer_last_checkpoint_size_bytes") > 0
     assert one("higgs_trainer_nan_steps_skipped") == 0
     code = one("higgs_trainer_exit_code")

@@ -106,15 +106,16 @@ def test_codebook_losses_are_labelled_by_codebook() -> None:
     ]
 
 
-def test_checkpoint_log_records_step_time_duration_and_size() -> None:
+def test_checkpoint_log_records_step_time_duration_blocking_time_and_size() -> None:
     cb = offline()
     assert sample(cb, "higgs_trainer_last_checkpoint_step") is None  # absent before the first checkpoint
     before = time.time()
     cb.on_log(None, state(), None, logs={"checkpoint_step": 500.0, "checkpoint_seconds": 4.5,
-                                         "checkpoint_bytes": 3e9})
+                                         "checkpoint_blocking_seconds": 1.5, "checkpoint_bytes": 3e9})
     assert sample(cb, "higgs_trainer_last_checkpoint_step") == 500
     assert before <= sample(cb, "higgs_trainer_last_checkpoint_time_seconds") <= time.time()
     assert sample(cb, "higgs_trainer_last_checkpoint_duration_seconds") == 4.5
+    assert sample(cb, "higgs_trainer_last_checkpoint_blocking_seconds") == 1.5
     assert sample(cb, "higgs_trainer_last_checkpoint_size_bytes") == 3e9
 
 
