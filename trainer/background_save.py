@@ -1,10 +1,15 @@
 """Finish a LoRA checkpoint on a background thread, so that training waits only for the adapter.
 
 A LoRA checkpoint is the adapter plus what resuming needs. Most of it, and most of the save's time, is
-the optimizer state: AdamW keeps two moments per trainable weight, twice the adapter's size. A save
-with `--async_save` (the default) takes a host-memory copy of the optimizer and scheduler state while
-training waits (a memory copy, no disk), and `PendingCheckpoint` writes that copy, then the completeness
-marker, then rotates old checkpoints, on a thread of its own while training goes on.
+the optimizer state: AdamW keeps two moments per trainable weight, twice the adapter's size. With
+`--async_save` (the default) the save writes the adapter, the RNG states and the trainer state while
+training waits, and hands the optimizer and scheduler state to `PendingCheckpoint`. Its thread copies
+that state to host memory, writes it, then the completeness marker, then rotates old checkpoints, while
+training goes on.
+
+The copy is needed because the optimizer updates its tensors in place at the next step: writing the live
+state from another thread would save a mix of two steps. The next optimizer step therefore waits, in a
+step pre-hook, until the copy is made; the forward and backward before it do not.
 
 The guarantees of a synchronous save stand, because the marker is still the last thing written:
 - a process killed before the write ends leaves a checkpoint without a marker, which the next start
@@ -14,9 +19,6 @@ The guarantees of a synchronous save stand, because the marker is still the last
   checkpoint a run reports is complete before the process ends;
 - a failed write is reported where training next looks (every step end, and those waits): out of disk
   stops the run with exit code 5 as a synchronous save does, after removing the partial checkpoint.
-
-The copy is needed because the optimizer updates its tensors in place at the next step: writing the live
-state from another thread would save a mix of two steps.
 """
 
 from __future__ import annotations
@@ -74,8 +76,11 @@ class PendingCheckpoint:
     """One checkpoint whose resume state is being written on a background thread (rank 0 only).
 
     Everything else of the checkpoint (adapter, RNG states of every rank, trainer state) is on disk when
-    this is created; `files` maps file names in `path` to the host copies to write there. After them the
-    thread writes the marker and calls `rotate`, which returns the checkpoints it removed.
+    this is created. `files` maps file names in `path` to state dicts to write there; those may hold the
+    optimizer's live tensors: the thread first copies them all to host memory, and `guard`'s next step
+    (a step pre-hook) waits until it has, so that training goes on through the next forward and backward
+    while the copy is made. Then the thread writes the copies, the marker, and calls `rotate`, which
+    returns the checkpoints it removed.
     """
 
     def __init__(
@@ -86,6 +91,7 @@ class PendingCheckpoint:
         *,
         started: float,
         rotate: Callable[[], list[Path]],
+        guard: torch.optim.Optimizer | None = None,
     ) -> None:
         self.path = path
         self.step = step
@@ -93,20 +99,31 @@ class PendingCheckpoint:
         self.blocking_seconds = 0.0  # set by the caller once training goes on
         self._files = files
         self._rotate = rotate
+        self._copied = threading.Event()
         self._written: Written | None = None
         self._error: BaseException | None = None
+        self._hook = guard.register_step_pre_hook(self._before_step) if guard is not None else None
         # A daemon thread: a process that ends without waiting (the signal watchdog's os._exit) must not hang
         # on it, and what it leaves then has no marker, so it is ignored on restart.
         self._thread = threading.Thread(target=self._run, name=f"save-{path.name}", daemon=True)
         self._thread.start()
+
+    def _before_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        """The guarded optimizer's step changes its state in place: not before the copy is made."""
+        self._copied.wait()
 
     def _run(self) -> None:
         # Give the GIL back at once: the training thread that started this one would otherwise wait a whole
         # switch interval (5 ms) for it before it can go on.
         time.sleep(0)
         try:
-            for name in list(self._files):
-                write_state(self._files.pop(name), self.path / name)  # each copy goes once it is written
+            try:
+                copies = {name: host_copy(state) for name, state in self._files.items()}
+            finally:
+                self._files = {}
+                self._copied.set()  # failed or not: a step must never wait for a copy that will not come
+            for name in list(copies):
+                write_state(copies.pop(name), self.path / name)  # each copy goes once it is written
             ckpt.write_marker(self.path, self.step)
             seconds = time.monotonic() - self.started
             removed = self._rotate()
@@ -121,6 +138,9 @@ class PendingCheckpoint:
     def wait(self) -> Written:
         """Wait for the write to end; return what it wrote, or raise the error it failed with."""
         self._thread.join()
+        if self._hook is not None:
+            self._hook.remove()  # here, not in the hook: the optimizer iterates its hooks while calling them
+            self._hook = None
         if self._error is not None:
             raise self._error
         assert self._written is not None

@@ -314,9 +314,10 @@ class HiggsAudioTrainer(Trainer):
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
         if not (self.saves_in_background and self.args.should_save):
             return super()._save_optimizer_and_scheduler(output_dir)
-        # Copies, not the live state: the next optimizer step changes the moments in place while they are written.
+        # The optimizer's live tensors: the background thread copies them, and the next optimizer step waits for
+        # that copy (PendingCheckpoint's guard). The scheduler's few numbers are copied here.
         self._resume_state = {
-            OPTIMIZER_FILE: host_copy(self.optimizer.state_dict()),
+            OPTIMIZER_FILE: self.optimizer.state_dict(),
             SCHEDULER_FILE: host_copy(self.lr_scheduler.state_dict()),
         }
 
@@ -336,8 +337,9 @@ class HiggsAudioTrainer(Trainer):
             super()._save_checkpoint(model, trial)
             self.accelerator.wait_for_everyone()  # every rank's RNG state is on disk before the marker
             if self._resume_state is not None:
+                optimizer = getattr(self.optimizer, "optimizer", self.optimizer)  # inside accelerate's wrapper
                 self._pending = PendingCheckpoint(path, self.state.global_step, self._resume_state, started=started,
-                                                  rotate=rotate)
+                                                  rotate=rotate, guard=optimizer)
                 self._pending.blocking_seconds = time.monotonic() - started
                 return
             if self.saves_in_background:

@@ -108,6 +108,49 @@ def test_a_background_save_counts_only_once_written_and_holds_the_state_of_its_o
     assert logged["checkpoint_bytes"] > 0
 
 
+def test_the_next_optimizer_step_waits_until_the_background_thread_has_copied_the_state(
+    base_args, monkeypatch
+) -> None:
+    trainer, _ = _trained(base_args)
+    optimizer = trainer.optimizer.optimizer  # the torch optimizer inside accelerate's wrapper
+    at_save = [t.clone() for t in _tensors(optimizer.state_dict())]
+    copying, release = threading.Event(), threading.Event()
+    real = background_save.host_copy
+
+    def slow_copy(obj: Any) -> Any:
+        if threading.current_thread() is not threading.main_thread():  # the saving thread's copy, not the scheduler's
+            copying.set()
+            assert release.wait(60), "the test never released the copy"
+        return real(obj)
+
+    monkeypatch.setattr(background_save, "host_copy", slow_copy)
+    path = _save(trainer)
+    assert copying.wait(30)
+    seen: dict[str, bool] = {}
+
+    def let_go() -> None:
+        try:
+            seen["state_unchanged_while_copying"] = all(
+                torch.equal(a, b) for a, b in zip(_tensors(optimizer.state_dict()), at_save, strict=True))
+        finally:
+            release.set()
+
+    timer = threading.Timer(0.5, let_go)
+    timer.start()
+    for p in trainer.model.parameters():  # gradients as a backward leaves them, then the real step
+        if p.requires_grad:
+            p.grad = torch.ones_like(p)
+    optimizer.step()
+    timer.join()
+    trainer.finish_pending_save()
+
+    assert seen == {"state_unchanged_while_copying": True}
+    assert not all(torch.equal(a, b) for a, b in zip(_tensors(optimizer.state_dict()), at_save, strict=True))
+    saved = torch.load(path / "optimizer.pt", weights_only=True)
+    for written, expected in zip(_tensors(saved), at_save, strict=True):
+        assert torch.equal(written, expected)
+
+
 def test_the_next_save_waits_for_the_previous_background_write(base_args, monkeypatch) -> None:
     trainer, out = _trained(base_args, save_total_limit="2")
     gate = _Gate(monkeypatch)
