@@ -8,6 +8,7 @@ tiny one (its codes only need the real shape). Flags scale it up on a GPU machin
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import shutil
 import socket
@@ -34,10 +35,17 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def make_checkpoint(ns: argparse.Namespace) -> tuple[Path, Path, Path]:
-    """(workdir, model dir, audio tokenizer dir) of the benchmark model, built once per workdir."""
+    """(workdir, model dir, audio tokenizer dir) of the benchmark model, built once per workdir.
+
+    Without --workdir, one temporary directory serves the whole process (every call of a benchmark that
+    measures several configurations) and is removed when it exits: a full-model checkpoint is hundreds of MB.
+    """
     from trainer.tiny import build_tiny_checkpoint
 
-    work = Path(ns.workdir or tempfile.mkdtemp(prefix="higgs-bench-"))
+    if not ns.workdir:
+        ns.workdir = tempfile.mkdtemp(prefix="higgs-bench-")
+        atexit.register(shutil.rmtree, ns.workdir, ignore_errors=True)
+    work = Path(ns.workdir)
     key = f"h{ns.hidden_size}-l{ns.num_layers}-k{ns.num_codebooks}"
     ckpt = work / key
     if not (ckpt / "model" / "config.json").is_file():

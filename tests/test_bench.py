@@ -43,12 +43,17 @@ def test_trainer_overhead_benchmark_reports_a_ratio_against_our_step_under_ddp(t
 
 @pytest.mark.slow
 def test_checkpoint_benchmark_reports_lora_smaller_than_full_and_its_cost_over_the_adapter(tmp_path) -> None:
-    out = _run("bench_checkpoint.py", *TOY, "--saves", "2", "--workdir", str(tmp_path), tmp_path=tmp_path)
-    lora = out["lora"]
+    out = _run("bench_checkpoint.py", *TOY, "--saves", "2", "--train_steps", "5", "--every", "2", "--rounds", "1",
+               "--workdir", str(tmp_path), tmp_path=tmp_path)
+    lora, lora_sync = out["lora"], out["lora_sync"]
     assert lora["bytes"] < out["full"]["bytes"] and lora["adapter_bytes"] > 0
+    assert lora["bytes"] == pytest.approx(lora_sync["bytes"], rel=0.01)  # the same files, written either way
     assert lora["adapter_only_seconds"] > 0 and len(lora["adapter_only_seconds_each"]) == 2
+    assert 0 < lora["blocking_seconds"] <= lora["complete_seconds"]
     assert out["lora_blocking_vs_adapter_only"] > 0 and len(out["lora_blocking_vs_adapter_only_each"]) == 2
-    assert out["save_is_synchronous"] is True
+    assert out["lora_sync_and_full_complete_on_return"] is True  # synchronous saves return after their marker
+    runs = out["training_with_saves"]["seconds_per_step"]
+    assert set(runs) == {"async", "sync", "none"} and all(len(v) == 1 and v[0] > 0 for v in runs.values())
 
 
 @pytest.mark.slow
