@@ -250,6 +250,14 @@ class TrainArgs:
         "float",
         minimum=0.0,
     )
+    ddp_timeout: int = opt(
+        1800,
+        "Seconds a rank waits for the others (a collective, a barrier) before it gives up and the run ends with "
+        "exit code 160. While the ranks wait for the audio encoding before training, only time without "
+        "progress counts, so a first run over hours of audio is not cut short.",
+        "int",
+        minimum=1,
+    )
     nan_policy: str = opt(
         "stop",
         "What a NaN or infinite training loss does: stop (exit code 4 before the weights change; nothing new is "

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 KEY_PREFIX = "higgs-audio-trainer/"  # our keys in the process group's store
+PROGRESS_KEY = f"{KEY_PREFIX}progress"  # bumped by ranks at work, read by ranks waiting in `barrier`
 POLL_SECONDS = 0.1
 _barrier_ids = itertools.count()  # every rank calls `barrier` in the same order, so the ids agree
 
@@ -33,6 +34,21 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def start_cpu_group(timeout_seconds: float) -> None:
+    """Start the gloo process group of a CPU run launched with several ranks, with `timeout_seconds`.
+
+    transformers hands `--ddp_timeout` to the process group it starts only on GPU; on CPU the group would
+    wait 1800 s whatever was asked. Started here, before `TrainingArguments`, accelerate takes it as it is.
+    A no-op for one process or when a group is already up.
+    """
+    import torch.distributed as tdist
+
+    if world_size() > 1 and tdist.is_available() and not tdist.is_initialized():
+        from datetime import timedelta
+
+        tdist.init_process_group("gloo", timeout=timedelta(seconds=timeout_seconds))
+
+
 def store() -> Any | None:
     """The key-value store every rank of the process group shares (torchrun's TCPStore); None without one.
 
@@ -46,6 +62,14 @@ def store() -> Any | None:
     return tdist.distributed_c10d._get_default_store()
 
 
+def note_progress() -> None:
+    """Tell the ranks waiting in `barrier` that this one is still at work (one store round trip), so that
+    their wait, bounded by the time without progress, goes on (no-op without a process group)."""
+    shared = store()
+    if shared is not None:
+        shared.add(PROGRESS_KEY, 1)
+
+
 def barrier(poll: Callable[[], None] | None = None) -> None:
     """Wait for every rank, when a process group is up (no-op in a single process).
 
@@ -54,8 +78,11 @@ def barrier(poll: Callable[[], None] | None = None) -> None:
     SIGTERM to a rank waiting for rank 0 to encode the audio was acted on only when rank 0 arrived
     (minutes); and a collective left in flight by a rank that stops keeps its process from exiting (gloo
     joins the thread that runs it). The store holds no GPU work, so NCCL runs behave the same. `poll` runs
-    between sleeps and may raise (`signals.raise_if_peer_stopped`). Bounded, as a collective is, by the
-    process group's timeout (`--ddp_timeout`).
+    between sleeps and may raise (`signals.raise_if_peer_stopped`).
+
+    Bounded by the process group's timeout (`--ddp_timeout`), as a collective is, but counted from the
+    last `note_progress` of any rank: the wait for the first encoding of hours of audio may take longer
+    than the timeout, and only a rank that stopped making progress should end the run.
     """
     shared = store()
     if shared is None:
@@ -65,14 +92,18 @@ def barrier(poll: Callable[[], None] | None = None) -> None:
     key, world = f"{KEY_PREFIX}barrier-{next(_barrier_ids)}", tdist.get_world_size()
     arrived = shared.add(key, 1)
     timeout = shared.timeout.total_seconds()
+    progress = shared.add(PROGRESS_KEY, 0)
     deadline = time.monotonic() + timeout
     while arrived < world:
         if poll is not None:
             poll()
-        if time.monotonic() >= deadline:
+        now, seen = time.monotonic(), shared.add(PROGRESS_KEY, 0)
+        if seen != progress:
+            progress, deadline = seen, now + timeout
+        if now >= deadline:
             raise tdist.DistStoreError(
-                f"rank {tdist.get_rank()}: {arrived} of {world} ranks reached the barrier within the process "
-                f"group's timeout of {timeout:g} s (--ddp_timeout)"
+                f"rank {tdist.get_rank()}: {arrived} of {world} ranks reached the barrier, and no rank made "
+                f"progress for {timeout:g} s (the process group's timeout, --ddp_timeout / DDP_TIMEOUT)"
             )
         time.sleep(POLL_SECONDS)
         arrived = shared.add(key, 0)

@@ -24,8 +24,9 @@ from trainer.data import BadSample, Conversation, DataError, format_bad_samples,
 
 log = logging.getLogger(__name__)
 
-# How often the encoding loop asks the store whether another rank was signalled: a round trip per file
-# would slow a fast codec down, and half a second is well inside any termination grace period.
+# How often the encoding loop asks the store whether another rank was signalled, and tells the waiting
+# ranks that it makes progress: a round trip per file would slow a fast codec down, and half a second is
+# well inside any termination grace period and any --ddp_timeout.
 PEER_CHECK_SECONDS = 0.5
 
 
@@ -106,15 +107,20 @@ def encode_all(
     """Fill the cache (local rank 0), wait, then build samples on every rank.
 
     A SIGTERM to any rank stops them all within about a second, even while one encodes and the others wait
-    (`trainer.signals`): the encoding loop and the wait both poll for a peer's stop.
+    (`trainer.signals`): the encoding loop and the wait both poll for a peer's stop. The waiting ranks give
+    up after --ddp_timeout without encoding progress, not after --ddp_timeout in all.
     """
     from trainer.signals import raise_if_peer_stopped
 
     paths = sorted({p for c in convs for p in c.audio_paths()})
     digests = {p: file_digest(p) for p in paths}
     cache = CodeCache(cache_root(cfg), tokenizer_identity(codec_dir))
+    def between_files() -> None:
+        raise_if_peer_stopped()
+        dist.note_progress()  # the ranks waiting below count their timeout from here
+
     if dist.local_rank() == 0:
-        between = at_most_every(PEER_CHECK_SECONDS, raise_if_peer_stopped)
+        between = at_most_every(PEER_CHECK_SECONDS, between_files)
         bad_files = fill_cache_tolerant(paths, cache, load_codec, sample_rate, digests, between)
         for path, reason in bad_files:
             log.error("%s: %s", path, reason)

@@ -131,7 +131,7 @@ class HiggsAudioTrainer(Trainer):
         self.keep_checkpoints = keep_checkpoints
         self.async_save = async_save
         self._peft_lookup: tuple[Any] | None = None
-        self._resume_state: dict[str, Any] | None = None  # host copies a background save is about to write
+        self._resume_state: dict[str, Any] | None = None  # what the background write of the save under way gets
         self._pending: PendingCheckpoint | None = None  # the checkpoint being finished in the background
         self._skipped_samples: int | None = skipped_samples  # reported with the first training log
         self.group_by_length = group_by_length
@@ -296,7 +296,7 @@ class HiggsAudioTrainer(Trainer):
                 handler.gradient_as_bucket_view = True
         return args
 
-    # ---- checkpoints ----------------------------------------------------------------------------------
+    # ---- checkpoints ------------------------------------------------------------------------------
     @property
     def saves_in_background(self) -> bool:
         """Whether a checkpoint's optimizer and scheduler state is written on a background thread
@@ -476,6 +476,10 @@ def build_training_args(cfg: Config, *, use_cpu: bool, bf16: bool) -> TrainingAr
         if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
         else "gradient_checkpointing"
     )
+    if use_cpu:
+        from trainer import dist
+
+        dist.start_cpu_group(t.ddp_timeout)  # on GPU, transformers starts the group with the timeout itself
     checkpointing = {}
     if cfg.model.gradient_checkpointing:
         checkpointing = {ckpt_name: True, f"{ckpt_name}_kwargs": {"use_reentrant": False}}
@@ -520,6 +524,7 @@ def build_training_args(cfg: Config, *, use_cpu: bool, bf16: bool) -> TrainingAr
         label_names=["audio_labels"],
         prediction_loss_only=True,
         ddp_find_unused_parameters=False,
+        ddp_timeout=t.ddp_timeout,  # also the store's timeout, which bounds `dist.barrier`
         log_level="info" if t.log_level == "debug" else "warning",  # transformers is chatty at info
         disable_tqdm=True,
         logging_nan_inf_filter=False,  # a NaN or infinite loss must show in the logs and metrics, not be hidden
