@@ -246,3 +246,28 @@ def test_training_ends_only_once_the_last_checkpoint_is_complete_whatever_ends_i
         crashing.train()
     timer.join()
     assert is_complete(Path(crashing.args.output_dir) / "checkpoint-2")
+
+
+def test_load_best_model_at_end_reloads_the_adapter_of_the_lowest_eval_loss(base_args, caplog) -> None:
+    # The reload comes after the last save, whose write may still be going on in the background.
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    trainer = _trainer(base_args, disable_eval="false", validation_split="0.1", eval_steps="5", save_steps="5",
+                       max_steps="15", load_best_model_at_end="true", learning_rate="1.0")
+    with caplog.at_level("INFO", logger="trainer.training"):
+        trainer.train()
+
+    evals = {e["step"]: e["eval_loss"] for e in trainer.state.log_history if "eval_loss" in e}
+    assert sorted(evals) == [5, 10, 15]
+    best_step = min(evals, key=evals.get)
+    # A learning rate this high makes the eval loss rise after step 5 (seeded, so every time): the reload must
+    # then bring back weights other than the last ones, or the comparison below would prove nothing.
+    assert best_step != 15, f"the best checkpoint is the last one ({evals}): pick a run where it is not"
+    best = Path(trainer.args.output_dir) / f"checkpoint-{best_step}"
+    assert Path(trainer.state.best_model_checkpoint) == best and is_complete(best)
+    assert f"loaded LoRA adapter from {best / 'lora_adapters' / 'adapter_model.safetensors'}" in caplog.text
+    saved = load_file(str(best / "lora_adapters" / "adapter_model.safetensors"))
+    live = get_peft_model_state_dict(trainer.accelerator.unwrap_model(trainer.model))
+    assert saved.keys() == live.keys()
+    assert all(torch.equal(saved[k], live[k].cpu()) for k in saved)
