@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import clean_env
-from tests.processes import trainer_process
+from tests.processes import launch, launch_env, trainer_process
 from tests.tooling import missing
 from trainer import exitcodes
 from trainer.checkpoint import MARKER, human_bytes, newest_complete, out_of_space
@@ -95,6 +95,28 @@ def test_a_full_disk_during_a_save_exits_5_naming_the_path_and_size_and_keeps_ea
     assert f"resuming from {out / 'checkpoint-5'} at step 5" in third.stderr
     step_logs = [line for line in third.stdout.splitlines() if line.startswith("{'loss':")]
     assert len(step_logs) == 5
+
+
+def test_a_full_disk_in_the_background_write_of_a_two_rank_launch_ends_it_with_5(base_args, small_fs, tmp_path) -> None:
+    # LoRA saves write the optimizer state on a thread of rank 0 (--async_save): the full disk is found there,
+    # after the adapter, while rank 1 has gone on to the next step. The launch must still end with 5.
+    out = small_fs / "out"
+    same = {"output_dir": str(out), "save_steps": "5", "logging_steps": "1", "nproc_per_node": "2"}
+    first = launch(launch_env(base_args, tmp_path, **same, max_steps="5"), timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    shutil.rmtree(out / "lora_adapters")
+    kept = _digests(out / "checkpoint-5")
+    size = json.loads((out / "checkpoint-5" / MARKER).read_text())["bytes"]
+    adapter = sum(p.stat().st_size for p in (out / "checkpoint-5" / "lora_adapters").iterdir())
+    _resize(small_fs, shutil.disk_usage(small_fs).used + (adapter + size) // 2)  # the adapter fits, the rest not
+
+    second = launch(launch_env(base_args, tmp_path, **same, max_steps="20"), timeout=600)
+
+    assert second.returncode == exitcodes.DISK_FULL == 5, second.stderr[-3000:]
+    assert f"out of disk space while saving {out / 'checkpoint-10'}" in second.stderr
+    assert (tmp_path / "termination-log").read_text().startswith("rank 0: out of disk space while saving")
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-5"]
+    assert _digests(out / "checkpoint-5") == kept
 
 
 def test_a_full_disk_at_the_final_adapter_exits_5_and_keeps_the_previous_adapter_and_checkpoints(
