@@ -19,6 +19,10 @@ The guarantees of a synchronous save stand, because the marker is still the last
   checkpoint a run reports is complete before the process ends;
 - a failed write is reported where training next looks (every step end, and those waits): out of disk
   stops the run with exit code 5 as a synchronous save does, after removing the partial checkpoint.
+
+Before the marker the thread also flushes every file of the checkpoint to stable storage, the ones
+training wrote included: a node that loses power must not leave a marker that vouches for data still in
+its page cache. Training does not wait for that flush.
 """
 
 from __future__ import annotations
@@ -96,21 +100,28 @@ class PendingCheckpoint:
         self.path = path
         self.step = step
         self.started = started
-        self.blocking_seconds = 0.0  # set by the caller once training goes on
+        # Training's waits for this checkpoint: the caller adds the save itself once training goes on; a step
+        # that waits for the copy and every `wait` add theirs.
+        self.blocking_seconds = 0.0
         self._files = files
         self._rotate = rotate
         self._copied = threading.Event()
         self._written: Written | None = None
         self._error: BaseException | None = None
-        self._hook = guard.register_step_pre_hook(self._before_step) if guard is not None else None
         # A daemon thread: a process that ends without waiting (the signal watchdog's os._exit) must not hang
         # on it, and what it leaves then has no marker, so it is ignored on restart.
         self._thread = threading.Thread(target=self._run, name=f"save-{path.name}", daemon=True)
         self._thread.start()
+        # After the start, so that a thread that could not start leaves no hook waiting for it. The caller is
+        # still in here, so no step can run before the hook is in place.
+        self._hook = guard.register_step_pre_hook(self._before_step) if guard is not None else None
 
     def _before_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         """The guarded optimizer's step changes its state in place: not before the copy is made."""
-        self._copied.wait()
+        if not self._copied.is_set():
+            waited = time.monotonic()
+            self._copied.wait()
+            self.blocking_seconds += time.monotonic() - waited
 
     def _run(self) -> None:
         # Give the GIL back at once: the training thread that started this one would otherwise wait a whole
@@ -124,6 +135,7 @@ class PendingCheckpoint:
                 self._copied.set()  # failed or not: a step must never wait for a copy that will not come
             for name in list(copies):
                 write_state(copies.pop(name), self.path / name)  # each copy goes once it is written
+            ckpt.sync_files(self.path)  # on stable storage before the marker vouches for them (off training's path)
             ckpt.write_marker(self.path, self.step)
             seconds = time.monotonic() - self.started
             removed = self._rotate()
@@ -136,8 +148,11 @@ class PendingCheckpoint:
         return not self._thread.is_alive()
 
     def wait(self) -> Written:
-        """Wait for the write to end; return what it wrote, or raise the error it failed with."""
+        """Wait for the write to end; return what it wrote, or raise the error it failed with. Called by the
+        training thread: the time it waits here counts as time training waited for the checkpoint."""
+        waited = time.monotonic()
         self._thread.join()
+        self.blocking_seconds += time.monotonic() - waited
         if self._hook is not None:
             self._hook.remove()  # here, not in the hook: the optimizer iterates its hooks while calling them
             self._hook = None

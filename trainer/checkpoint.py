@@ -51,6 +51,20 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def sync_files(directory: Path) -> None:
+    """Flush every file below `directory`, and the directories themselves, to stable storage (fsync)."""
+    for p in sorted(directory.rglob("*")):
+        if p.is_file():
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        elif p.is_dir():
+            _fsync_dir(p)
+    _fsync_dir(directory)
+
+
 def dir_size(path: Path) -> int:
     """Bytes of all files below `path`."""
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

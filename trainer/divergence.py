@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -33,8 +34,9 @@ log = logging.getLogger(__name__)
 class NanGuard(TrainerCallback):
     """Stop or skip the optimizer step when any rank's loss in it is NaN or infinite (module docstring)."""
 
-    def __init__(self, policy: Literal["stop", "skip"] = "stop") -> None:
+    def __init__(self, policy: Literal["stop", "skip"] = "stop", before_stop: Callable[[], None] | None = None) -> None:
         self.policy = policy
+        self.before_stop = before_stop  # runs before the stop names the resume point (a save may be finishing)
         self.skipped = 0
         self._losses: list[torch.Tensor] = []
 
@@ -53,6 +55,8 @@ class NanGuard(TrainerCallback):
         bad = [float(v) for v in losses if not math.isfinite(float(v))]
         what = f"the loss was {bad[0]}" if bad else "the loss was not finite on another rank"
         if self.policy == "stop":
+            if self.before_stop is not None:
+                self.before_stop()
             newest, _ = ckpt.newest_complete(args.output_dir)
             kept = f"{newest.name} stays the resume point" if newest else "no checkpoint had been written"
             raise Stopped(

@@ -122,7 +122,8 @@ class HiggsAudioTrainer(Trainer):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.nan_guard = NanGuard(nan_policy)  # type: ignore[arg-type]
+        # Before it names the checkpoint a diverged run resumes from, the last save's background write ends.
+        self.nan_guard = NanGuard(nan_policy, before_stop=self._settle_pending_save)  # type: ignore[arg-type]
         self.add_callback(self.nan_guard)
         self.layout = layout
         self.frame_rate = frame_rate
@@ -322,8 +323,8 @@ class HiggsAudioTrainer(Trainer):
         }
 
     def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
-        started = time.monotonic()  # training waits from here: for the previous write too, if it is still going
         self.finish_pending_save()  # one background write at most: the previous one ends (or fails) first
+        started = time.monotonic()  # a wait for the previous write above counts as that checkpoint's
         path = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
         best = Path(self.state.best_model_checkpoint) if self.state.best_model_checkpoint else None
 
@@ -340,9 +341,9 @@ class HiggsAudioTrainer(Trainer):
                 optimizer = getattr(self.optimizer, "optimizer", self.optimizer)  # inside accelerate's wrapper
                 self._pending = PendingCheckpoint(path, self.state.global_step, self._resume_state, started=started,
                                                   rotate=rotate, guard=optimizer)
-                self._pending.blocking_seconds = time.monotonic() - started
+                self._pending.blocking_seconds += time.monotonic() - started
                 return
-            if self.saves_in_background:
+            if self.saves_in_background and not self.args.should_save:
                 return  # the other ranks: rank 0 finishes the checkpoint and logs it
             if self.args.should_save:
                 ckpt.write_marker(path, self.state.global_step)
@@ -374,8 +375,8 @@ class HiggsAudioTrainer(Trainer):
             full = ckpt.out_of_space(err, pending.path, self._checkpoint_bytes(), remove=True)
             if full is not None:
                 raise Stopped(exitcodes.DISK_FULL, full) from err
-            log.error("writing the resume state of %s failed; it stays incomplete and is ignored on restart",
-                      pending.path)
+            log.error("writing the resume state of %s failed: the checkpoint does not count, and a restart "
+                      "resumes from the previous one", pending.path)
             raise
         self._log_checkpoint(written)
 
@@ -397,13 +398,23 @@ class HiggsAudioTrainer(Trainer):
         try:
             result = super().train(*args, **kwargs)
         except BaseException:
-            try:
-                self.finish_pending_save()
-            except BaseException as err:  # the error training stopped with is the one to raise
-                log.error("the last checkpoint's background write also failed: %s", err)
+            self._settle_pending_save()
             raise
         self.finish_pending_save()
+        if self.saves_in_background:
+            # Only rank 0 waited above. The others must not leave before it: a rank that exits (a signal stop
+            # exits with 143) makes torchrun stop the rest, and rank 0 would be killed mid-write. A normal end
+            # is a point every rank reaches; an exception above may not be, so no barrier there.
+            self.accelerator.wait_for_everyone()
         return result
+
+    def _settle_pending_save(self) -> None:
+        """`finish_pending_save`, with an error of the write logged instead of raised: for paths that are
+        already stopping with an error of their own, which is the one to report."""
+        try:
+            self.finish_pending_save()
+        except BaseException as err:
+            log.error("the last checkpoint's background write failed too: %s", err)
 
     def _checkpoint_bytes(self) -> int:
         """What a checkpoint needs on disk: the previous one's size, else the weights it saves and AdamW's two

@@ -65,6 +65,13 @@ class _Gate:
         self.opened.set()
 
 
+def _open_after(gate: _Gate, seconds: float) -> None:
+    """Open `gate` `seconds` after a write first reaches it."""
+    assert gate.reached.wait(60)
+    threading.Event().wait(seconds)
+    gate.open()
+
+
 def _tensors(state: Any) -> list[torch.Tensor]:
     """The optimizer state's tensors in a fixed order."""
     return [t for _, per_param in sorted(state["state"].items()) for _, t in sorted(per_param.items())]
@@ -145,6 +152,9 @@ def test_the_next_optimizer_step_waits_until_the_background_thread_has_copied_th
     trainer.finish_pending_save()
 
     assert seen == {"state_unchanged_while_copying": True}
+    # The step's wait for the copy is time training waited for this checkpoint.
+    assert trainer.state.log_history[-1]["checkpoint_step"] == 4
+    assert trainer.state.log_history[-1]["checkpoint_blocking_seconds"] >= 0.4
     assert not all(torch.equal(a, b) for a, b in zip(_tensors(optimizer.state_dict()), at_save, strict=True))
     saved = torch.load(path / "optimizer.pt", weights_only=True)
     for written, expected in zip(_tensors(saved), at_save, strict=True):
@@ -172,6 +182,10 @@ def test_the_next_save_waits_for_the_previous_background_write(base_args, monkey
 
     assert seen_then == {"next_started": False}
     assert is_complete(first) and is_complete(second)
+    # The wait for the first write is the first checkpoint's blocking time, not part of the second's save.
+    logged = {h["checkpoint_step"]: h for h in trainer.state.log_history if "checkpoint_step" in h}
+    assert logged[4]["checkpoint_blocking_seconds"] >= 0.4
+    assert logged[5]["checkpoint_seconds"] < 0.4
     # Rotation (keep 2) ran after each marker: checkpoint-3 went once checkpoint-5 was complete.
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-5"]
 
@@ -271,3 +285,22 @@ def test_load_best_model_at_end_reloads_the_adapter_of_the_lowest_eval_loss(base
     live = get_peft_model_state_dict(trainer.accelerator.unwrap_model(trainer.model))
     assert saved.keys() == live.keys()
     assert all(torch.equal(saved[k], live[k].cpu()) for k in saved)
+
+
+def test_a_diverged_run_names_the_checkpoint_whose_background_write_was_still_going_on(
+    base_args, monkeypatch
+) -> None:
+    from tests.trainer.test_divergence import _PoisonOneStep
+    from trainer.outcome import Stopped
+
+    gate = _Gate(monkeypatch)
+    trainer = _trainer(base_args, max_steps="20", save_steps="5", logging_steps="1")
+    trainer.add_callback(_PoisonOneStep(trainer, step=6))  # the step right after checkpoint-5's save
+    releaser = threading.Thread(target=_open_after, args=(gate, 0.5))  # held until well past step 6
+    releaser.start()
+    with pytest.raises(Stopped) as stopped:
+        trainer.train()
+    releaser.join()
+
+    assert "checkpoint-5 stays the resume point" in stopped.value.reason
+    assert is_complete(Path(trainer.args.output_dir) / "checkpoint-5")
