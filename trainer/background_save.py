@@ -136,10 +136,9 @@ class PendingCheckpoint:
             for name in list(copies):
                 write_state(copies.pop(name), self.path / name)  # each copy goes once it is written
             ckpt.sync_files(self.path)  # on stable storage before the marker vouches for them (off training's path)
-            ckpt.write_marker(self.path, self.step)
+            size = ckpt.write_marker(self.path, self.step)
             seconds = time.monotonic() - self.started
-            removed = self._rotate()
-            self._written = Written(self.path, self.step, seconds, 0.0, ckpt.dir_size(self.path), removed)
+            self._written = Written(self.path, self.step, seconds, 0.0, size, self._rotate())
         except BaseException as err:  # handed to the training thread, which raises it
             self._error = err
 

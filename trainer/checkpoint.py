@@ -70,16 +70,22 @@ def dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def write_marker(ckpt: Path, step: int) -> None:
-    """Mark `ckpt` complete: a JSON file written to a temporary name, flushed, then renamed into place."""
+def write_marker(ckpt: Path, step: int) -> int:
+    """Mark `ckpt` complete: a JSON file written to a temporary name, flushed, then renamed into place.
+
+    Returns the checkpoint's bytes on disk, the marker included (what `dir_size` would now say), so that
+    the caller need not walk the directory again.
+    """
     payload = {"step": step, "time": time.time(), "bytes": dir_size(ckpt)}
     fd, tmp = tempfile.mkstemp(dir=ckpt, prefix=".marker-")
     with os.fdopen(fd, "w") as f:
         json.dump(payload, f)
         f.flush()
         os.fsync(f.fileno())
+        marker_bytes = f.tell()
     os.replace(tmp, ckpt / MARKER)
     _fsync_dir(ckpt)
+    return payload["bytes"] + marker_bytes
 
 
 def step_of(ckpt: Path) -> int:

@@ -115,11 +115,12 @@ def encode_all(
     paths = sorted({p for c in convs for p in c.audio_paths()})
     digests = {p: file_digest(p) for p in paths}
     cache = CodeCache(cache_root(cfg), tokenizer_identity(codec_dir))
-    def between_files() -> None:
-        raise_if_peer_stopped()
-        dist.note_progress()  # the ranks waiting below count their timeout from here
-
     if dist.local_rank() == 0:
+
+        def between_files() -> None:
+            raise_if_peer_stopped()
+            dist.note_progress()  # the ranks waiting below count their timeout from here
+
         between = at_most_every(PEER_CHECK_SECONDS, between_files)
         bad_files = fill_cache_tolerant(paths, cache, load_codec, sample_rate, digests, between)
         for path, reason in bad_files:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +132,6 @@ class HiggsAudioTrainer(Trainer):
         self.disable_eval = disable_eval
         self.keep_checkpoints = keep_checkpoints
         self.async_save = async_save
-        self._peft_lookup: tuple[Any] | None = None
         self._resume_state: dict[str, Any] | None = None  # what the background write of the save under way gets
         self._pending: PendingCheckpoint | None = None  # the checkpoint being finished in the background
         self._skipped_samples: int | None = skipped_samples  # reported with the first training log
@@ -146,16 +146,14 @@ class HiggsAudioTrainer(Trainer):
     def is_peft(self) -> bool:
         return self._peft_model is not None
 
-    @property
+    @cached_property
     def _peft_model(self) -> Any:
         """The `PeftModel` inside the DDP wrapper, or None with full fine-tuning. Looked up once: a save asks
         several times, unwrapping walks every module (about a millisecond), and the model stays the same object."""
-        if self._peft_lookup is None:
-            from peft import PeftModel
+        from peft import PeftModel
 
-            model = self.accelerator.unwrap_model(self.model)
-            self._peft_lookup = (model if isinstance(model, PeftModel) else None,)
-        return self._peft_lookup[0]
+        model = self.accelerator.unwrap_model(self.model)
+        return model if isinstance(model, PeftModel) else None
 
     # ---- loss -------------------------------------------------------------------------------------
     def compute_loss(
@@ -345,8 +343,7 @@ class HiggsAudioTrainer(Trainer):
                 return
             if self.saves_in_background and not self.args.should_save:
                 return  # the other ranks: rank 0 finishes the checkpoint and logs it
-            if self.args.should_save:
-                ckpt.write_marker(path, self.state.global_step)
+            size = ckpt.write_marker(path, self.state.global_step) if self.args.should_save else 0
         except Exception as err:
             full = ckpt.out_of_space(err, path, self._checkpoint_bytes(), remove=self.args.should_save)
             if full is None:
@@ -354,9 +351,7 @@ class HiggsAudioTrainer(Trainer):
             raise Stopped(exitcodes.DISK_FULL, full) from err
         finally:
             self._resume_state = None
-        removed, size = [], 0
-        if self.args.should_save:
-            removed, size = rotate(), ckpt.dir_size(path)
+        removed = rotate() if self.args.should_save else []
         self.accelerator.wait_for_everyone()
         seconds = time.monotonic() - started
         self._log_checkpoint(Written(path, self.state.global_step, seconds, seconds, size, removed))
