@@ -226,11 +226,15 @@ def test_a_failed_background_write_stops_training_before_the_next_save_and_leave
     assert not (out / "checkpoint-4").exists()  # the save of step 4, if reached, stopped before writing
 
 
-def test_full_fine_tuning_and_async_save_false_save_synchronously(base_args) -> None:
-    full = _trainer(base_args, use_lora="false", max_steps="1")
-    assert not full.saves_in_background
-    off = _trainer(base_args, async_save="false", max_steps="1")
-    assert not off.saves_in_background
+def test_full_fine_tuning_and_async_save_false_save_synchronously(base_args, tmp_path, monkeypatch) -> None:
+    gate = _Gate(monkeypatch)  # a background write would wait here for ever: the gate is never opened
+    for name, over in (("full", {"use_lora": "false"}), ("off", {"async_save": "false"})):
+        trainer, _ = _trained(base_args, output_dir=str(tmp_path / name), **over)
+        assert not trainer.saves_in_background
+        path = _save(trainer)
+        assert is_complete(path) and (path / "optimizer.pt").is_file()  # complete when the save returns
+        assert trainer.state.log_history[-1]["checkpoint_step"] == 4
+    assert not gate.seen
 
 
 def test_training_ends_only_once_the_last_checkpoint_is_complete_whatever_ends_it(base_args, monkeypatch) -> None:
