@@ -1,11 +1,14 @@
-"""Finish a LoRA checkpoint on a background thread, so that training waits only for the adapter.
+"""Finish a checkpoint on a background thread, so that a LoRA save holds training only for the adapter.
 
 A LoRA checkpoint is the adapter plus what resuming needs. Most of it, and most of the save's time, is
 the optimizer state: AdamW keeps two moments per trainable weight, twice the adapter's size. With
 `--async_save` (the default) the save writes the adapter, the RNG states and the trainer state while
 training waits, and hands the optimizer and scheduler state to `PendingCheckpoint`. Its thread copies
-that state to host memory, writes it, then the completeness marker, then rotates old checkpoints, while
-training goes on.
+that state to host memory, writes it, flushes the checkpoint to stable storage, writes the completeness
+marker, then rotates old checkpoints, while training goes on.
+
+A full fine-tuning save writes its model and optimizer state while training waits (a host copy would be
+the model's size twice over); only the flush, the marker and the rotation go to the thread.
 
 The copy is needed because the optimizer updates its tensors in place at the next step: writing the live
 state from another thread would save a mix of two steps. The next optimizer step therefore waits, in a
@@ -77,14 +80,15 @@ class Written:
 
 
 class PendingCheckpoint:
-    """One checkpoint whose resume state is being written on a background thread (rank 0 only).
+    """One checkpoint being finished on a background thread (rank 0 only).
 
-    Everything else of the checkpoint (adapter, RNG states of every rank, trainer state) is on disk when
-    this is created. `files` maps file names in `path` to state dicts to write there; those may hold the
-    optimizer's live tensors: the thread first copies them all to host memory, and `guard`'s next step
-    (a step pre-hook) waits until it has, so that training goes on through the next forward and backward
-    while the copy is made. Then the thread writes the copies, the marker, and calls `rotate`, which
-    returns the checkpoints it removed.
+    Everything else of the checkpoint (adapter or model, RNG states of every rank, trainer state) is
+    written when this is created. `files` maps file names in `path` to state dicts still to write there
+    (none for full fine-tuning); those may hold the optimizer's live tensors: the thread first copies
+    them all to host memory, and `guard`'s next step (a step pre-hook) waits until it has, so that
+    training goes on through the next forward and backward while the copy is made. Then the thread writes
+    the copies, flushes the checkpoint, writes the marker, and calls `rotate`, which returns the
+    checkpoints it removed.
     """
 
     def __init__(

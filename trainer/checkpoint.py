@@ -280,6 +280,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    sync_files(tmp)  # on stable storage before it replaces the previous output
     old = None
     if final.exists():
         old = final.parent / f".{final.name}.old-{os.getpid()}"

@@ -216,9 +216,10 @@ class TrainArgs:
         True,
         "LoRA runs: training waits only while a checkpoint's adapter is written; its optimizer and scheduler "
         "state (twice the adapter's size) are copied to host memory and written on a background thread, and "
-        "the checkpoint counts as complete once that is done. The next save, the end of training and a signal "
-        "stop wait for it. false: save synchronously. Full fine-tuning always saves synchronously (the copy "
-        "would be the model's size twice over, in host memory).",
+        "the checkpoint counts as complete once that is done. Full fine-tuning writes the model and optimizer "
+        "state while training waits, and only the flush to stable storage and the completeness marker go to "
+        "the thread. The next save, the end of training and a signal stop wait for it. false: save "
+        "synchronously, the flush included.",
         "bool",
     )
     load_best_model_at_end: bool = opt(

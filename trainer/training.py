@@ -16,9 +16,10 @@ Only hooks are overridden, each calling `super()` where there is one:
   A save that fails for lack of disk space (`checkpoint.no_space`) removes its partial directory and
   stops with exit code 5 (`exitcodes.DISK_FULL`), naming the path and the space a checkpoint needs;
   `warn_if_short_of_disk` says so before the first step when the volume already has less free.
-- `_save_optimizer_and_scheduler` / `finish_pending_save` / `train`: with `--async_save` a LoRA checkpoint's
-  optimizer and scheduler state is written on a background thread from a host copy, and the marker and
-  rotation follow it there (`trainer.background_save`); every way out of `train()` waits for that write.
+- `_save_optimizer_and_scheduler` / `finish_pending_save` / `train`: with `--async_save` a checkpoint's
+  flush to stable storage, marker and rotation happen on a background thread, and with LoRA its optimizer
+  and scheduler state is written there too, from a host copy (`trainer.background_save`); every way out of
+  `train()` waits for that write.
 - `_init_training_state`: a resumed run logs, evaluates and saves at the intervals of its own options,
   not at those stored in the checkpoint it resumes.
 - `evaluate`: with evaluation disabled it runs nothing and returns `{}`.
@@ -298,9 +299,10 @@ class HiggsAudioTrainer(Trainer):
     # ---- checkpoints ------------------------------------------------------------------------------
     @property
     def saves_in_background(self) -> bool:
-        """Whether a checkpoint's optimizer and scheduler state is written on a background thread
-        (`--async_save`, LoRA runs, DDP): the same answer on every rank, which take the same barriers."""
-        return self.async_save and self.is_peft and not (self.is_deepspeed_enabled or self.is_fsdp_enabled)
+        """Whether a checkpoint is finished on a background thread of rank 0 (`--async_save`, DDP): its flush
+        to stable storage, marker and rotation, and with LoRA its optimizer and scheduler state too. The same
+        answer on every rank, which take the same barriers."""
+        return self.async_save and not (self.is_deepspeed_enabled or self.is_fsdp_enabled)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         output_dir = output_dir if output_dir is not None else self.args.output_dir
@@ -311,7 +313,8 @@ class HiggsAudioTrainer(Trainer):
         super()._save(output_dir, state_dict)
 
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
-        if not (self.saves_in_background and self.args.should_save):
+        if not (self.saves_in_background and self.is_peft and self.args.should_save):
+            # Full fine-tuning writes it here: a host copy would be the model's size twice over.
             return super()._save_optimizer_and_scheduler(output_dir)
         # The optimizer's live tensors: the background thread copies them, and the next optimizer step waits for
         # that copy (PendingCheckpoint's guard). The scheduler's few numbers are copied here.
@@ -335,15 +338,20 @@ class HiggsAudioTrainer(Trainer):
             self.accelerator.wait_for_everyone()  # no rank writes into it before it is gone
             super()._save_checkpoint(model, trial)
             self.accelerator.wait_for_everyone()  # every rank's RNG state is on disk before the marker
-            if self._resume_state is not None:
-                optimizer = getattr(self.optimizer, "optimizer", self.optimizer)  # inside accelerate's wrapper
-                self._pending = PendingCheckpoint(path, self.state.global_step, self._resume_state, started=started,
-                                                  rotate=rotate, guard=optimizer)
+            if self.saves_in_background:
+                if not self.args.should_save:
+                    return  # the other ranks: rank 0 finishes the checkpoint and logs it
+                files, guard = self._resume_state or {}, None
+                if files:  # LoRA: the optimizer's live tensors, which its next step must not change before the copy
+                    guard = getattr(self.optimizer, "optimizer", self.optimizer)  # inside accelerate's wrapper
+                self._pending = PendingCheckpoint(path, self.state.global_step, files, started=started,
+                                                  rotate=rotate, guard=guard)
                 self._pending.blocking_seconds += time.monotonic() - started
                 return
-            if self.saves_in_background and not self.args.should_save:
-                return  # the other ranks: rank 0 finishes the checkpoint and logs it
-            size = ckpt.write_marker(path, self.state.global_step) if self.args.should_save else 0
+            size = 0
+            if self.args.should_save:
+                ckpt.sync_files(path)  # on stable storage before the marker vouches for them
+                size = ckpt.write_marker(path, self.state.global_step)
         except Exception as err:
             full = ckpt.out_of_space(err, path, self._checkpoint_bytes(), remove=self.args.should_save)
             if full is None:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import torch
 
-from trainer import background_save
+from trainer import background_save, checkpoint
 from trainer.checkpoint import MARKER, is_complete, newest_complete
 from trainer.cli import parse_train_args
 from trainer.run import build
@@ -173,7 +173,7 @@ def test_the_next_save_waits_for_the_previous_background_write(base_args, monkey
         seen_then["next_started"] = next_path.exists()
         gate.open()
 
-    timer = threading.Timer(0.5, release)
+    timer = threading.Timer(2.0, release)
     timer.start()
     second = _save(trainer)  # must wait for `first` before it writes anything
     assert second == next_path
@@ -184,8 +184,9 @@ def test_the_next_save_waits_for_the_previous_background_write(base_args, monkey
     assert is_complete(first) and is_complete(second)
     # The wait for the first write is the first checkpoint's blocking time, not part of the second's save.
     logged = {h["checkpoint_step"]: h for h in trainer.state.log_history if "checkpoint_step" in h}
-    assert logged[4]["checkpoint_blocking_seconds"] >= 0.4
-    assert logged[5]["checkpoint_seconds"] < 0.4
+    assert logged[4]["checkpoint_blocking_seconds"] >= 1.9
+    # A tiny checkpoint takes ~0.05 s; 1.5 s leaves room for a loaded machine, and the 2 s wait would not fit.
+    assert logged[5]["checkpoint_seconds"] < 1.5
     # Rotation (keep 2) ran after each marker: checkpoint-3 went once checkpoint-5 was complete.
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-5"]
 
@@ -226,15 +227,80 @@ def test_a_failed_background_write_stops_training_before_the_next_save_and_leave
     assert not (out / "checkpoint-4").exists()  # the save of step 4, if reached, stopped before writing
 
 
-def test_full_fine_tuning_and_async_save_false_save_synchronously(base_args, tmp_path, monkeypatch) -> None:
+class _FlushLog:
+    """Records, in order, every flush (`checkpoint.sync_files`) and marker write (`checkpoint.write_marker`) and
+    the thread each ran on; both still run for real. With `hold`, flushes wait for `open()` first."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, hold: bool = False) -> None:
+        self.calls: list[tuple[str, Path, bool]] = []  # (what, path, on the main thread)
+        self.opened = threading.Event()
+        self.reached = threading.Event()
+        if not hold:
+            self.opened.set()
+        real_sync, real_marker = checkpoint.sync_files, checkpoint.write_marker
+
+        def sync_files(directory: Path) -> None:
+            self.calls.append(("flush", Path(directory), threading.current_thread() is threading.main_thread()))
+            self.reached.set()
+            assert self.opened.wait(60), "the test never let the flush go on"
+            real_sync(directory)
+
+        def write_marker(ckpt: Path, step: int) -> int:
+            self.calls.append(("marker", Path(ckpt), threading.current_thread() is threading.main_thread()))
+            return real_marker(ckpt, step)
+
+        monkeypatch.setattr(checkpoint, "sync_files", sync_files)
+        monkeypatch.setattr(checkpoint, "write_marker", write_marker)
+
+    def open(self) -> None:
+        self.opened.set()
+
+
+def test_async_save_false_flushes_and_marks_before_the_save_returns(base_args, monkeypatch) -> None:
     gate = _Gate(monkeypatch)  # a background write would wait here for ever: the gate is never opened
-    for name, over in (("full", {"use_lora": "false"}), ("off", {"async_save": "false"})):
-        trainer, _ = _trained(base_args, output_dir=str(tmp_path / name), **over)
-        assert not trainer.saves_in_background
-        path = _save(trainer)
-        assert is_complete(path) and (path / "optimizer.pt").is_file()  # complete when the save returns
-        assert trainer.state.log_history[-1]["checkpoint_step"] == 4
+    trainer, _ = _trained(base_args, async_save="false")
+    assert not trainer.saves_in_background
+    flushes = _FlushLog(monkeypatch)
+    path = _save(trainer)
+    assert is_complete(path) and (path / "optimizer.pt").is_file()  # complete when the save returns
+    assert trainer.state.log_history[-1]["checkpoint_step"] == 4
+    # Every file is on stable storage before the marker vouches for it, and training waited for both.
+    assert flushes.calls == [("flush", path, True), ("marker", path, True)]
     assert not gate.seen
+
+
+def test_full_fine_tuning_writes_its_state_while_training_waits_and_flushes_and_marks_in_the_background(
+    base_args, monkeypatch
+) -> None:
+    gate = _Gate(monkeypatch)  # nothing of a full checkpoint is handed to the thread to write
+    trainer, out = _trained(base_args, use_lora="false")
+    assert trainer.saves_in_background and not trainer.is_peft
+    flushes = _FlushLog(monkeypatch, hold=True)
+
+    path = _save(trainer)  # returns once the model and optimizer state are written, before the flush
+
+    assert flushes.reached.wait(30)
+    assert (path / "model.safetensors").is_file() and (path / "optimizer.pt").is_file()
+    assert not (path / MARKER).exists()
+    assert newest_complete(out)[0] == out / "checkpoint-3"
+    # The next optimizer step does not wait for it: there is no copy to make.
+    trainer.optimizer.step()
+    flushes.open()
+    trainer.finish_pending_save()
+
+    assert is_complete(path)
+    assert flushes.calls == [("flush", path, False), ("marker", path, False)]
+    assert trainer.state.log_history[-1]["checkpoint_step"] == 4
+    assert not gate.seen
+
+
+def test_a_background_lora_save_flushes_every_file_before_its_marker(base_args, monkeypatch) -> None:
+    trainer, _ = _trained(base_args)
+    flushes = _FlushLog(monkeypatch)
+    path = _save(trainer)
+    trainer.finish_pending_save()
+    assert is_complete(path)
+    assert flushes.calls == [("flush", path, False), ("marker", path, False)]
 
 
 def test_training_ends_only_once_the_last_checkpoint_is_complete_whatever_ends_it(base_args, monkeypatch) -> None:

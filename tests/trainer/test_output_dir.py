@@ -94,6 +94,28 @@ def test_a_start_removes_a_previous_final_output_left_after_the_new_one_was_in_p
     assert f"removing {old}: left by a run that stopped while it replaced {out / 'model'}" in caplog.text
 
 
+def test_the_final_output_is_flushed_before_it_replaces_the_previous_one(tmp_path, monkeypatch) -> None:
+    from trainer import checkpoint
+
+    out = tmp_path / "out"
+    _output(out / "lora_adapters", "previous")
+    seen: list[tuple[Path, str]] = []  # (directory flushed, what lora_adapters/ held then)
+    real = checkpoint.sync_files
+
+    def sync_files(directory: Path) -> None:
+        seen.append((Path(directory), (out / "lora_adapters" / "adapter_config.json").read_text()))
+        real(directory)
+
+    monkeypatch.setattr(checkpoint, "sync_files", sync_files)
+    with checkpoint.atomic_dir(out / "lora_adapters") as tmp:
+        (tmp / "adapter_config.json").write_text("new")
+
+    # The new copy was flushed under its temporary name, while the previous output was still in place.
+    assert seen == [(tmp, "previous")]
+    assert (out / "lora_adapters" / "adapter_config.json").read_text() == "new"
+    assert sorted(p.name for p in out.iterdir()) == ["lora_adapters"]
+
+
 def _raised(err: BaseException) -> BaseException:
     """`err` as a save would have raised it: with its traceback and the exception it was handling."""
     try:
