@@ -51,7 +51,10 @@ def test_checkpoint_benchmark_reports_lora_smaller_than_full_and_its_cost_over_t
     assert lora["adapter_only_seconds"] > 0 and len(lora["adapter_only_seconds_each"]) == 2
     assert 0 < lora["blocking_seconds"] <= lora["complete_seconds"]
     assert out["lora_blocking_vs_adapter_only"] > 0 and len(out["lora_blocking_vs_adapter_only_each"]) == 2
-    assert out["lora_sync_and_full_complete_on_return"] is True  # synchronous saves return after their marker
+    assert out["sync_saves_complete_on_return"] is True  # synchronous saves return after their marker
+    assert out["full"]["bytes"] == pytest.approx(out["full_sync"]["bytes"], rel=0.01)
+    assert 0 < out["full"]["blocking_seconds"] <= out["full"]["complete_seconds"]
+    assert out["full_async_vs_sync_blocking"] > 0
     runs = out["training_with_saves"]["seconds_per_step"]
     assert set(runs) == {"async", "sync", "none"} and all(len(v) == 1 and v[0] > 0 for v in runs.values())
 
