@@ -26,14 +26,21 @@ run without saves.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
-from common import StepClock, add_model_args, config, make_checkpoint, median_after_warmup
+from common import (
+    StepClock,
+    add_model_args,
+    config,
+    make_checkpoint,
+    median_after_warmup,
+    print_result,
+    result_only_on_stdout,
+)
 
 
 def save_checkpoint(trainer, out: Path) -> tuple[float, float, int, bool]:
@@ -134,6 +141,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--lora_rank", type=int, default=16, help="LoRA rank: the resume state grows with it")
     ns = parser.parse_args()
+    result_only_on_stdout()
     ns.steps = max(ns.steps, 6)
     lora, lora_sync = measure(ns, "lora"), measure(ns, "lora_sync")
     full, full_sync = measure(ns, "full"), measure(ns, "full_sync")
@@ -145,7 +153,7 @@ def main() -> None:
     intervals = ns.train_steps - 1
     saves = intervals // ns.every  # the saves between the first step end and the last
     lost = {mode: (step[mode] - step["none"]) * intervals / saves / step["none"] for mode in ("async", "sync")}
-    print(json.dumps({
+    print_result({
         "benchmark": "checkpoint", "model_hidden_size": ns.hidden_size, "layers": ns.num_layers,
         "lora_rank": ns.lora_rank,
         "lora": rounded(lora), "lora_sync": rounded(lora_sync), "full": rounded(full), "full_sync": rounded(full_sync),
@@ -163,7 +171,7 @@ def main() -> None:
         "training_with_saves": {"every": ns.every, "steps": ns.train_steps,
                                 "seconds_per_step": {m: [round(x, 4) for x in v] for m, v in per_step.items()},
                                 "steps_lost_per_save": {m: round(v, 3) for m, v in lost.items()}},
-    }, indent=2))
+    })
 
 
 if __name__ == "__main__":

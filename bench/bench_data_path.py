@@ -26,14 +26,21 @@
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
-from common import StepClock, add_model_args, config, make_checkpoint, median_after_warmup
+from common import (
+    StepClock,
+    add_model_args,
+    config,
+    make_checkpoint,
+    median_after_warmup,
+    print_result,
+    result_only_on_stdout,
+)
 
 
 def released_codec() -> Any:
@@ -103,6 +110,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cached_passes", type=int, default=20, help="cached epochs timed together per repeat")
     ns = parser.parse_args()
+    result_only_on_stdout()
     work, model_dir, codec_dir = make_checkpoint(ns)
     from trainer.data import load_conversations
     from trainer.run import build
@@ -141,7 +149,7 @@ def main() -> None:
     step = median_after_warmup(clock.times())
     per_batch = loader_batch_seconds(trainer)
     cached_med, fly_med = statistics.median(cached_s), statistics.median(fly_s)
-    print(json.dumps({
+    print_result({
         "benchmark": "data_path", "samples_per_epoch": n, "batch_size": bs, "threads": torch.get_num_threads(),
         "repeats": ns.repeats, "encoded_samples_per_repeat": len(subset),
         "epoch_extrapolation_factor": round(scale, 3),
@@ -152,7 +160,7 @@ def main() -> None:
         "dataloader_num_workers": trainer.args.dataloader_num_workers,
         "batch_seconds_loader": round(per_batch, 5), "step_seconds": round(step, 4),
         "loader_share_of_step": round(per_batch / step, 4),
-    }, indent=2))
+    })
 
 
 if __name__ == "__main__":

@@ -30,13 +30,20 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import statistics
 import time
 from typing import Any
 
 import torch
-from common import add_model_args, config, ddp_settings, join_single_process_group, make_checkpoint
+from common import (
+    add_model_args,
+    config,
+    ddp_settings,
+    join_single_process_group,
+    make_checkpoint,
+    print_result,
+    result_only_on_stdout,
+)
 
 
 class HandStep:
@@ -143,6 +150,7 @@ def main() -> None:
     parser.add_argument("--ddp_baseline", action="store_true",
                         help="also time the hand loop wrapped in DDP like ours: what DDP itself costs")
     ns = parser.parse_args()
+    result_only_on_stdout()
     join_single_process_group()
     work, model_dir, codec_dir = make_checkpoint(ns)
     from trainer.run import build
@@ -174,7 +182,7 @@ def main() -> None:
         result |= {"ddp_baseline_step_seconds": round(statistics.median(pooled["hand_ddp"]), 4),
                    "throughput_ratio_vs_ddp_baseline": pair_ratio(pooled["hand_ddp"], ours),
                    "ddp_baseline_vs_bare": pair_ratio(base, pooled["hand_ddp"])}
-    print(json.dumps(result, indent=2))
+    print_result(result)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import json
 import os
 import shutil
 import socket
@@ -103,6 +104,20 @@ class StepClock:
     def times_from_begin(self) -> list[float]:
         """Seconds of every step, the first counted from the start of training."""
         return [b - a for a, b in zip([*self.begin[:1], *self.ends], self.ends, strict=False)]
+
+
+_RESULT_OUT = sys.stdout  # where the result goes; everything else printed goes to stderr (`result_only_on_stdout`)
+
+
+def result_only_on_stdout() -> None:
+    """Send whatever else is printed (the Trainer's log line per step) to stderr, so that stdout carries the
+    result alone and `bench_x.py > result.json` is valid JSON. Subprocesses keep their own stdout."""
+    sys.stdout = sys.stderr
+
+
+def print_result(result: dict[str, Any]) -> None:
+    """Print the benchmark's result as JSON on the real stdout."""
+    print(json.dumps(result, indent=2), file=_RESULT_OUT, flush=True)
 
 
 def median_after_warmup(times: list[float], warmup: int = 3) -> float:
