@@ -390,7 +390,9 @@ def test_bad_gateway_changes_nothing_in_training_and_is_counted_and_logged(
         trainer = train(tmp_path, [cb], max_steps=6, step_seconds=0.2)
         assert trainer.state.global_step == 6
         assert all(torch.equal(weights(trainer)[k], v) for k, v in baseline.items())
-        assert max(durations) < 0.1 * timeout, "a callback waited for the gateway"
+        # A callback that waited for the gateway would take the whole timeout; half of it leaves room for a
+        # loaded machine.
+        assert max(durations) < 0.5 * timeout, "a callback waited for the gateway"
         started = time.monotonic()
         assert cb.finish("succeeded") is False
         # the final push is retried, within its bound: a push in flight (2 groups), then 3 attempts of the
