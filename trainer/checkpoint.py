@@ -39,20 +39,24 @@ _CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
 def _fsync_dir(path: Path) -> None:
+    """Flush a directory's entries. Some filesystems cannot fsync a directory and say so (EINVAL, ENOTSUP,
+    EBADF): nothing more can be done there. Any other error (EIO) is raised, like a file's."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
         return
     try:
         os.fsync(fd)
-    except OSError:
-        pass
+    except OSError as err:
+        if err.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
     finally:
         os.close(fd)
 
 
 def sync_files(directory: Path) -> None:
-    """Flush every file below `directory`, and the directories themselves, to stable storage (fsync)."""
+    """Flush every file below `directory`, the directories themselves and `directory`'s own entry in its
+    parent to stable storage (fsync): a marker written after this vouches for data that is on disk."""
     for p in sorted(directory.rglob("*")):
         if p.is_file():
             fd = os.open(p, os.O_RDONLY)
@@ -63,6 +67,7 @@ def sync_files(directory: Path) -> None:
         elif p.is_dir():
             _fsync_dir(p)
     _fsync_dir(directory)
+    _fsync_dir(directory.parent)  # `checkpoint-N` itself, before rotation may delete older checkpoints
 
 
 def dir_size(path: Path) -> int:
@@ -277,10 +282,10 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
     try:
         yield tmp
+        sync_files(tmp)  # on stable storage before it replaces the previous output
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    sync_files(tmp)  # on stable storage before it replaces the previous output
     old = None
     if final.exists():
         old = final.parent / f".{final.name}.old-{os.getpid()}"

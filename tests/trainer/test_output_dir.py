@@ -116,6 +116,49 @@ def test_the_final_output_is_flushed_before_it_replaces_the_previous_one(tmp_pat
     assert sorted(p.name for p in out.iterdir()) == ["lora_adapters"]
 
 
+def test_a_final_output_whose_flush_fails_leaves_the_previous_one_and_no_partial_copy(tmp_path, monkeypatch) -> None:
+    from trainer import checkpoint
+
+    out = tmp_path / "out"
+    _output(out / "lora_adapters", "previous")
+
+    def failing_sync(directory: Path) -> None:
+        raise OSError(errno.EIO, "Input/output error", str(directory))  # what a failing disk says at fsync
+
+    monkeypatch.setattr(checkpoint, "sync_files", failing_sync)
+    with pytest.raises(OSError, match="Input/output error"), checkpoint.atomic_dir(out / "lora_adapters") as tmp:
+        (tmp / "adapter_config.json").write_text("new")
+
+    assert sorted(p.name for p in out.iterdir()) == ["lora_adapters"]
+    assert (out / "lora_adapters" / "adapter_config.json").read_text() == "previous"
+
+
+@pytest.mark.parametrize(("code", "raised"), [(errno.EIO, True), (errno.EINVAL, False)], ids=["EIO", "EINVAL"])
+def test_a_directory_flush_error_is_raised_unless_the_filesystem_cannot_flush_directories(
+    tmp_path, monkeypatch, code: int, raised: bool
+) -> None:
+    import os
+
+    from trainer import checkpoint
+
+    ckpt = tmp_path / "checkpoint-1"
+    ckpt.mkdir()
+    (ckpt / "optimizer.pt").write_bytes(b"\0" * 10)
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if os.path.isdir(f"/proc/self/fd/{fd}"):
+            raise OSError(code, os.strerror(code))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    if raised:
+        with pytest.raises(OSError, match=os.strerror(code)):
+            checkpoint.sync_files(ckpt)
+    else:
+        checkpoint.sync_files(ckpt)  # the files are flushed; the directory cannot be, and nothing more can be done
+
+
 def _raised(err: BaseException) -> BaseException:
     """`err` as a save would have raised it: with its traceback and the exception it was handling."""
     try:
