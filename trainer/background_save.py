@@ -30,6 +30,7 @@ its page cache. Training does not wait for that flush.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -40,6 +41,8 @@ from typing import Any
 import torch
 
 from trainer import checkpoint as ckpt
+
+log = logging.getLogger(__name__)
 
 OPTIMIZER_FILE = "optimizer.pt"  # the names transformers' Trainer reads back on resume
 SCHEDULER_FILE = "scheduler.pt"
@@ -73,7 +76,7 @@ class Written:
 
     path: Path
     step: int
-    seconds: float  # from the start of the save to its marker
+    seconds: float  # from the start of the save to its marker and the rotation after it
     blocking_seconds: float  # of those, how long training waited
     size: int  # bytes on disk, marker included
     removed: list[Path] = field(default_factory=list)  # older checkpoints rotated away after the marker
@@ -100,6 +103,7 @@ class PendingCheckpoint:
         started: float,
         rotate: Callable[[], list[Path]],
         guard: torch.optim.Optimizer | None = None,
+        on_end: Callable[[], None] | None = None,
     ) -> None:
         self.path = path
         self.step = step
@@ -109,6 +113,7 @@ class PendingCheckpoint:
         self.blocking_seconds = 0.0
         self._files = files
         self._rotate = rotate
+        self._on_end = on_end  # called on the thread once the write has ended, complete or failed
         self._copied = threading.Event()
         self._written: Written | None = None
         self._error: BaseException | None = None
@@ -141,10 +146,18 @@ class PendingCheckpoint:
                 write_state(copies.pop(name), self.path / name)  # each copy goes once it is written
             ckpt.sync_files(self.path)  # on stable storage before the marker vouches for them (off training's path)
             size = ckpt.write_marker(self.path, self.step)
+            removed = self._rotate()
+            # Rotation included, as in a synchronous save: a wait for this thread is never longer than the save.
             seconds = time.monotonic() - self.started
-            self._written = Written(self.path, self.step, seconds, 0.0, size, self._rotate())
+            self._written = Written(self.path, self.step, seconds, 0.0, size, removed)
         except BaseException as err:  # handed to the training thread, which raises it
             self._error = err
+        finally:
+            if self._on_end is not None:
+                try:
+                    self._on_end()
+                except Exception as err:  # the write's own outcome stands; this only tells the other ranks
+                    log.warning("could not tell the other ranks that %s has ended: %s", self.path.name, err)
 
     def done(self) -> bool:
         """Whether the write has ended (complete or failed); never waits."""

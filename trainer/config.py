@@ -255,7 +255,8 @@ class TrainArgs:
         1800,
         "Seconds a rank waits for the others (a collective, a barrier) before it gives up and the run ends with "
         "exit code 160. While the ranks wait for the audio encoding before training, only time without "
-        "progress counts, so a first run over hours of audio is not cut short.",
+        "progress counts, so a first run over hours of audio is not cut short. Also the longest a rank that "
+        "fails waits for rank 0 to finish writing a checkpoint before it exits.",
         "int",
         minimum=1,
     )

@@ -70,6 +70,35 @@ def note_progress() -> None:
         shared.add(PROGRESS_KEY, 1)
 
 
+def announce(name: str) -> None:
+    """Set the flag `name` for ranks waiting in `wait_for_flag` (no-op without a process group). Safe from any
+    thread: rank 0's checkpoint thread announces the end of its write."""
+    shared = store()
+    if shared is not None:
+        shared.set(f"{KEY_PREFIX}{name}", "1")
+
+
+def wait_for_flag(name: str) -> bool:
+    """Wait until a rank `announce`s `name`; True once it has, at once without a process group.
+
+    Bounded by the process group's timeout (`--ddp_timeout`), and False as soon as the store cannot be
+    reached: the store goes with the launcher, so a launcher that is tearing the ranks down ends the wait.
+    """
+    shared = store()
+    if shared is None:
+        return True
+    key = f"{KEY_PREFIX}{name}"
+    try:
+        deadline = time.monotonic() + shared.timeout.total_seconds()
+        while not shared.check([key]):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(POLL_SECONDS)
+    except Exception:  # the store is gone (DistStoreError, a reset connection): nobody will announce it now
+        return False
+    return True
+
+
 def barrier(poll: Callable[[], None] | None = None) -> None:
     """Wait for every rank, when a process group is up (no-op in a single process).
 

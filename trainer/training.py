@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from transformers import Trainer, TrainingArguments
 
 from trainer import checkpoint as ckpt
+from trainer import dist as ranks
 from trainer import exitcodes
 from trainer.background_save import OPTIMIZER_FILE, SCHEDULER_FILE, PendingCheckpoint, Written, host_copy
 from trainer.collator import IGNORE, Layout
@@ -106,6 +107,11 @@ class _Window:
         self.text_steps += text is not None
 
 
+def _written_flag(checkpoint_name: str) -> str:
+    """The store flag rank 0's writing thread sets once `checkpoint_name` has ended, complete or failed."""
+    return f"written/{checkpoint_name}"
+
+
 class HiggsAudioTrainer(Trainer):
     """A `Trainer` for Higgs Audio v2 (see the module docstring for what each hook adds)."""
 
@@ -135,6 +141,7 @@ class HiggsAudioTrainer(Trainer):
         self.async_save = async_save
         self._resume_state: dict[str, Any] | None = None  # what the background write of the save under way gets
         self._pending: PendingCheckpoint | None = None  # the checkpoint being finished in the background
+        self._last_background_step: int | None = None  # every rank: the last one rank 0 finished in the background
         self._skipped_samples: int | None = skipped_samples  # reported with the first training log
         self.group_by_length = group_by_length
         self.model_accepts_loss_kwargs = False
@@ -339,13 +346,15 @@ class HiggsAudioTrainer(Trainer):
             super()._save_checkpoint(model, trial)
             self.accelerator.wait_for_everyone()  # every rank's RNG state is on disk before the marker
             if self.saves_in_background:
+                self._last_background_step = self.state.global_step
                 if not self.args.should_save:
                     return  # the other ranks: rank 0 finishes the checkpoint and logs it
                 files, guard = self._resume_state or {}, None
                 if files:  # LoRA: the optimizer's live tensors, which its next step must not change before the copy
                     guard = getattr(self.optimizer, "optimizer", self.optimizer)  # inside accelerate's wrapper
                 self._pending = PendingCheckpoint(path, self.state.global_step, files, started=started,
-                                                  rotate=rotate, guard=guard)
+                                                  rotate=rotate, guard=guard,
+                                                  on_end=partial(ranks.announce, _written_flag(path.name)))
                 self._pending.blocking_seconds += time.monotonic() - started
                 return
             size = 0
@@ -413,7 +422,22 @@ class HiggsAudioTrainer(Trainer):
 
     def _settle_pending_save(self) -> None:
         """`finish_pending_save`, with an error of the write logged instead of raised: for paths that are
-        already stopping with an error of their own, which is the one to report."""
+        already stopping with an error of their own, which is the one to report.
+
+        The other ranks wait for rank 0's write to end, bounded by `--ddp_timeout`: a rank that stops makes
+        torchrun stop the rest, and rank 0 would be killed mid-write. That would cost the checkpoint (a full
+        model's flush can outlast torchrun's grace period) and report a killed rank instead of this error.
+        No barrier: rank 0 may never get here, and the flag is set by its writing thread, not its training.
+        """
+        if self._pending is None and self._last_background_step is not None and not self.args.should_save:
+            name = f"checkpoint-{self._last_background_step}"
+            started = time.monotonic()
+            if not ranks.wait_for_flag(_written_flag(name)):
+                log.warning("stopping without knowing whether rank 0 has finished writing %s", name)
+            elif time.monotonic() - started > 1:
+                log.warning("waited %.0f s for rank 0 to finish writing %s before stopping", time.monotonic() - started,
+                            name)
+            return
         try:
             self.finish_pending_save()
         except BaseException as err:

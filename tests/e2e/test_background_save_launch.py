@@ -57,3 +57,32 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return ""
+
+
+@pytest.mark.parametrize("use_lora", ["true", "false"], ids=["lora", "full_fine_tuning"])
+def test_an_injected_error_on_rank_1_leaves_only_once_rank_0_has_completed_the_checkpoint(
+    base_args, tmp_path, use_lora
+) -> None:
+    # Rank 1 fails right after checkpoint-2 is saved, while rank 0's thread still flushes it. Leaving at once
+    # would make torchrun stop rank 0 mid-write, killing it after 30 s: a full model's flush can take longer,
+    # and the checkpoint would be lost, with a killed rank reported instead of this error.
+    out = Path(base_args["output_dir"])
+    env = launch_env(base_args, tmp_path, nproc_per_node="2", max_steps="100", save_steps="2", logging_steps="1",
+                     use_lora=use_lora, HOLD_BACKGROUND_SAVE_SECONDS=str(HELD_SECONDS), FAIL_ON_RANK_1_AFTER_STEP="2",
+                     PYTHONPATH=os.pathsep.join(filter(None, [str(HOLD), os.environ.get("PYTHONPATH")])))
+    log = tmp_path / "launch.log"
+    with trainer_process("launch", env, log) as run:
+        run.wait_for_log("{'loss'", count=1, timeout=240, interval=0.05)
+        ranks = rank_pids(run.proc.pid)
+        while Path(f"/proc/{ranks[1]}").exists() and _state(ranks[1]) != "Z":
+            assert run.proc.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.02)
+        complete_when_rank_1_left = (out / "checkpoint-2" / MARKER).is_file()
+        code = run.proc.wait(timeout=120)
+
+    text = log.read_text()
+    assert "injected failure on rank 1 after step 2" in text
+    assert complete_when_rank_1_left, text[-3000:]
+    assert code == exitcodes.FAILURE, text[-3000:]
+    assert (tmp_path / "termination-log").read_text().startswith("rank 1:"), text[-3000:]
+    assert f"waited {HELD_SECONDS - 1}" in text or f"waited {HELD_SECONDS}" in text, text[-3000:]
