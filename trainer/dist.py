@@ -52,6 +52,10 @@ def start_cpu_group(timeout_seconds: float) -> None:
 def store() -> Any | None:
     """The key-value store every rank of the process group shares (torchrun's TCPStore); None without one.
 
+    torchrun keeps it across the restarts of its worker group (`--max-restarts`): a key an earlier attempt
+    set is still there. Flags are cleared before they are used again (`clear_flag`); `barrier`'s counts
+    are not yet, so a barrier of a restarted worker group can pass before every rank has arrived.
+
     `_get_default_store` is private in torch but has been there since 1.x; it is the one handle on a
     store that all ranks already reach, whatever the backend.
     """
@@ -76,6 +80,14 @@ def announce(name: str) -> None:
     shared = store()
     if shared is not None:
         shared.set(f"{KEY_PREFIX}{name}", "1")
+
+
+def clear_flag(name: str) -> None:
+    """Remove the flag `name`, which an earlier attempt of the run may have left in the store (no-op without a
+    process group). Call it before any rank may wait for the flag again."""
+    shared = store()
+    if shared is not None:
+        shared.delete_key(f"{KEY_PREFIX}{name}")
 
 
 def wait_for_flag(name: str) -> bool:

@@ -342,6 +342,8 @@ class HiggsAudioTrainer(Trainer):
         try:
             if self.args.should_save:
                 ckpt.clear_for_save(path)  # an earlier run's checkpoint-N: its marker must not outlive it
+                if self.saves_in_background:  # nor the flag an earlier attempt set when its write of N ended
+                    ranks.clear_flag(_written_flag(path.name))
             self.accelerator.wait_for_everyone()  # no rank writes into it before it is gone
             super()._save_checkpoint(model, trial)
             self.accelerator.wait_for_everyone()  # every rank's RNG state is on disk before the marker
@@ -431,6 +433,7 @@ class HiggsAudioTrainer(Trainer):
         """
         if self._pending is None and self._last_background_step is not None and not self.args.should_save:
             name = f"checkpoint-{self._last_background_step}"
+            self._last_background_step = None  # waited for once: a NaN stop comes here again on its way out
             started = time.monotonic()
             if not ranks.wait_for_flag(_written_flag(name)):
                 log.warning("stopping without knowing whether rank 0 has finished writing %s", name)
