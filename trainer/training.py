@@ -518,9 +518,7 @@ def build_training_args(cfg: Config, *, use_cpu: bool, bf16: bool) -> TrainingAr
         else "gradient_checkpointing"
     )
     if use_cpu:
-        from trainer import dist
-
-        dist.start_cpu_group(t.ddp_timeout)  # on GPU, transformers starts the group with the timeout itself
+        ranks.start_cpu_group(t.ddp_timeout)  # on GPU, transformers starts the group with the timeout itself
     checkpointing = {}
     if cfg.model.gradient_checkpointing:
         checkpointing = {ckpt_name: True, f"{ckpt_name}_kwargs": {"use_reentrant": False}}
