@@ -31,7 +31,7 @@ def test_a_signal_stop_ends_no_rank_before_rank_0_has_completed_the_checkpoint(b
         ranks = rank_pids(run.proc.pid)
         os.kill(ranks[1], signal.SIGTERM)
         signalled = time.monotonic()
-        while Path(f"/proc/{ranks[1]}").exists() and _state(ranks[1]) != "Z":
+        while not _has_exited(ranks[1]):
             assert time.monotonic() - signalled < 120, log.read_text()[-3000:]
             time.sleep(0.02)
         complete_when_rank_1_left = [p.parent.name for p in out.glob(f"checkpoint-*/{MARKER}")]
@@ -51,12 +51,13 @@ def test_a_signal_stop_ends_no_rank_before_rank_0_has_completed_the_checkpoint(b
     assert f"resuming from {out / complete_when_rank_1_left[0]}" in again.stderr
 
 
-def _state(pid: int) -> str:
-    """The process's state letter from /proc (Z: exited, not yet reaped); empty once it is gone."""
+def _has_exited(pid: int) -> bool:
+    """Whether the process has exited: gone from /proc, or a zombie (state Z) its parent has not reaped yet."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return ""
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[:1] == ["Z"]
 
 
 @pytest.mark.parametrize("use_lora", ["true", "false"], ids=["lora", "full_fine_tuning"])
@@ -74,7 +75,7 @@ def test_an_injected_error_on_rank_1_leaves_only_once_rank_0_has_completed_the_c
     with trainer_process("launch", env, log) as run:
         run.wait_for_log("{'loss'", count=1, timeout=240, interval=0.05)
         ranks = rank_pids(run.proc.pid)
-        while Path(f"/proc/{ranks[1]}").exists() and _state(ranks[1]) != "Z":
+        while not _has_exited(ranks[1]):
             assert run.proc.poll() is None, log.read_text()[-3000:]
             time.sleep(0.02)
         complete_when_rank_1_left = (out / "checkpoint-2" / MARKER).is_file()
