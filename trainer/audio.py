@@ -65,8 +65,11 @@ def audio_info(path: str | os.PathLike[str]) -> tuple[float, int]:
     return info.frames / info.samplerate, int(info.samplerate)
 
 
-def load_audio(path: str | os.PathLike[str], target_rate: int) -> np.ndarray:
-    """Decode a file to one mono float32 channel at `target_rate`.
+def load_audio(
+    path: str | os.PathLike[str], target_rate: int, offset: float = 0.0, duration: float | None = None
+) -> np.ndarray:
+    """Decode a file, or the segment `offset` .. `offset + duration` seconds of it, to one mono float32
+    channel at `target_rate`.
 
     Channels are averaged (a stereo file with identical channels equals its mono version) and the rate
     is converted with `torchaudio.functional.resample`, the resampler the audio tokenizer's own examples
@@ -75,6 +78,8 @@ def load_audio(path: str | os.PathLike[str], target_rate: int) -> np.ndarray:
     Args:
         path: A WAV, FLAC, OGG (or other libsndfile format) file.
         target_rate: Sample rate of the returned samples, in Hz.
+        offset: Where the segment starts, in seconds from the start of the file.
+        duration: How long the segment is, in seconds; None reads to the end of the file.
 
     Returns:
         A contiguous 1-D float32 array in [-1, 1] for integer formats.
@@ -87,7 +92,12 @@ def load_audio(path: str | os.PathLike[str], target_rate: int) -> np.ndarray:
     path = os.fspath(path)
     _check_is_file(path)
     try:
-        samples, rate = sf.read(path, dtype="float32", always_2d=True)
+        if offset or duration is not None:
+            rate = sf.info(path).samplerate
+            frames = -1 if duration is None else max(1, round(duration * rate))
+            samples, rate = sf.read(path, start=round(offset * rate), frames=frames, dtype="float32", always_2d=True)
+        else:
+            samples, rate = sf.read(path, dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError) as err:
         raise AudioError(path, f"unreadable audio: {_libsndfile_message(err)}") from err
     if samples.shape[0] == 0:

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from trainer.samples import Clip
+
 HASH_CHUNK = 1 << 20
 
 
@@ -79,38 +81,69 @@ def encode_waveform(codec: Any, waveform: np.ndarray) -> np.ndarray:
     return codes.cpu().numpy()
 
 
+def clip_key(clip: Clip, file_key: str) -> str:
+    """The cache key of a clip: its file's content digest, or for a segment a digest of that and the segment."""
+    if not clip.is_segment:
+        return file_key
+    return hashlib.sha256(f"{file_key}@{clip.offset!r}+{clip.duration!r}".encode()).hexdigest()
+
+
 def fill_cache(
-    paths: Iterable[str],
+    clips: Iterable[Clip],
     cache: CodeCache,
     load_codec: Callable[[], Any],
     *,
     sample_rate: int,
-    digests: dict[str, str],
+    keys: dict[Clip, str],
     progress: bool = True,
     between: Callable[[], None] | None = None,
-) -> int:
-    """Encode every distinct file content of `paths` whose codes are missing; return how many were encoded.
+) -> tuple[int, list[tuple[Clip, str]]]:
+    """Encode every distinct clip of `clips` whose codes are missing: (how many were encoded, failures).
 
-    `digests` maps path -> content digest (computed once by the caller). The codec is loaded only when
-    something is missing, so a warm cache costs no model load. `between` runs before each file and may raise
-    to stop (`trainer.prepare` stops there when another rank was signalled); what is encoded so far stays.
+    `keys` maps clip -> cache key (`clip_key`, computed once by the caller). The codec is loaded only when
+    something is missing, so a warm cache costs no model load. A clip that fails to decode or to encode is
+    a failure `(clip, reason)` and the rest are still encoded: one bad clip must not end a run, its samples
+    are reported as bad. `between` runs before each clip and may raise to stop (`trainer.prepare` stops
+    there when another rank was signalled); what is encoded so far stays.
     """
-    from trainer.audio import load_audio
+    from trainer.audio import AudioError, load_audio
 
-    by_digest: dict[str, str] = {}
-    for p in sorted(paths):  # the same bytes under several names are encoded once
-        by_digest.setdefault(digests[p], p)
-    missing = [p for d, p in sorted(by_digest.items()) if not cache.path(d).is_file()]
+    by_key: dict[str, Clip] = {}
+    for clip in sorted(clips, key=str):  # the same bytes under several names are encoded once
+        by_key.setdefault(keys[clip], clip)
+    missing = [c for k, c in sorted(by_key.items()) if not cache.path(k).is_file()]
     if not missing:
-        return 0
+        return 0, []
     codec = load_codec()
-    iterator: Iterable[str] = missing
+    iterator: Iterable[Clip] = missing
     if progress:
         from tqdm.auto import tqdm
 
-        iterator = tqdm(missing, desc="encoding audio", unit="file")
-    for path in iterator:
+        iterator = tqdm(missing, desc="encoding audio", unit="clip")
+    failures: list[tuple[Clip, str]] = []
+    for clip in iterator:
         if between is not None:
             between()
-        cache.put(digests[path], encode_waveform(codec, load_audio(path, sample_rate)))
-    return len(missing)
+        try:
+            codes = encode_waveform(codec, load_audio(clip.path, sample_rate, clip.offset, clip.duration))
+        except AudioError as err:
+            failures.append((clip, err.reason))
+            continue
+        except Exception as err:
+            if not encoding_fault(err):
+                raise
+            failures.append((clip, f"the audio tokenizer cannot encode it ({type(err).__name__}: {err})"))
+            continue
+        cache.put(keys[clip], codes)
+    return len(missing) - len(failures), failures
+
+
+def encoding_fault(err: Exception) -> bool:
+    """Whether `err`, raised while encoding one clip, is that clip's fault rather than the machine's.
+
+    Running out of memory, or losing a peer, must still end the run (and be retried); anything else the
+    codec raises on one clip (a clip its convolutions cannot take) makes that clip a bad sample.
+    """
+    from trainer.outcome import lost_peer
+
+    return not (isinstance(err, MemoryError) or "out of memory" in str(err).lower() or lost_peer(err))

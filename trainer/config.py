@@ -16,6 +16,11 @@ from typing import Any, Literal
 ValueKind = Literal["str", "path", "int", "float", "bool", "tristate", "list", "choice"]
 
 
+# The shortest clip the audio tokenizer encodes with room to spare: its convolutions need a few frames, and
+# a clip of a few milliseconds crashes it.
+MIN_AUDIO_SECONDS = 0.1
+
+
 class ConfigError(ValueError):
     """A configuration value is missing or invalid; the message names the flag or variable."""
 
@@ -157,6 +162,13 @@ class DataArgs:
     )
     max_audio_seconds: float = opt(
         30.0, "Longest clip accepted; longer ones are bad samples.", "float", minimum=0.0, exclusive_min=True
+    )
+    min_audio_seconds: float = opt(
+        MIN_AUDIO_SECONDS,
+        "Shortest clip accepted; shorter ones (the audio tokenizer cannot encode a few milliseconds) are bad "
+        "samples.",
+        "float",
+        minimum=0.0,
     )
     skip_bad_samples: bool = opt(
         False,

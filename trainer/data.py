@@ -25,19 +25,25 @@ import os
 
 from trainer.audio import AudioError, audio_info
 from trainer.chatml import ROLES, read_chatml
+from trainer.config import MIN_AUDIO_SECONDS
 from trainer.manifests import AUDIO_SUFFIXES, read_jsonl, read_metadata_dir, read_pairs_dir
-from trainer.samples import BadSample, Candidate, Conversation, DataError
+from trainer.samples import BadSample, Candidate, Clip, Conversation, DataError
 
 __all__ = [
     "AUDIO_SUFFIXES",
     "EXPECTED_INPUT",
     "ROLES",
     "BadSample",
+    "Clip",
     "Conversation",
     "DataError",
     "format_bad_samples",
     "load_conversations",
 ]
+
+# How far a ChatML `duration` may fall short of the file's length and still mean the whole file (the seed
+# scripts round it to hundredths of a second).
+DURATION_TOLERANCE_SECONDS = 0.05
 
 EXPECTED_INPUT = (
     "a ChatML .json list, a .jsonl manifest, or a directory (metadata.json or audio + .txt pairs)"
@@ -45,7 +51,11 @@ EXPECTED_INPUT = (
 
 
 def load_conversations(
-    path: str | os.PathLike[str], *, system_prompt: str, max_audio_seconds: float
+    path: str | os.PathLike[str],
+    *,
+    system_prompt: str,
+    max_audio_seconds: float,
+    min_audio_seconds: float = MIN_AUDIO_SECONDS,
 ) -> tuple[list[Conversation], list[BadSample]]:
     """Read a dataset in any supported format and check every sample and audio file.
 
@@ -53,6 +63,7 @@ def load_conversations(
         path: A `.json` ChatML list, a `.jsonl` manifest or a dataset directory.
         system_prompt: System message for formats that carry none (and for ChatML samples without one).
         max_audio_seconds: Longest clip accepted, reference clips included.
+        min_audio_seconds: Shortest clip accepted: the audio tokenizer cannot encode a few milliseconds.
 
     Returns:
         The good conversations in input order, and every bad sample in input order.
@@ -76,7 +87,7 @@ def load_conversations(
         raise DataError(f"{path}: unknown data format; expected {EXPECTED_INPUT}")
     if not candidates:
         raise DataError(f"{path}: holds no samples; expected {EXPECTED_INPUT}")
-    return _check_audio(candidates, max_audio_seconds)
+    return _check_audio(candidates, (min_audio_seconds, max_audio_seconds))
 
 
 def format_bad_samples(bad: list[BadSample], limit: int = 50) -> str:
@@ -94,19 +105,26 @@ def format_bad_samples(bad: list[BadSample], limit: int = 50) -> str:
 
 
 def _check_audio(
-    candidates: list[Candidate], max_seconds: float
+    candidates: list[Candidate], limits: tuple[float, float]
 ) -> tuple[list[Conversation], list[BadSample]]:
-    """Check each candidate's audio headers (each file once) and split good from bad."""
-    cache: dict[str, str | None] = {}
+    """Check each candidate's audio headers (each file once) and split good from bad.
+
+    An item whose `offset`/`duration` describe the whole file loses them here, so that it is encoded (and
+    cached) as the file it is; a real segment keeps them and is cut from the file when it is encoded.
+    """
+    files: dict[str, tuple[float, str | None]] = {}
     good: list[Conversation] = []
     bad: list[BadSample] = []
     for cand in candidates:
         problems = list(cand.problems)
-        for path in dict.fromkeys(cand.audio):
-            if path not in cache:
-                cache[path] = _audio_problem(path, max_seconds)
-            if cache[path]:
-                problems.append(cache[path])
+        for item in cand.audio:
+            path = item["path"]
+            if path not in files:
+                files[path] = _file_seconds(path)
+            seconds, problem = files[path]
+            problem = problem or _segment_problem(item, seconds, limits)
+            if problem and problem not in problems:
+                problems.append(problem)
         if problems or cand.conversation is None:
             bad.append(BadSample(cand.source, "; ".join(problems) or "unusable sample"))
         else:
@@ -114,15 +132,35 @@ def _check_audio(
     return good, bad
 
 
-def _audio_problem(path: str, max_seconds: float) -> str | None:
+def _file_seconds(path: str) -> tuple[float, str | None]:
+    """(duration, None), or (0, the problem) for a file whose header cannot be read."""
     try:
-        duration, _ = audio_info(path)
+        return audio_info(path)[0], None
     except AudioError as err:
         if err.reason == "file not found":
-            return f"audio file not found: {path}"
-        return f"audio file {path}: {err.reason}"
-    if duration > max_seconds:
+            return 0.0, f"audio file not found: {path}"
+        return 0.0, f"audio file {path}: {err.reason}"
+
+
+def _segment_problem(item: dict, file_seconds: float, limits: tuple[float, float]) -> str | None:
+    """What is wrong with an audio item's clip, or None; drops `offset`/`duration` that mean the whole file."""
+    offset, duration = item.get("offset", 0.0), item.get("duration")
+    if offset >= file_seconds:
+        return f"offset {offset:g} s is at or past the end of {item['path']} ({file_seconds:.3f} s)"
+    if duration is not None and offset + duration > file_seconds + DURATION_TOLERANCE_SECONDS:
+        return (f"offset {offset:g} s + duration {duration:g} s ends past the end of {item['path']} "
+                f"({file_seconds:.3f} s)")
+    if offset == 0 and (duration is None or duration >= file_seconds - DURATION_TOLERANCE_SECONDS):
+        item.pop("offset", None)  # the seed scripts' full-length `duration`: metadata, not a segment
+        item.pop("duration", None)
+    seconds = min(file_seconds - offset, duration if "duration" in item else file_seconds)
+    clip = Clip.of(item)
+    low, high = limits
+    if seconds > high:
         # One decimal unless it would print as the limit itself ("30.0 s, over 30").
-        shown = f"{duration:.1f}" if round(duration, 1) > max_seconds else f"{duration:.3f}"
-        return f"clip is {shown} s, over --max_audio_seconds {max_seconds:g}: {path}"
+        shown = f"{seconds:.1f}" if round(seconds, 1) > high else f"{seconds:.3f}"
+        return f"clip is {shown} s, over --max_audio_seconds {high:g}: {clip}"
+    if seconds < low:
+        return (f"clip is {seconds:.3f} s, under --min_audio_seconds {low:g} (too short for the audio "
+                f"tokenizer to encode): {clip}")
     return None

@@ -66,17 +66,17 @@ def _pair_candidate(
 
     `ref` is (reference text, reference audio). Without problems, `text` and `audio` are set.
     """
-    paths = [p for p in (ref[1] if ref else None, audio) if p is not None]
+    items = [{"type": "audio", "path": p} for p in (ref[1] if ref else None, audio) if p is not None]
     if problems or text is None or audio is None:
-        return Candidate(source, problems, paths)
+        return Candidate(source, problems, items)
     messages = [text_message("system", system_prompt)]
     if scene and scene.strip():
         messages.append(text_message("scene", scene.strip()))
-    for turn_text, turn_audio in ([ref] if ref else []) + [(text, audio)]:
-        audio_turn = {"role": "assistant", "content": [{"type": "audio", "path": turn_audio}]}
-        messages += [text_message("user", turn_text), audio_turn]
+    for turn_text, item in zip([ref[0]] if ref else [], items, strict=False):
+        messages += [text_message("user", turn_text), {"role": "assistant", "content": [item]}]
+    messages += [text_message("user", text), {"role": "assistant", "content": [items[-1]]}]
     conversation = Conversation(sample_id, source, messages, len(messages) - 1, speaker)
-    return Candidate(source, problems, paths, conversation)
+    return Candidate(source, problems, items, conversation)
 
 
 def _reference(

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from trainer import dist
-from trainer.codes import CodeCache, file_digest, fill_cache, tokenizer_identity
+from trainer.codes import CodeCache, clip_key, file_digest, fill_cache, tokenizer_identity
 from trainer.collator import EncodedSample, Layout, text_targets_after, tokenize_conversation
 from trainer.config import Config, ConfigError
-from trainer.data import BadSample, Conversation, DataError, format_bad_samples, load_conversations
+from trainer.data import BadSample, Clip, Conversation, DataError, format_bad_samples, load_conversations
 
 log = logging.getLogger(__name__)
 
@@ -48,41 +48,34 @@ def cache_root(cfg: Config) -> Path:
 
 def read_dataset(cfg: Config, path: str) -> tuple[list[Conversation], list[BadSample]]:
     return load_conversations(
-        path, system_prompt=cfg.data.system_prompt, max_audio_seconds=cfg.data.max_audio_seconds
+        path,
+        system_prompt=cfg.data.system_prompt,
+        max_audio_seconds=cfg.data.max_audio_seconds,
+        min_audio_seconds=cfg.data.min_audio_seconds,
     )
 
 
-def target_flags(conv: Conversation) -> list[bool]:
-    """Per audio item, in message order: is it a training target?"""
-    return [
-        i >= conv.start_index and m["role"] == "assistant"
-        for i, m in enumerate(conv.messages)
-        for item in m["content"]
-        if item["type"] == "audio"
-    ]
-
-
 def encode_conversation(
-    conv: Conversation, tokenizer: Any, layout: Layout, cache: CodeCache, digests: dict[str, str]
+    conv: Conversation, tokenizer: Any, layout: Layout, cache: CodeCache, keys: dict[Clip, str]
 ) -> EncodedSample | BadSample:
     """Tokenize one conversation and attach its cached codes."""
-    paths = conv.audio_paths()
+    clips = conv.clips()
     codes = []
-    for p in paths:
-        c = cache.get(digests[p])
+    for clip in clips:
+        c = cache.get(keys[clip])
         if c is None:
-            return BadSample(conv.source, f"audio could not be decoded or encoded: {p}")
+            return BadSample(conv.source, f"audio could not be decoded or encoded: {clip}")
         codes.append(c)
     try:
         ids = tokenize_conversation(tokenizer, conv.messages, layout)
     except Exception as err:  # the checkpoint's chat template raises on formats it cannot render
         return BadSample(conv.source, f"the chat template cannot render this conversation: {err}")
     positions = [i for i, t in enumerate(ids) if t == layout.audio_token_id]
-    if len(positions) != len(paths):
+    if len(positions) != len(clips):
         return BadSample(
-            conv.source, f"the chat template rendered {len(positions)} audio placeholders for {len(paths)} clips"
+            conv.source, f"the chat template rendered {len(positions)} audio placeholders for {len(clips)} clips"
         )
-    flags = target_flags(conv)
+    flags = conv.target_flags()
     targets = [pos for pos, is_t in zip(positions, flags, strict=True) if is_t]
     return EncodedSample(
         id=conv.id,
@@ -112,8 +105,9 @@ def encode_all(
     """
     from trainer.signals import raise_if_peer_stopped
 
-    paths = sorted({p for c in convs for p in c.audio_paths()})
-    digests = {p: file_digest(p) for p in paths}
+    clips = sorted({clip for c in convs for clip in c.clips()}, key=str)
+    digests = {p: file_digest(p) for p in sorted({clip.path for clip in clips})}
+    keys = {clip: clip_key(clip, digests[clip.path]) for clip in clips}
     cache = CodeCache(cache_root(cfg), tokenizer_identity(codec_dir))
     if dist.local_rank() == 0:
 
@@ -122,14 +116,15 @@ def encode_all(
             dist.note_progress()  # the ranks waiting below count their timeout from here
 
         between = at_most_every(PEER_CHECK_SECONDS, between_files)
-        bad_files = fill_cache_tolerant(paths, cache, load_codec, sample_rate, digests, between)
-        for path, reason in bad_files:
-            log.error("%s: %s", path, reason)
+        _, failures = fill_cache(clips, cache, load_codec, sample_rate=sample_rate, keys=keys,
+                                 progress=dist.rank() == 0, between=between)
+        for clip, reason in failures:
+            log.error("%s: %s", clip, reason)
     dist.barrier(poll=raise_if_peer_stopped)
     samples: list[EncodedSample] = []
     bad: list[BadSample] = []
     for conv in convs:
-        out = encode_conversation(conv, tokenizer, layout, cache, digests)
+        out = encode_conversation(conv, tokenizer, layout, cache, keys)
         (samples if isinstance(out, EncodedSample) else bad).append(out)  # type: ignore[arg-type]
     return samples, bad
 
@@ -146,37 +141,6 @@ def at_most_every(seconds: float, action: Callable[[], None]) -> Callable[[], No
             action()
 
     return throttled
-
-
-def fill_cache_tolerant(
-    paths: list[str],
-    cache: CodeCache,
-    load_codec: Callable[[], Any],
-    sample_rate: int,
-    digests: dict[str, str],
-    between: Callable[[], None] | None = None,
-) -> list[tuple[str, str]]:
-    """`fill_cache`, but a file that fails to decode is reported and the rest still get encoded."""
-    from trainer.audio import AudioError
-
-    failures: list[tuple[str, str]] = []
-    remaining = list(paths)
-    codec_holder: list[Any] = []
-
-    def codec() -> Any:
-        if not codec_holder:
-            codec_holder.append(load_codec())
-        return codec_holder[0]
-
-    while remaining:
-        try:
-            fill_cache(remaining, cache, codec, sample_rate=sample_rate, digests=digests,
-                       progress=dist.rank() == 0, between=between)
-            return failures
-        except AudioError as err:
-            failures.append((str(err.path), err.reason))
-            remaining = [p for p in remaining if p != str(err.path)]
-    return failures
 
 
 def split_validation(samples: list[EncodedSample], fraction: float, seed: int) -> tuple[list, list]:

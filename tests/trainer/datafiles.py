@@ -70,3 +70,73 @@ def distinct_clips(directory: Path, count: int, seconds: float = 1.0) -> Path:
         sf.write(path, looped, rate)
         lines.append({"audio": str(path), "text": f"clip number {i}"})
     return write_jsonl(directory / "train.jsonl", lines)
+
+
+SEED_SYSTEM = "You are a helpful assistant capable of generating speech in the voice of the provided reference audio."
+SEED_INSTRUCTION = "Please generate speech for given text in reference audio's voice: "
+# Transcripts the seed datasets mix with English: Arabic with its diacritics (the audio stays the bundled
+# English speech; the reader and the tokenizer are what these exercise).
+ARABIC = ("مَرْحَبًا بِكُمْ فِي البَيْتِ", "السَّمَاءُ صَافِيَةٌ اليَوْمَ")
+
+
+def demo_pairs() -> list[tuple[str, Path]]:
+    """(transcript, clip) of every target of the bundled demo dataset, in its order."""
+    pairs = []
+    for sample in json.loads((DEMO / "train.json").read_text()):
+        user_turn, audio_turn = sample["messages"][-2:]
+        pairs.append((user_turn["content"], DEMO / audio_turn["content"]["audio_url"]))
+    return pairs
+
+
+def seed_sample(ref: tuple[str, str], target: tuple[str, str], seconds: float, name: str) -> dict:
+    """One sample in the seed scripts' ChatML layout; `ref` and `target` are (transcript, relative path)."""
+    return {
+        "messages": [
+            {"role": "system", "content": SEED_SYSTEM},
+            {"role": "user", "content": [
+                {"type": "text", "text": ref[0]},
+                {"type": "audio", "audio_url": ref[1], "raw_audio": "", "duration": None, "offset": None},
+                {"type": "text", "text": SEED_INSTRUCTION + target[0]},
+            ]},
+            {"role": "assistant", "content": [
+                {"type": "text", "text": target[0]},
+                {"type": "audio", "audio_url": target[1], "raw_audio": "", "duration": round(seconds, 2),
+                 "offset": None},
+            ]},
+        ],
+        "start_index": 0,
+        "speaker": name,
+        "misc": {"sample_id": name, "ref_transcript": ref[0], "target_transcript": target[0],
+                 "duration": round(seconds, 2)},
+    }
+
+
+def seed_dataset(directory: Path, count: int = 12, rate: int = 22050, arabic: bool = True) -> Path:
+    """A dataset exactly in the seed scripts' layout: `train.json` beside `datasets/part_1/*.wav`.
+
+    The clips are the bundled demo speech resampled to `rate` (22.05 kHz, espeak-ng's own rate, by default)
+    and written as 16-bit WAV, paths relative to the JSON file (`./datasets/part_1/...`), every clip's
+    `duration` its full length and `offset` null, the reference of sample i being the target of i + 1.
+    """
+    import torch
+    import torchaudio.functional
+
+    part = directory / "datasets" / "part_1"
+    part.mkdir(parents=True, exist_ok=True)
+    pairs = demo_pairs()[:count]
+    written: list[tuple[str, str, float]] = []
+    for i, (text, clip) in enumerate(pairs):
+        samples, source_rate = sf.read(clip, dtype="float32")
+        resampled = torchaudio.functional.resample(torch.from_numpy(samples), source_rate, rate).numpy()
+        name = f"target_{i + 1:04d}.wav"
+        sf.write(part / name, resampled, rate, subtype="PCM_16")
+        if arabic and i < len(ARABIC):
+            text = ARABIC[i]
+        written.append((text, f"./datasets/part_1/{name}", len(resampled) / rate))
+    samples = [
+        seed_sample(written[(i + 1) % len(written)][:2], written[i][:2], written[i][2], f"sample_{i + 1:04d}")
+        for i in range(len(written))
+    ]
+    path = directory / "train.json"
+    path.write_text(json.dumps(samples, ensure_ascii=False, indent=1), encoding="utf-8")  # as the seed files are
+    return path

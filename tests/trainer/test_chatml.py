@@ -94,9 +94,32 @@ CHATML_BAD = {
         {"messages": [user("x"), {"role": "assistant", "content": "spoken words"}, assistant(GOOD)]},
         "messages[1]: assistant message holds text",
     ),
-    "audio-in-user": (
+    "user-audio-without-transcript": (
         {"messages": [{"role": "user", "content": [{"type": "audio", "audio_url": GOOD}]}, assistant(GOOD)]},
-        "messages[0]: audio in a user message",
+        "messages[0].content[0]: reference audio with no transcript before it in the user message",
+    ),
+    "assistant-text-after-audio": (
+        {"messages": [user("x"), {"role": "assistant", "content": [{"type": "audio", "audio_url": GOOD}, "more"]}]},
+        "messages[1]: text after the last audio of an assistant message",
+    ),
+    "assistant-audio-without-transcript": (
+        {"messages": [{"role": "system", "content": "s"}, assistant(GOOD)]},
+        "messages[1].content: assistant audio with no transcript: give its text as a text item before it",
+    ),
+    "offset-not-a-number": (
+        {"messages": [user("x"), {"role": "assistant", "content": {"type": "audio", "audio_url": GOOD,
+                                                                   "offset": "0.5"}}]},
+        "messages[1].content: 'offset' must be a number of seconds >= 0 or null, got '0.5'",
+    ),
+    "duration-negative": (
+        {"messages": [user("x"), {"role": "assistant", "content": {"type": "audio", "audio_url": GOOD,
+                                                                   "duration": -1}}]},
+        "'duration' must be a number of seconds >= 0 or null, got -1",
+    ),
+    "duration-zero": (
+        {"messages": [user("x"), {"role": "assistant", "content": {"type": "audio", "audio_url": GOOD,
+                                                                   "duration": 0}}]},
+        "messages[1].content: 'duration' must be above 0 seconds, got 0",
     ),
     "audio-in-system": (
         {
@@ -171,14 +194,44 @@ CHATML_BAD = {
         {"messages": [user("x"), {"role": "assistant", "content": {"type": "audio", "path": 3}}]},
         "'path' must be a file path, got a number",
     ),
-    "audio-segment": (
+    "segment-offset-past-the-end": (
         {
             "messages": [
                 user("x"),
                 {"role": "assistant", "content": {"type": "audio", "audio_url": GOOD, "offset": 1.5}},
             ]
         },
-        "audio segments (offset/duration) are not supported",
+        "offset 1.5 s is at or past the end of {dir}/good.wav (0.500 s)",
+    ),
+    "segment-ends-past-the-end": (
+        {
+            "messages": [
+                user("x"),
+                {"role": "assistant", "content": {"type": "audio", "audio_url": GOOD, "offset": 0.2,
+                                                  "duration": 0.4}},
+            ]
+        },
+        "offset 0.2 s + duration 0.4 s ends past the end of {dir}/good.wav (0.500 s)",
+    ),
+    "duration-longer-than-the-file": (
+        {
+            "messages": [
+                user("x"),
+                {"role": "assistant", "content": {"type": "audio", "audio_url": GOOD, "duration": 0.7}},
+            ]
+        },
+        "offset 0 s + duration 0.7 s ends past the end of {dir}/good.wav (0.500 s)",
+    ),
+    "clip-too-short": (
+        {
+            "messages": [
+                user("x"),
+                {"role": "assistant", "content": {"type": "audio", "audio_url": GOOD, "offset": 0.1,
+                                                  "duration": 0.005}},
+            ]
+        },
+        "clip is 0.005 s, under --min_audio_seconds 0.1 (too short for the audio tokenizer to encode): "
+        "{dir}/good.wav [0.1 s to 0.105 s]",
     ),
     "missing-audio-file": (
         {"messages": [user("x"), assistant("clips/none.flac")]},

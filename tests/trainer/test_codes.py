@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from tests.conftest import DEMO_DATA, clean_env, to_argv
-from trainer.codes import CodeCache, file_digest, fill_cache, tokenizer_identity
+from trainer.codes import CodeCache, clip_key, file_digest, fill_cache, tokenizer_identity
+from trainer.samples import Clip
 
 
 def test_cache_round_trip_leaves_no_temporary_files(tmp_path) -> None:
@@ -41,6 +42,7 @@ def test_fill_cache_encodes_only_what_is_missing_and_keys_by_content(tiny_ckpt, 
     shutil.copy(clips[0], copy)  # same bytes under another name: same entry
     paths = [str(p) for p in [*clips, copy]]
     digests = {p: file_digest(p) for p in paths}
+    keys = {Clip(p): clip_key(Clip(p), digests[p]) for p in paths}
     cache = CodeCache(tmp_path / "cache", tokenizer_identity(tiny_ckpt[1]))
     loads = []
 
@@ -48,8 +50,8 @@ def test_fill_cache_encodes_only_what_is_missing_and_keys_by_content(tiny_ckpt, 
         loads.append(1)
         return HiggsAudioV2TokenizerModel.from_pretrained(tiny_ckpt[1]).eval()
 
-    assert fill_cache(paths, cache, load, sample_rate=24000, digests=digests, progress=False) == 3
-    assert fill_cache(paths, cache, load, sample_rate=24000, digests=digests, progress=False) == 0
+    assert fill_cache(list(keys), cache, load, sample_rate=24000, keys=keys, progress=False) == (3, [])
+    assert fill_cache(list(keys), cache, load, sample_rate=24000, keys=keys, progress=False) == (0, [])
     assert len(loads) == 1  # a warm cache loads no model
     codes = cache.get(digests[str(clips[0])])
     assert codes.shape[0] == 2 and 20 < codes.shape[1] < 80  # 2 codebooks, 25 frames/s of a 1-3 s clip

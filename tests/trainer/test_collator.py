@@ -13,7 +13,7 @@ from trainer.audio import load_audio
 from trainer.codes import encode_waveform
 from trainer.collator import IGNORE, Collator, EncodedSample, Layout, delay_pattern, expand
 from trainer.data import load_conversations
-from trainer.prepare import encode_conversation, target_flags
+from trainer.prepare import encode_conversation
 
 
 @pytest.fixture(scope="module")
@@ -36,21 +36,22 @@ def demo_conversations():
 
 
 class _MemoryCache:
-    """Codes computed on the spot, keyed by path (stands in for the on-disk cache in these unit tests)."""
+    """Codes computed on the spot, keyed by clip (stands in for the on-disk cache in these unit tests)."""
 
     def __init__(self, codec, rate: int) -> None:
         self.codec, self.rate, self.memo = codec, rate, {}
 
-    def get(self, digest: str) -> np.ndarray:
-        if digest not in self.memo:
-            self.memo[digest] = encode_waveform(self.codec, load_audio(digest, self.rate))
-        return self.memo[digest]
+    def get(self, clip) -> np.ndarray:
+        if clip not in self.memo:
+            audio = load_audio(clip.path, self.rate, clip.offset, clip.duration)
+            self.memo[clip] = encode_waveform(self.codec, audio)
+        return self.memo[clip]
 
 
 def _encode(conv, parts) -> EncodedSample:
     tokenizer, _config, codec, layout = parts
     cache = _MemoryCache(codec, codec.config.sample_rate)
-    out = encode_conversation(conv, tokenizer, layout, cache, {p: p for p in conv.audio_paths()})  # type: ignore
+    out = encode_conversation(conv, tokenizer, layout, cache, {c: c for c in conv.clips()})  # type: ignore
     assert isinstance(out, EncodedSample), out
     return out
 
@@ -67,7 +68,7 @@ def test_delay_pattern_shifts_codebook_k_by_k_frames() -> None:
 def test_voice_cloning_labels_mask_reference_and_keep_target_codes_and_eos(demo_conversations, parts) -> None:
     layout = parts[3]
     conv = demo_conversations[0]
-    assert target_flags(conv) == [False, True]  # reference audio, then the target
+    assert conv.target_flags() == [False, True]  # reference audio, then the target
     sample = _encode(conv, parts)
     arrays = expand(sample, layout, text_labels=True)
     ref_frames = sample.codes[0].shape[1] + 2 + layout.num_codebooks - 1
