@@ -520,6 +520,11 @@ def validate(cfg: Config) -> None:
             "--freeze_llm / --freeze_text_embeddings apply to full fine-tuning; with --use_lora every base "
             "weight is already frozen. Drop one of them."
         )
+    if cfg.data.min_audio_seconds >= cfg.data.max_audio_seconds:
+        raise ConfigError(
+            f"--min_audio_seconds / MIN_AUDIO_SECONDS ({cfg.data.min_audio_seconds:g}) must be below "
+            f"--max_audio_seconds / MAX_AUDIO_SECONDS ({cfg.data.max_audio_seconds:g}): no clip could pass both"
+        )
     if not lora.lora_target_modules:
         raise ConfigError("--lora_target_modules / LORA_TARGET_MODULES: expected at least one module name")
     targets = lora.lora_target_modules

@@ -104,6 +104,9 @@ BAD = [
     ({"LOAD_BEST_MODEL_AT_END": "true", "DISABLE_EVAL": "false", "SAVE_STEPS": "7000", "EVAL_STEPS": "5000"}, [],
      "--save_steps"),
     ({"FREEZE_LLM": "true"}, [], "--freeze_llm"),
+    ({"MIN_AUDIO_SECONDS": "-0.1"}, [], "MIN_AUDIO_SECONDS"),
+    ({"MIN_AUDIO_SECONDS": "5", "MAX_AUDIO_SECONDS": "5"}, [], "--min_audio_seconds / MIN_AUDIO_SECONDS (5) must be "
+     "below --max_audio_seconds / MAX_AUDIO_SECONDS (5)"),
 ]
 
 
