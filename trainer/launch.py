@@ -1,6 +1,7 @@
-"""`higgs-audio-trainer launch`: the container's entrypoint, from the environment to a `torchrun` launch.
+"""`higgs-audio-trainer launch`: `torchrun` with the documented exit codes, in a container or on a workstation.
 
-    higgs-audio-trainer launch [train] [train flags]    torchrun ... -m trainer train (the default)
+    higgs-audio-trainer launch [--nproc_per_node N] [train] [train flags]
+                                                        torchrun ... -m trainer train (the default)
     higgs-audio-trainer launch prepare|merge|options|make-tiny-model [flags]
                                                         that subcommand, in one process
     higgs-audio-trainer launch shell [bash arguments]   an interactive shell (replaces the launcher)
@@ -11,15 +12,21 @@ Where the nodes come from (in this order):
 - its static variables (`PET_NNODES`, `PET_NODE_RANK`, `PET_MASTER_ADDR`, `PET_MASTER_PORT`, or the
   older `WORLD_SIZE` (nodes), `RANK` (node rank), `MASTER_ADDR`, `MASTER_PORT`): one node of N;
 - none of them, or one node: `torchrun --standalone`.
-Processes per node: `NPROC_PER_NODE` or `PET_NPROC_PER_NODE`: a number, `auto` (one per visible GPU,
-1 without GPUs; the default), `gpu` (one per GPU, an error without) or `cpu` (one per usable CPU core).
-The operator sets `PET_NPROC_PER_NODE=auto` in every pod by default; that gives way to `NPROC_PER_NODE`.
+Processes per node: `--nproc_per_node` (before the command), else `NPROC_PER_NODE` or `PET_NPROC_PER_NODE`:
+a number, `auto` (one per visible GPU, 1 without GPUs; the default), `gpu` (one per GPU, an error without)
+or `cpu` (one per usable CPU core). The operator sets `PET_NPROC_PER_NODE=auto` in every pod by default;
+that gives way to the other two.
 
-Trainer options come from their own variables (`USE_LORA`, `DISABLE_EVAL`, ...) and are checked here
-first: a bad value exits with code 2 before torchrun starts. The launcher passes SIGTERM/SIGINT on to
-the ranks so they can save a checkpoint (`trainer.supervise`, `trainer.signals`), decides the exit
-code from what every rank reports (`trainer.outcome`, `decide`), and writes a one-line reason to
-`TERMINATION_LOG` (default /dev/termination-log) when the run fails.
+On a workstation, `higgs-audio-trainer launch --nproc_per_node 2 train --model_path ...` is the
+multi-process run: plain `torchrun -m trainer train` exits with 1 whatever went wrong, where the
+launcher exits with the code the ranks report (2 for a configuration error, 3 for a data error) and
+ends with one line saying why.
+
+Trainer options come from the flags after the command and their own variables (`USE_LORA`,
+`DISABLE_EVAL`, ...) and are checked here first: a bad value exits with code 2 before torchrun starts.
+The launcher passes SIGTERM/SIGINT on to the ranks so they can save a checkpoint (`trainer.supervise`,
+`trainer.signals`), decides the exit code from what every rank reports (`trainer.outcome`, `decide`),
+and writes a one-line reason to `TERMINATION_LOG` (default /dev/termination-log) when the run fails.
 """
 
 from __future__ import annotations
@@ -37,13 +44,16 @@ from trainer import exitcodes, outcome
 from trainer.config import ConfigError
 
 TRAINER_COMMANDS = ("train", "prepare", "merge", "options", "make-tiny-model")
+NPROC_FLAG = "--nproc_per_node"
+NPROC_FLAGS = (NPROC_FLAG, "--nproc-per-node")  # torchrun's two spellings
 DEFAULT_MASTER_PORT = 29500  # torchrun's own default
 
 # Every variable the launcher itself reads, with its meaning (for `launch --help` and the docs).
 ENV_VARS = {
-    "NPROC_PER_NODE": "training processes on this node: N, auto (one per GPU, 1 without; default), gpu or cpu",
-    "PET_NPROC_PER_NODE": "the same, as the training operator sets it; its default auto gives way to NPROC_PER_NODE, "
-                          "any other value must agree with it",
+    "NPROC_PER_NODE": "training processes on this node: N, auto (one per GPU, 1 without; default), gpu or cpu; "
+                      f"{NPROC_FLAG} overrides it",
+    "PET_NPROC_PER_NODE": f"the same, as the training operator sets it; its default auto gives way to {NPROC_FLAG} "
+                          "and NPROC_PER_NODE, any other value must agree with them",
     "PET_NNODES": "number of nodes (N), or MIN:MAX with elastic rendezvous",
     "PET_NODE_RANK": "this node's rank, 0 to N-1",
     "PET_MASTER_ADDR": "address of node 0, which hosts the rendezvous",
@@ -97,6 +107,11 @@ def _get(env: Mapping[str, str], *names: str) -> tuple[str, str] | None:
     return None
 
 
+def _source(name: str) -> str:
+    """How an error names where a value came from: the flag itself, or "environment variable NAME"."""
+    return name if name.startswith("-") else f"environment variable {name}"
+
+
 def _int(found: tuple[str, str], minimum: int, maximum: int | None = None) -> int:
     name, raw = found
     try:
@@ -105,19 +120,23 @@ def _int(found: tuple[str, str], minimum: int, maximum: int | None = None) -> in
         value = None
     if value is None or value < minimum or (maximum is not None and value > maximum):
         bound = f" and at most {maximum}" if maximum is not None else ""
-        raise ConfigError(f"environment variable {name}: expected an integer of at least {minimum}{bound}, "
-                          f"got {raw!r}")
+        raise ConfigError(f"{_source(name)}: expected an integer of at least {minimum}{bound}, got {raw!r}")
     return value
 
 
-def nproc_per_node(env: Mapping[str, str], gpus: Callable[[], int] = visible_gpus) -> int:
-    """Processes per node from NPROC_PER_NODE / PET_NPROC_PER_NODE (see the module docstring)."""
-    ours, operators = _get(env, "NPROC_PER_NODE"), _get(env, "PET_NPROC_PER_NODE")
+def nproc_per_node(env: Mapping[str, str], gpus: Callable[[], int] = visible_gpus, flag: str | None = None) -> int:
+    """Processes per node from `--nproc_per_node` (`flag`), NPROC_PER_NODE or PET_NPROC_PER_NODE (see the
+    module docstring)."""
+    # the flag outranks the variable, as a trainer flag outranks its variable
+    ours = (NPROC_FLAG, flag.strip()) if flag is not None else _get(env, "NPROC_PER_NODE")
+    operators = _get(env, "PET_NPROC_PER_NODE")
     # the operator writes PET_NPROC_PER_NODE=auto into every pod unless spec.nprocPerNode says otherwise:
-    # that default gives way to the container's own NPROC_PER_NODE; two explicit choices must agree
+    # that default gives way to the container's own choice; two explicit choices must agree
     if ours and operators and operators[1].lower() != "auto" and ours[1].lower() != operators[1].lower():
-        raise ConfigError(f"environment variables NPROC_PER_NODE={ours[1]!r} and PET_NPROC_PER_NODE="
-                          f"{operators[1]!r} (the PyTorchJob's spec.nprocPerNode) disagree; set one")
+        mine = f"{NPROC_FLAG} {ours[1]!r} and environment variable" if flag is not None else (
+            f"environment variables NPROC_PER_NODE={ours[1]!r} and")
+        raise ConfigError(f"{mine} PET_NPROC_PER_NODE={operators[1]!r} (the PyTorchJob's spec.nprocPerNode) "
+                          "disagree; set one")
     found = ours or operators or ("NPROC_PER_NODE", "auto")
     name, raw = found
     word = raw.lower()
@@ -126,19 +145,22 @@ def nproc_per_node(env: Mapping[str, str], gpus: Callable[[], int] = visible_gpu
     if word == "gpu":
         count = gpus()
         if count == 0:
-            raise ConfigError(f"environment variable {name}: gpu asks for one process per GPU, but no GPU is "
-                              "visible; use auto, cpu or a number")
+            raise ConfigError(f"{_source(name)}: gpu asks for one process per GPU, but no GPU is visible; "
+                              "use auto, cpu or a number")
         return count
     if word == "cpu":
         return len(os.sched_getaffinity(0))
     if not raw.isdigit():
-        raise ConfigError(f"environment variable {name}: expected a positive integer, auto, gpu or cpu, got {raw!r}")
+        raise ConfigError(f"{_source(name)}: expected a positive integer, auto, gpu or cpu, got {raw!r}")
     return _int(found, 1)
 
 
-def topology_from_env(env: Mapping[str, str], gpus: Callable[[], int] = visible_gpus) -> Topology:
-    """This node's place in the job, from the training operator's variables; raises `ConfigError`."""
-    nproc = nproc_per_node(env, gpus)
+def topology_from_env(
+    env: Mapping[str, str], gpus: Callable[[], int] = visible_gpus, nproc_flag: str | None = None
+) -> Topology:
+    """This node's place in the job, from the training operator's variables (processes per node from
+    `--nproc_per_node`, `nproc_flag`, when given); raises `ConfigError`."""
+    nproc = nproc_per_node(env, gpus, nproc_flag)
     endpoint = _get(env, "PET_RDZV_ENDPOINT")
     restarts = _get(env, "PET_MAX_RESTARTS")
     max_restarts = _int(restarts, 0) if restarts else 0
@@ -287,6 +309,33 @@ def _stop_now(signum: int, frame: object) -> None:
     raise outcome.Stopped(exitcodes.for_signal(signum), f"stopped by {signal.Signals(signum).name} before launch")
 
 
+def launcher_options(args: Sequence[str]) -> tuple[str | None, list[str]]:
+    """(`--nproc_per_node`'s value or None, the arguments after the launcher's own options).
+
+    The launcher's options come before the command, so that the trainer's flags after it stay the
+    trainer's; raises `ConfigError` for a flag without its value.
+    """
+    rest, nproc = list(args), None
+    while rest and rest[0].split("=", 1)[0] in NPROC_FLAGS:
+        flag, eq, value = rest.pop(0).partition("=")
+        if not eq:
+            if not rest or rest[0].startswith("-"):
+                raise ConfigError(f"{flag}: expected a value (a number, auto, gpu or cpu), as in "
+                                  f"`higgs-audio-trainer launch {NPROC_FLAG} 2 train ...`")
+            value = rest.pop(0)
+        nproc = value
+    return nproc, rest
+
+
+def _misplaced_nproc(args: Sequence[str]) -> None:
+    """A `--nproc_per_node` among the trainer's flags is meant for the launcher: say where it goes instead of
+    letting the trainer's parser call it unknown."""
+    for arg in args:
+        if arg.split("=", 1)[0] in NPROC_FLAGS:
+            raise ConfigError(f"{arg.split('=', 1)[0]} is an option of launch, not of the trainer: put it before "
+                              f"the command, as in `higgs-audio-trainer launch {NPROC_FLAG} 2 train ...`")
+
+
 def usage() -> str:
     rows = "\n".join(f"  {name:<20} {text}" for name, text in ENV_VARS.items())
     return f"{__doc__}\nEnvironment variables read by the launcher:\n{rows}\n"
@@ -299,12 +348,19 @@ def main(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int:
     if args and args[0] in ("-h", "--help"):
         print(usage())
         return exitcodes.OK
+    try:
+        nproc_flag, args = launcher_options(args)
+    except ConfigError as err:
+        return finish(exitcodes.CONFIG_ERROR, f"configuration error: {err}", env)
     command = args.pop(0) if args and not args[0].startswith("-") else "train"
-    if command == "shell":
+    if command == "shell" and nproc_flag is None:
         os.execvpe("bash", ["bash", *args], env)
-    if command not in TRAINER_COMMANDS:
+    if command not in (*TRAINER_COMMANDS, "shell"):
         return finish(exitcodes.CONFIG_ERROR, f"unknown command {command!r}; one of "
                       f"{', '.join((*TRAINER_COMMANDS, 'shell'))}", env)
+    if nproc_flag is not None and command != "train":
+        return finish(exitcodes.CONFIG_ERROR, f"configuration error: {NPROC_FLAG} applies to train only; "
+                      f"{command} runs in one process", env)
     # As PID 1 a signal without a handler is ignored: until the supervisor takes over, stop at once.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _stop_now)
@@ -312,8 +368,9 @@ def main(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int:
         if command == "train":
             from trainer.cli import parse_train_args
 
+            _misplaced_nproc(args)
             parse_train_args(args, env)  # a bad value stops here, before torchrun starts
-            topo = topology_from_env(env)
+            topo = topology_from_env(env, nproc_flag=nproc_flag)
             cmd, local_processes = torchrun_command(topo, [command, *args]), topo.nproc_per_node
         else:
             cmd, local_processes = [sys.executable, "-m", "trainer", command, *args], 1

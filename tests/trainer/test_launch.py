@@ -16,7 +16,15 @@ import pytest
 from tests.processes import launch, launch_env, trainer_process
 from trainer import exitcodes
 from trainer.config import ConfigError
-from trainer.launch import child_env, decide, nproc_per_node, topology_from_env, torchrun_command
+from trainer.launch import (
+    child_env,
+    decide,
+    launcher_options,
+    nproc_per_node,
+    topology_from_env,
+    torchrun_command,
+)
+from trainer.launch import main as launch_main
 from trainer.outcome import OUTCOME_DIR_ENV, Outcome
 from trainer.supervise import children_of
 
@@ -49,6 +57,41 @@ def test_nproc_per_node_words_and_errors_name_the_variable() -> None:
     with pytest.raises(ConfigError, match=r"NPROC_PER_NODE='2' and PET_NPROC_PER_NODE='4' \(the PyTorchJob's "
                                           r"spec.nprocPerNode\) disagree"):
         nproc_per_node({"NPROC_PER_NODE": "2", "PET_NPROC_PER_NODE": "4"}, lambda: 0)
+
+
+def test_the_nproc_per_node_flag_outranks_the_variable_and_must_agree_with_the_operator() -> None:
+    assert nproc_per_node({"NPROC_PER_NODE": "3"}, lambda: 0, flag="2") == 2
+    assert nproc_per_node({"PET_NPROC_PER_NODE": "auto"}, lambda: 8, flag="cpu") == len(os.sched_getaffinity(0))
+    assert nproc_per_node({"PET_NPROC_PER_NODE": "2"}, lambda: 0, flag="2") == 2
+    assert "--nproc_per_node=2" in torchrun_command(topology_from_env({}, lambda: 4, nproc_flag="2"), ["train"])
+    with pytest.raises(ConfigError, match=r"^--nproc_per_node: expected a positive integer, auto, gpu or cpu, "
+                                          r"got 'two'$"):
+        nproc_per_node({}, lambda: 0, flag="two")
+    with pytest.raises(ConfigError, match=r"^--nproc_per_node: expected an integer of at least 1, got '0'"):
+        nproc_per_node({}, lambda: 0, flag="0")
+    with pytest.raises(ConfigError, match=r"^--nproc_per_node: gpu asks for one process per GPU, but no GPU"):
+        nproc_per_node({}, lambda: 0, flag="gpu")
+    with pytest.raises(ConfigError, match=r"--nproc_per_node '2' and environment variable PET_NPROC_PER_NODE='4' "
+                                          r"\(the PyTorchJob's spec.nprocPerNode\) disagree"):
+        nproc_per_node({"PET_NPROC_PER_NODE": "4"}, lambda: 0, flag="2")
+
+
+def test_launcher_options_come_before_the_command_in_either_spelling() -> None:
+    assert launcher_options(["--nproc_per_node", "2", "train", "--use_lora"]) == ("2", ["train", "--use_lora"])
+    assert launcher_options(["--nproc-per-node=cpu", "--use_lora"]) == ("cpu", ["--use_lora"])
+    assert launcher_options(["train", "--nproc_per_node", "2"]) == (None, ["train", "--nproc_per_node", "2"])
+    for argv in (["--nproc_per_node"], ["--nproc_per_node", "--use_lora"]):
+        with pytest.raises(ConfigError, match=r"^--nproc_per_node: expected a value .* `higgs-audio-trainer launch "
+                                              r"--nproc_per_node 2 train \.\.\.`$"):
+            launcher_options(argv)
+
+
+def test_nproc_per_node_without_train_is_a_config_error_before_anything_runs(tmp_path, capsys) -> None:
+    env = {"TERMINATION_LOG": str(tmp_path / "termination-log")}
+    assert launch_main(["--nproc_per_node", "2", "options"], env) == exitcodes.CONFIG_ERROR
+    assert "--nproc_per_node applies to train only; options runs in one process" in capsys.readouterr().err
+    assert launch_main(["--nproc_per_node"], env) == exitcodes.CONFIG_ERROR
+    assert "--nproc_per_node: expected a value" in (tmp_path / "termination-log").read_text()
 
 
 def test_the_operators_default_auto_gives_way_to_the_containers_nproc_per_node() -> None:
@@ -172,6 +215,13 @@ def test_unknown_command_and_topology_errors_exit_2(base_args, tmp_path) -> None
     proc = launch({**env, "PET_NNODES": "2", "PET_NODE_RANK": "0"})
     assert proc.returncode == exitcodes.CONFIG_ERROR and "PET_MASTER_ADDR" in proc.stderr
     assert "PET_MASTER_ADDR" in (tmp_path / "termination-log").read_text()
+
+
+def test_nproc_per_node_after_the_command_says_where_it_goes(base_args, tmp_path) -> None:
+    proc = launch(launch_env(base_args, tmp_path), "train", "--nproc_per_node=2")
+    assert proc.returncode == exitcodes.CONFIG_ERROR
+    assert ("--nproc_per_node is an option of launch, not of the trainer: put it before the command, as in "
+            "`higgs-audio-trainer launch --nproc_per_node 2 train ...`") in proc.stderr
 
 
 def test_no_termination_log_is_written_where_its_directory_is_missing(base_args, tmp_path) -> None:
