@@ -26,7 +26,8 @@ Trainer options come from the flags after the command and their own variables (`
 `DISABLE_EVAL`, ...) and are checked here first: a bad value exits with code 2 before torchrun starts.
 The launcher passes SIGTERM/SIGINT on to the ranks so they can save a checkpoint (`trainer.supervise`,
 `trainer.signals`), decides the exit code from what every rank reports (`trainer.outcome`, `decide`),
-and writes a one-line reason to `TERMINATION_LOG` (default /dev/termination-log) when the run fails.
+and writes a one-line reason to `TERMINATION_LOG` (default /dev/termination-log, written only where it
+exists, as Kubernetes mounts it) when the run fails.
 """
 
 from __future__ import annotations
@@ -297,11 +298,16 @@ def decide(
 
 
 def finish(code: int, reason: str, environ: Mapping[str, str]) -> int:
-    """Report a failed launch on stderr and in the termination log; return `code`."""
+    """Report a failed launch on stderr and in the termination log; return `code`.
+
+    The default termination log is written only where it exists, as Kubernetes mounts it: on a
+    workstation run as root, /dev is writable, and a launch must not leave a file there.
+    """
     if code != exitcodes.OK:
         reason = reason or exitcodes.TABLE.get(code, "failed")
         print(f"higgs-audio-trainer launch: exit code {code}: {outcome.one_line(reason)}", file=sys.stderr)
-        outcome.write_termination_log(reason, environ)
+        if environ.get(outcome.TERMINATION_LOG_ENV) or os.path.exists(outcome.DEFAULT_TERMINATION_LOG):
+            outcome.write_termination_log(reason, environ)
     return code
 
 

@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from tests.processes import launch, launch_env, trainer_process
-from trainer import exitcodes
+from trainer import exitcodes, outcome
 from trainer.config import ConfigError
 from trainer.launch import (
     child_env,
     decide,
+    finish,
     launcher_options,
     nproc_per_node,
     topology_from_env,
@@ -92,6 +93,18 @@ def test_nproc_per_node_without_train_is_a_config_error_before_anything_runs(tmp
     assert "--nproc_per_node applies to train only; options runs in one process" in capsys.readouterr().err
     assert launch_main(["--nproc_per_node"], env) == exitcodes.CONFIG_ERROR
     assert "--nproc_per_node: expected a value" in (tmp_path / "termination-log").read_text()
+
+
+def test_the_default_termination_log_is_written_only_where_it_exists(tmp_path, monkeypatch, capsys) -> None:
+    # as root on a workstation /dev is writable: a local launch must not leave a file there
+    default = tmp_path / "termination-log"
+    monkeypatch.setattr(outcome, "DEFAULT_TERMINATION_LOG", str(default))
+    assert finish(exitcodes.DATA_ERROR, "data error: x", {}) == exitcodes.DATA_ERROR
+    assert not default.exists()
+    default.write_text("")  # what Kubernetes mounts
+    finish(exitcodes.DATA_ERROR, "data error: x", {})
+    assert default.read_text() == "data error: x\n"
+    assert capsys.readouterr().err.count("higgs-audio-trainer launch: exit code 3: data error: x") == 2
 
 
 def test_the_operators_default_auto_gives_way_to_the_containers_nproc_per_node() -> None:
