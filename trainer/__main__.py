@@ -5,7 +5,8 @@
     merge            fold a LoRA adapter into the base model and save a model `from_pretrained` loads
     make-tiny-model  write a tiny random Higgs Audio v2 checkpoint (demo and tests)
     options          print the option table (flag, env var, default, meaning) as Markdown
-    launch           the container entrypoint: environment -> torchrun (see `launch --help`)
+    launch           torchrun with the documented exit codes: the container's entrypoint, and the
+                     multi-process run on a workstation (`launch --nproc_per_node 2 train ...`; see `launch --help`)
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from trainer import exitcodes, outcome
 
 USAGE = __doc__.split("\n", 2)[2] if __doc__ else ""
+# Errors every rank finds alike: the same configuration and the same dataset, checked the same way.
+SHARED_ERRORS = (exitcodes.CONFIG_ERROR, exitcodes.DATA_ERROR)
 
 
 def _train(argv: Sequence[str]) -> int:
@@ -80,6 +83,18 @@ COMMANDS = {"train": _train, "prepare": _prepare, "merge": _merge, "make-tiny-mo
             "launch": _launch}
 
 
+def says_why(code: int, environ: Mapping[str, str]) -> bool:
+    """Whether this process prints the one-line reason of its exit `code`.
+
+    Under torchrun every rank reads the same options and the same dataset, so a configuration or data
+    error is found by all of them: printed by each, one sentence would appear once per rank. Local rank 0
+    says it, once per node (on one node: once); the others only exit with the code, which the launcher
+    still collects from each (`trainer.outcome`). Any other ending can differ between ranks (a signal, a
+    lost peer, a full disk on one node): every rank says its own.
+    """
+    return code not in SHARED_ERRORS or int(environ.get("LOCAL_RANK", "0") or 0) == 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Dispatch a subcommand; turn known errors into one-line messages and their exit codes."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -98,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if code == exitcodes.FAILURE:  # unexpected: the traceback says where
             outcome.record(code, reason)
             raise
-    if reason:
+    if reason and says_why(code, os.environ):
         print(f"higgs-audio-trainer: {reason}", file=sys.stderr)
     outcome.record(code, reason)
     return code

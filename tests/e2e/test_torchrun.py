@@ -1,4 +1,5 @@
-"""Real `torchrun` runs with two CPU processes (gloo): DDP, the CLI from env vars only, and resumption."""
+"""Real `torchrun` runs with two CPU processes (gloo): DDP, the CLI from env vars only, resumption, and what a
+failed local multi-process run prints and exits with (through the launcher, and under plain torchrun)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import clean_env
+from tests.conftest import clean_env, to_argv
 from tests.processes import trainer_process
+from trainer import exitcodes
 
 pytestmark = pytest.mark.slow
 PROBE = Path(__file__).with_name("ddp_probe.py")
@@ -26,6 +28,14 @@ def _env(base_args: dict[str, str], **over: str) -> dict[str, str]:
     env = clean_env(**{k.upper(): v for k, v in (base_args | over).items()})
     env["OMP_NUM_THREADS"] = "1"
     return env
+
+
+def _local_launch(flags: dict[str, str], tmp_path: Path, **env_over: str) -> subprocess.CompletedProcess[str]:
+    """The README's local multi-process command, `higgs-audio-trainer launch --nproc_per_node 2 train FLAGS`,
+    with nothing from the host's trainer variables; `env_over` adds variables (`USE_LORA="maybe"`)."""
+    env = clean_env(OMP_NUM_THREADS="1", TERMINATION_LOG=str(tmp_path / "termination-log"), **env_over)
+    argv = [sys.executable, "-m", "trainer", "launch", "--nproc_per_node", "2", "train", *to_argv(flags)]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
 
 
 def test_two_process_ddp_trains_keeps_ranks_equal_and_writes_one_adapter_set(base_args, tmp_path) -> None:
@@ -84,3 +94,38 @@ def test_killed_run_resumes_from_the_last_complete_checkpoint(base_args, tmp_pat
     step_logs = [line for line in second.stdout.splitlines() if line.startswith("{'loss':")]
     assert len(step_logs) == 5, second.stdout[-2000:]
     assert (out / "lora_adapters" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize(("drop", "env_over", "message"), [
+    ("use_lora", {"USE_LORA": "maybe"}, "configuration error: environment variable USE_LORA: expected a boolean"),
+    ("train_data_file", {}, "configuration error: --train_data_file / TRAIN_DATA_FILE: required, not set"),
+])
+def test_local_launch_config_error_exits_2_with_one_message_and_no_traceback(
+    base_args, tmp_path, drop: str, env_over: dict[str, str], message: str
+) -> None:
+    flags = {k: v for k, v in base_args.items() if k != drop}
+    proc = _local_launch(flags, tmp_path, **env_over)
+    assert proc.returncode == exitcodes.CONFIG_ERROR, proc.stderr[-3000:]
+    assert proc.stderr.count(message) == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert "torch.distributed.run" not in proc.stderr  # found before any rank started
+
+
+def test_local_launch_data_error_exits_3_and_only_local_rank_0_prints_it(base_args, tmp_path) -> None:
+    data = tmp_path / "train.csv"
+    data.write_text("audio,text\n")
+    proc = _local_launch(base_args | {"train_data_file": str(data)}, tmp_path)
+    assert proc.returncode == exitcodes.DATA_ERROR, proc.stderr[-3000:]
+    assert "--nproc_per_node=2" in proc.stderr  # two ranks ran and both found it
+    assert proc.stderr.count(f"higgs-audio-trainer: data error: {data}: unknown data format") == 1, proc.stderr[-3000:]
+    assert f"higgs-audio-trainer launch: exit code 3: rank 0: data error: {data}: unknown data format" in proc.stderr
+
+
+def test_plain_torchrun_prints_a_config_error_once_and_exits_with_torchruns_1(base_args, tmp_path) -> None:
+    flags = {k: v for k, v in base_args.items() if k != "use_lora"}
+    proc = subprocess.run([*_torchrun(), "-m", "trainer", "train", *to_argv(flags)],
+                          env=_env({}, use_lora="maybe"), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stderr[-3000:]  # torchrun's own code for any failed worker group
+    message = "higgs-audio-trainer: configuration error: environment variable USE_LORA: expected a boolean"
+    assert proc.stderr.count(message) == 1, proc.stderr[-3000:]
+    assert "exitcode: 2" in proc.stderr  # each rank's own code, in torchrun's report

@@ -15,6 +15,7 @@ import pytest
 
 from tests.processes import launch, launch_env, trainer_process
 from trainer import exitcodes, outcome
+from trainer.__main__ import says_why
 from trainer.config import ConfigError
 from trainer.launch import (
     child_env,
@@ -105,6 +106,14 @@ def test_the_default_termination_log_is_written_only_where_it_exists(tmp_path, m
     finish(exitcodes.DATA_ERROR, "data error: x", {})
     assert default.read_text() == "data error: x\n"
     assert capsys.readouterr().err.count("higgs-audio-trainer launch: exit code 3: data error: x") == 2
+
+
+def test_only_local_rank_0_prints_an_error_every_rank_finds_alike() -> None:
+    for code in (exitcodes.CONFIG_ERROR, exitcodes.DATA_ERROR):
+        assert says_why(code, {}) and says_why(code, {"LOCAL_RANK": "0", "RANK": "2"})
+        assert not says_why(code, {"LOCAL_RANK": "1", "RANK": "1"})
+    for code in (exitcodes.PREEMPTED, exitcodes.PROCESS_LOST, exitcodes.DISK_FULL, exitcodes.DIVERGED):
+        assert says_why(code, {"LOCAL_RANK": "1"})
 
 
 def test_the_operators_default_auto_gives_way_to_the_containers_nproc_per_node() -> None:
