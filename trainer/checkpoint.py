@@ -21,13 +21,13 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import time
 import traceback
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from trainer import fsmode
 from trainer.outcome import lost_peer
 
 log = logging.getLogger(__name__)
@@ -56,8 +56,17 @@ def _fsync_dir(path: Path) -> None:
 
 def sync_files(directory: Path) -> None:
     """Flush every file below `directory`, the directories themselves and `directory`'s own entry in its
-    parent to stable storage (fsync): a marker written after this vouches for data that is on disk."""
+    parent to stable storage (fsync): a marker written after this vouches for data that is on disk.
+
+    Every output passes through here before it counts (a checkpoint before its marker, the final adapter or
+    model and a merged model before their rename), so this is also where each file and directory gets the mode
+    a plain `open()` or `mkdir()` gives under the umask, if its writer made it more private (safetensors writes
+    0600): whoever reads the output, an inference pod sharing the volume, must be able to open it.
+    """
+    umask = fsmode.current_umask()
+    fsmode.widen_to_umask(directory, umask)
     for p in sorted(directory.rglob("*")):
+        fsmode.widen_to_umask(p, umask)
         if p.is_file():
             fd = os.open(p, os.O_RDONLY)
             try:
@@ -82,7 +91,7 @@ def write_marker(ckpt: Path, step: int) -> int:
     the caller need not walk the directory again.
     """
     payload = {"step": step, "time": time.time(), "bytes": dir_size(ckpt)}
-    fd, tmp = tempfile.mkstemp(dir=ckpt, prefix=".marker-")
+    fd, tmp = fsmode.temp_file(ckpt, ".marker-")  # the umask's mode, as every other file of the checkpoint
     with os.fdopen(fd, "w") as f:
         json.dump(payload, f)
         f.flush()
@@ -274,12 +283,15 @@ def rotate(output_dir: str | Path, keep: int, protect: Path | None = None) -> li
 def atomic_dir(final: Path) -> Iterator[Path]:
     """Yield a temporary sibling directory `.NAME.tmp-*`; on success it replaces `final`.
 
+    The directory gets the mode a plain `mkdir` would (`fsmode.temp_dir`): it becomes the output, and
+    whoever reads the output (an inference pod sharing the volume) must be able to open it.
+
     The swap is two renames: `final` to `.NAME.old-PID`, then the new copy to `final`. A crash inside the
     block leaves `final` as it was and the temporary copy; a crash between the renames leaves no `final`
     but the previous one, whole, as `.NAME.old-PID`. `recover_final_outputs` tidies both up.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
+    tmp = fsmode.temp_dir(final.parent, f".{final.name}.tmp-")  # renamed into place: its mode is the output's
     try:
         yield tmp
         sync_files(tmp)  # on stable storage before it replaces the previous output

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from trainer import fsmode
 from trainer.samples import Clip
 
 HASH_CHUNK = 1 << 20
@@ -61,13 +61,13 @@ class CodeCache:
     def put(self, digest: str, codes: np.ndarray) -> None:
         p = self.path(digest)
         p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-", suffix=".npy")
+        fd, tmp = fsmode.temp_file(p.parent, ".tmp-", ".npy")  # the umask's mode: another job may share the cache
         try:
             with os.fdopen(fd, "wb") as f:
                 np.save(f, codes.astype(np.int16))
             os.replace(tmp, p)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
 
 

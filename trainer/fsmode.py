@@ -1,0 +1,106 @@
+"""Output files and directories: the modes a plain `open()` or `mkdir()` gives.
+
+Outputs are written under temporary names and renamed into place (checkpoint markers, code-cache entries, the
+final adapter or model). `tempfile.mkstemp` and `mkdtemp` create those names 0600 and 0700 whatever the umask,
+and the rename keeps that mode: a final `lora_adapters/` that a plain `save_pretrained` would have made 0755
+(or 0775 under umask 002) came out 0700, and an inference pod that shares the volume through `fsGroup` could not
+read it. `temp_file` and `temp_dir` create the temporary names with the modes `open()` and `mkdir()` ask for
+(0666 and 0777), so the kernel applies the umask (or a default ACL) exactly as it does for every other file.
+
+Some writers do the same inside: safetensors 0.8 writes every `.safetensors` file through a 0600 temporary file
+(safetensors issue #782), so even a plain `save_pretrained` leaves the weights readable by their owner alone.
+`widen_to_umask` gives such a file, once written, the mode `open()` would have; `checkpoint.sync_files` calls it
+on every file of an output before the output counts (marker or rename). That needs the umask, which `os.umask`
+can only read by setting it, for the whole process and racing with the threads that write checkpoints: it is
+read from /proc/self/status instead, and set-and-restored once at import only where that is missing.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import stat
+from pathlib import Path
+
+FILE_MODE = 0o666  # what open() asks for: the umask takes its bits away
+DIR_MODE = 0o777  # what mkdir() asks for
+_ATTEMPTS = 100  # random names tried before giving up, as tempfile does
+
+def _proc_umask() -> int | None:
+    """The process umask from /proc/self/status (Linux 4.7 and later), or None where it is not shown."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _umask_by_setting() -> int:
+    """The umask read the only way `os` offers: set it and put it back. While it is set, a file another thread
+    creates gets the strictest mode (077), never a wider one; done once, at import, before the writers start."""
+    previous = os.umask(0o077)
+    os.umask(previous)
+    return previous
+
+
+_UMASK_AT_IMPORT = None if _proc_umask() is not None else _umask_by_setting()
+
+
+def current_umask() -> int:
+    """The process umask now (read without changing it), or where /proc does not show it, as it was at import."""
+    found = _proc_umask()
+    if found is not None:
+        return found
+    assert _UMASK_AT_IMPORT is not None
+    return _UMASK_AT_IMPORT
+
+
+def widen_to_umask(path: str | Path, umask: int | None = None) -> None:
+    """Give `path` the mode `open()` (a file) or `mkdir()` (a directory) would have, if a writer made it more
+    private than that (safetensors' 0600).
+
+    Only adds permission bits the umask allows: a mode that already has them all (a default ACL's, or one set on
+    purpose) is left alone, and nothing is ever narrowed. `umask` saves reading it again for each file of a walk.
+    """
+    mode = os.lstat(path).st_mode
+    if stat.S_ISLNK(mode):
+        return
+    wanted = (DIR_MODE if stat.S_ISDIR(mode) else FILE_MODE) & ~(current_umask() if umask is None else umask)
+    bits = stat.S_IMODE(mode)
+    if bits & wanted != wanted:
+        os.chmod(path, bits | wanted)
+
+
+def _candidate(directory: str | Path, prefix: str, suffix: str) -> Path:
+    return Path(directory) / f"{prefix}{secrets.token_hex(4)}{suffix}"
+
+
+def temp_file(directory: str | Path, prefix: str, suffix: str = "") -> tuple[int, Path]:
+    """`tempfile.mkstemp` with the mode `open()` gives a new file: (open descriptor for writing, path).
+
+    The name is new (O_EXCL), so several processes may write into one directory at once.
+    """
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    for _ in range(_ATTEMPTS):
+        path = _candidate(directory, prefix, suffix)
+        try:
+            return os.open(path, flags, FILE_MODE), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, f"no unused temporary file name in {directory} after {_ATTEMPTS} tries")
+
+
+def temp_dir(directory: str | Path, prefix: str) -> Path:
+    """`tempfile.mkdtemp` with the mode `mkdir()` gives a new directory, which a rename may make an output."""
+    for _ in range(_ATTEMPTS):
+        path = _candidate(directory, prefix, "")
+        try:
+            os.mkdir(path, DIR_MODE)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, f"no unused temporary directory name in {directory} after {_ATTEMPTS} tries")
