@@ -1,4 +1,4 @@
-"""Output files and directories: the modes a plain `open()` or `mkdir()` gives.
+"""Output files and directories: the modes a plain `open()` or `mkdir()` gives, and a check up front.
 
 Outputs are written under temporary names and renamed into place (checkpoint markers, code-cache entries, the
 final adapter or model). `tempfile.mkstemp` and `mkdtemp` create those names 0600 and 0700 whatever the umask,
@@ -13,6 +13,9 @@ Some writers do the same inside: safetensors 0.8 writes every `.safetensors` fil
 on every file of an output before the output counts (marker or rename). That needs the umask, which `os.umask`
 can only read by setting it, for the whole process and racing with the threads that write checkpoints: it is
 read from /proc/self/status instead, and set-and-restored once at import only where that is missing.
+
+`ensure_writable_dir` turns an OUTPUT_DIR or CACHE_DIR that cannot be created or written into a configuration
+error (exit code 2) at the start of a run, before any model loads, instead of a traceback at the first save.
 """
 
 from __future__ import annotations
@@ -23,9 +26,17 @@ import secrets
 import stat
 from pathlib import Path
 
+from trainer.config import ConfigError
+
 FILE_MODE = 0o666  # what open() asks for: the umask takes its bits away
 DIR_MODE = 0o777  # what mkdir() asks for
 _ATTEMPTS = 100  # random names tried before giving up, as tempfile does
+_WRITE_CHECK_PREFIX = ".write-check-"
+
+# Errors that say the path itself is wrong for an output directory: a configuration error, not a fault a
+# restart could get past (an I/O error or a full disk is re-raised as it is).
+_PATH_ERRORS = (errno.ENOTDIR, errno.EEXIST, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG, errno.ELOOP)
+
 
 def _proc_umask() -> int | None:
     """The process umask from /proc/self/status (Linux 4.7 and later), or None where it is not shown."""
@@ -104,3 +115,54 @@ def temp_dir(directory: str | Path, prefix: str) -> Path:
         except FileExistsError:
             continue
     raise FileExistsError(errno.EEXIST, f"no unused temporary directory name in {directory} after {_ATTEMPTS} tries")
+
+
+def _not_a_directory(path: Path) -> Path | None:
+    """The first of `path` and its ancestors, root first, that exists and is not a directory."""
+    for p in (*reversed(path.parents), path):
+        if p.exists() and not p.is_dir():
+            return p
+    return None
+
+
+def _nearest_existing(path: Path) -> Path:
+    return next((p for p in (path, *path.parents) if p.exists()), Path("/"))
+
+
+def _reason(path: Path, err: OSError) -> str:
+    """Why `path` cannot hold outputs, and what to do about it, as the end of a sentence."""
+    if err.errno in (errno.ENOTDIR, errno.EEXIST):
+        blocker = _not_a_directory(path)
+        if blocker is not None:
+            kind = "a regular file" if blocker.is_file() else "not a regular file either"
+            return f"{blocker} is {kind}, not a directory; remove it or choose another path"
+    if err.errno == errno.EROFS:
+        return (f"{_nearest_existing(path)} is on a read-only file system (a read-only volume?); mount it "
+                "read-write or choose another path")
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return (f"permission denied (read-only volume?): uid {os.getuid()} may not write in {_nearest_existing(path)}; "
+                "make it writable for that user or choose another path")
+    return f"{err.strerror or err}; choose another path"
+
+
+def ensure_writable_dir(path: str | Path, label: str) -> Path:
+    """Create the output directory `path` (and its parents) if missing and check that files can be written there.
+
+    Called by every process at the start of `train` and `prepare`, before anything loads, so that a path under a
+    regular file or on a read-only volume stops the run at once with a configuration error (exit code 2) that
+    names the option (`label`, e.g. "--output_dir / OUTPUT_DIR"), the path and the reason, rather than with a
+    traceback at the first checkpoint. Writability is tested by creating and removing a file: permission bits
+    alone cannot tell (root ignores them, a read-only mount or an immutable directory does not show in them).
+    """
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        fd, probe = temp_file(p, _WRITE_CHECK_PREFIX)
+        os.close(fd)
+        probe.unlink()
+    except OSError as err:
+        if err.errno not in _PATH_ERRORS:
+            raise
+        action = "cannot write to" if p.is_dir() else "cannot create"
+        raise ConfigError(f"{label}: {action} {p}: {_reason(p, err)}") from err
+    return p

@@ -36,15 +36,19 @@ def merge(model_path: str, adapter_path: str, output_dir: str) -> Path:
     from transformers import AutoTokenizer, HiggsAudioV2ForConditionalGeneration
 
     from trainer.checkpoint import atomic_dir, recover_final_outputs
+    from trainer.fsmode import ensure_writable_dir
     from trainer.model import MODEL_TYPE, check_checkpoint_dir, quiet_peft
 
     check_checkpoint_dir(model_path, MODEL_TYPE, "model_path")
     if not (Path(adapter_path) / "adapter_config.json").is_file():
         raise ConfigError(f"--adapter_path ({adapter_path}): no adapter_config.json; point it at a lora_adapters/ dir")
+    out = Path(output_dir)
+    # The merged model is written beside where it goes, then renamed: that directory must take writes, which is
+    # checked before the model loads rather than found out after the merge.
+    ensure_writable_dir(out.absolute().parent, f"--output_dir ({output_dir})")
     base = HiggsAudioV2ForConditionalGeneration.from_pretrained(model_path, use_text_head=has_text_head(model_path))
     with quiet_peft():
         merged = PeftModel.from_pretrained(base, adapter_path).merge_and_unload()
-    out = Path(output_dir)
     # a merge killed while writing left a half-written copy (a whole model) or the previous one moved aside
     recover_final_outputs(out.parent, names=(out.name,))
     with atomic_dir(out) as tmp:

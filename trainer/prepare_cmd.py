@@ -20,9 +20,11 @@ def prepare_only(cfg: Config) -> dict[str, int]:
     from trainer.collator import Layout
     from trainer.model import check_model_dirs, check_vocabulary, load_audio_tokenizer, load_text_tokenizer
     from trainer.prepare import cache_root, prepare_data
-    from trainer.run import setup_logging
+    from trainer.run import check_output_dirs, setup_logging
 
     setup_logging(cfg.train.log_level)
+    # The code cache is the only output: under OUTPUT_DIR unless CACHE_DIR puts it elsewhere.
+    check_output_dirs(cfg, output_dir=not cfg.data.cache_dir)
     check_model_dirs(cfg.model)
     tokenizer = load_text_tokenizer(cfg.model)
     model_config = AutoConfig.from_pretrained(cfg.model.model_path)

@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 
 from trainer import checkpoint as ckpt
-from trainer import dist, exitcodes, outcome
+from trainer import dist, exitcodes, fsmode, outcome
 from trainer.config import Config, ConfigError
 
 log = logging.getLogger("trainer")
@@ -67,6 +67,25 @@ def refuse_earlier_checkpoints(out: str) -> None:
         f"this run's own first). Use --resume auto to continue from {complete[-1].name}, an empty OUTPUT_DIR, "
         f"or delete them"
     )
+
+
+OUTPUT_DIR_LABEL = "--output_dir / OUTPUT_DIR"
+CACHE_DIR_LABEL = "--cache_dir / CACHE_DIR"
+
+
+def check_output_dirs(cfg: Config, *, output_dir: bool = True) -> None:
+    """Create OUTPUT_DIR (with `output_dir`) and CACHE_DIR (when given) and check both are writable, or raise
+    `ConfigError` naming the option, the path and why (exit code 2).
+
+    First thing in `train` and `prepare`, before any tokenizer or model loads: a path under a regular file or
+    on a read-only volume would otherwise end, minutes later, in a traceback at the first write. `prepare`
+    writes only the code cache, so with a CACHE_DIR it leaves OUTPUT_DIR alone.
+    """
+    if output_dir:
+        assert cfg.train.output_dir
+        fsmode.ensure_writable_dir(cfg.train.output_dir, OUTPUT_DIR_LABEL)
+    if cfg.data.cache_dir:
+        fsmode.ensure_writable_dir(cfg.data.cache_dir, CACHE_DIR_LABEL)
 
 
 def tidy_output_dir(out: str) -> None:
@@ -128,6 +147,7 @@ def build(cfg: Config):
     setup_logging(cfg.train.log_level)
     m, t = cfg.model, cfg.train
     assert t.output_dir and m.model_path and m.audio_tokenizer_path
+    check_output_dirs(cfg)
     check_model_dirs(m)
 
     on_gpu = torch.cuda.is_available()
@@ -136,7 +156,6 @@ def build(cfg: Config):
         raise ConfigError("--bf16 / BF16: bfloat16 training needs a GPU here; use BF16=auto or false on CPU")
     args = build_training_args(cfg, use_cpu=not on_gpu, bf16=bf16)  # also starts the process group
     set_seed(t.seed)
-    Path(t.output_dir).mkdir(parents=True, exist_ok=True)
     tidy_output_dir(t.output_dir)
     resume = resolve_resume(cfg)
 

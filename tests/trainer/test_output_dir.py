@@ -1,19 +1,28 @@
 """OUTPUT_DIR's rules, without training: what `--resume never` refuses, what the start of a run does with
-what a process killed while replacing the final output left, and which failed saves count as out of disk.
+what a process killed while replacing the final output left, which failed saves count as out of disk, and an
+OUTPUT_DIR or CACHE_DIR that cannot be created or written (exit code 2 before anything loads).
 
 Real directories and real exception objects; the runs that produce them for real (a full tmpfs, a killed
-process) are in test_checkpoint.py.
+process) are in test_checkpoint.py. The read-only volume is a real read-only bind mount, and the directory that
+refuses writes even to root a real immutable one (`chattr +i`).
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import clean_env, to_argv
+from tests.tooling import missing
 from trainer import exitcodes
+from trainer.__main__ import main as cli_main
 from trainer.checkpoint import MARKER, out_of_space, recover_final_outputs, write_marker
 from trainer.cli import parse_train_args
 from trainer.config import ConfigError
@@ -188,3 +197,112 @@ def test_only_a_full_disk_counts_as_out_of_disk(tmp_path) -> None:
     for code in (errno.ENOSPC, errno.EDQUOT):
         message = out_of_space(_raised(OSError(code, "full")), path, 1)
         assert message is not None and message.startswith(f"out of disk space while saving {path}: ")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_an_output_dir_under_a_regular_file_exits_2_naming_it_before_anything_loads(
+    base_args, tmp_path, capsys
+) -> None:
+    blocker = tmp_path / "volume"
+    blocker.write_text("a regular file where a directory was meant to be")
+    out, cache = blocker / "run" / "out", tmp_path / "cache"
+    args = base_args | {"output_dir": str(out), "cache_dir": str(cache)}
+
+    assert cli_main(["train", *to_argv(args)]) == exitcodes.CONFIG_ERROR == 2
+    assert (f"higgs-audio-trainer: configuration error: --output_dir / OUTPUT_DIR: cannot create {out}: {blocker} is a "
+            "regular file, not a directory; remove it or choose another path") in _one_line(capsys.readouterr().err)
+    # Stopped before the data (the code cache is filled before the model loads) and before the model.
+    assert not cache.exists() and blocker.is_file()
+
+
+def test_a_cache_dir_under_a_regular_file_stops_prepare_with_2_and_leaves_output_dir_alone(
+    base_args, tmp_path, capsys
+) -> None:
+    blocker = tmp_path / "cache"
+    blocker.write_text("not a directory")
+    out = Path(base_args["output_dir"])
+    args = base_args | {"cache_dir": str(blocker / "codes")}
+
+    assert cli_main(["prepare", *to_argv(args)]) == exitcodes.CONFIG_ERROR
+    assert (f"--cache_dir / CACHE_DIR: cannot create {blocker / 'codes'}: {blocker} is a regular file, not a "
+            "directory") in _one_line(capsys.readouterr().err)
+    assert not out.exists()  # with a CACHE_DIR, prepare writes nothing under OUTPUT_DIR
+
+
+def test_merge_into_a_path_under_a_regular_file_exits_2_before_the_model_loads(tiny_ckpt, tmp_path, capsys) -> None:
+    adapter = tmp_path / "lora_adapters"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")  # never read: the refusal comes before anything loads
+    blocker = tmp_path / "models"
+    blocker.write_text("not a directory")
+    out = blocker / "merged"
+
+    code = cli_main(["merge", "--model_path", str(tiny_ckpt[0]), "--adapter_path", str(adapter), "--output_dir",
+                     str(out)])
+
+    assert code == exitcodes.CONFIG_ERROR
+    assert (f"--output_dir ({out}): cannot create {blocker}: {blocker} is a regular file, not a directory"
+            in _one_line(capsys.readouterr().err))
+
+
+@pytest.fixture
+def read_only_volume(tmp_path: Path) -> Iterator[Path]:
+    """A directory holding one subdirectory, bind-mounted read-only (as a read-only volume in a pod), unmounted
+    afterwards."""
+    source, mnt = tmp_path / "source", tmp_path / "ro"
+    (source / "existing").mkdir(parents=True)
+    mnt.mkdir()
+    bind = subprocess.run(["mount", "--bind", str(source), str(mnt)], capture_output=True, text=True)
+    if bind.returncode != 0:
+        missing(f"a read-only bind mount (mount --bind needs root or CAP_SYS_ADMIN: {bind.stderr.strip()})")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(mnt)], check=True, capture_output=True)
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_an_output_dir_on_a_read_only_bind_mount_exits_2_whether_new_or_existing(
+    base_args, read_only_volume, tmp_path, capsys
+) -> None:
+    cache = tmp_path / "cache"
+    new, existing = read_only_volume / "out", read_only_volume / "existing"
+
+    assert cli_main(["train", *to_argv(base_args | {"output_dir": str(new), "cache_dir": str(cache)})]) == 2
+    assert (f"--output_dir / OUTPUT_DIR: cannot create {new}: {read_only_volume} is on a read-only file system (a "
+            "read-only volume?); mount it read-write or choose another path") in _one_line(capsys.readouterr().err)
+
+    # Permission bits say nothing here (root may write anything they allow): the check writes for real.
+    assert cli_main(["train", *to_argv(base_args | {"output_dir": str(existing), "cache_dir": str(cache)})]) == 2
+    assert (f"--output_dir / OUTPUT_DIR: cannot write to {existing}: {existing} is on a read-only file system"
+            in _one_line(capsys.readouterr().err))
+    assert not cache.exists()
+
+
+def test_an_output_dir_in_an_immutable_directory_exits_2_as_permission_denied_from_a_real_process(
+    base_args, tmp_path
+) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    chattr = subprocess.run(["chattr", "+i", str(locked)], capture_output=True, text=True)
+    if chattr.returncode != 0:
+        missing(f"an immutable directory (chattr +i needs root and a filesystem with the attribute: "
+                f"{chattr.stderr.strip()})")
+    out, cache = locked / "out", tmp_path / "cache"
+    args = base_args | {"output_dir": str(out), "cache_dir": str(cache)}
+    env = clean_env(**{k.upper(): v for k, v in args.items()})
+    try:
+        proc = subprocess.run([sys.executable, "-m", "trainer", "train"], env=env, capture_output=True, text=True,
+                              timeout=300)
+    finally:
+        subprocess.run(["chattr", "-i", str(locked)], check=False)
+
+    assert proc.returncode == exitcodes.CONFIG_ERROR, proc.stderr[-3000:]
+    assert (f"higgs-audio-trainer: configuration error: --output_dir / OUTPUT_DIR: cannot create {out}: permission "
+            f"denied (read-only volume?): uid {os.getuid()} may not write in {locked}; make it writable for that user "
+            "or choose another path") in _one_line(proc.stderr), proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert not cache.exists()
