@@ -47,7 +47,7 @@ def save_checkpoint(trainer, out: Path) -> tuple[float, float, int, bool]:
     """Seconds `_save_checkpoint` blocks training, seconds until the checkpoint is complete (its background
     write waited for right away), its bytes (a new directory each call), and whether it was already complete
     when `_save_checkpoint` returned (a synchronous save)."""
-    from trainer.checkpoint import dir_size, is_complete
+    from trainer.train.checkpoint import dir_size, is_complete
 
     trainer.state.global_step += 1
     path = out / f"checkpoint-{trainer.state.global_step}"
@@ -73,8 +73,8 @@ def save_adapter_only(trainer, target: Path) -> float:
 def measure(ns: argparse.Namespace, kind: str) -> dict[str, Any]:
     """Train a few steps, then save `--saves` checkpoints of `kind` (lora, lora_sync, full or full_sync); LoRA
     saves alternate with adapter-only writes."""
-    from trainer.checkpoint import dir_size
-    from trainer.run import build
+    from trainer.commands.train import build
+    from trainer.train.checkpoint import dir_size
 
     lora, background = kind.startswith("lora"), not kind.endswith("_sync")
     work, model_dir, codec_dir = make_checkpoint(ns)
@@ -111,7 +111,7 @@ def measure(ns: argparse.Namespace, kind: str) -> dict[str, Any]:
 def train_with_saves(ns: argparse.Namespace, mode: str) -> float:
     """Seconds per step of `--train_steps` LoRA steps with a save every `--every` steps (mode async or sync),
     or with none (mode none): the time from the first step's end to the last, so that set-up is left out."""
-    from trainer.run import build
+    from trainer.commands.train import build
 
     work, model_dir, codec_dir = make_checkpoint(ns)
     every = str(ns.every if mode != "none" else 100_000)

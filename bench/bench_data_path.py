@@ -66,9 +66,9 @@ def cached_epoch(dataset: Any, collator: Callable, batch_size: int) -> None:
 
 def on_the_fly(dataset: Any, collator: Callable, codec: Any, by_id: dict, indices: list[int], batch_size: int) -> None:
     """The given samples as an uncached pipeline builds them: decode, resample, encode, expand, pad."""
-    from trainer.audio import load_audio
-    from trainer.codes import encode_waveform
-    from trainer.collator import expand
+    from trainer.data.audio import load_audio
+    from trainer.encode.code_cache import encode_waveform
+    from trainer.encode.collator import expand
 
     for batch in batches_of(indices, batch_size):
         feats = []
@@ -112,8 +112,8 @@ def main() -> None:
     ns = parser.parse_args()
     result_only_on_stdout()
     work, model_dir, codec_dir = make_checkpoint(ns)
-    from trainer.data import load_conversations
-    from trainer.run import build
+    from trainer.commands.train import build
+    from trainer.data.load import load_conversations
 
     cfg = config(ns, work, model_dir, codec_dir)
     trainer, _, _ = build(cfg)

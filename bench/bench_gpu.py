@@ -2,10 +2,10 @@
 
 What is timed is our training step: `HiggsAudioTrainer.train()` with the arguments `build_training_args`
 makes, our collator, dataset classes, loss (`compute_loss`), NaN guard, gradient clipping, AdamW and
-scheduler, LoRA applied by `apply_lora`: everything `trainer.run.build` sets up, except that the model
+scheduler, the model assembled by `assemble` (LoRA or freezing): everything `trainer.commands.train.build` sets up, except that the model
 is built in memory from a config with random weights (no 12 GB save and load) and the samples are
 synthetic: a typical sentence rendered with the checkpoint chat template (the tiny BPE tokenizer of
-`trainer.tiny` stands in for Llama-3's, with the real vocabulary size kept in the model) and random codes
+`trainer.model.tiny` stands in for Llama-3's, with the real vocabulary size kept in the model) and random codes
 for a 10 s clip (250 frames at 25 frames/s, 8 codebooks, stream BOS/EOS and the delay pattern), all of
 the same length, so batches carry no padding. Step seconds: median time between consecutive step ends
 after the warm-up steps (CUDA synchronised at each step end). FLOPs per step: `FlopCounterMode` over one
@@ -159,7 +159,7 @@ def model_config(ns: argparse.Namespace, tokenizer: Any) -> Any:
     """HiggsAudioV2Config of the preset, special ids taken from the stand-in tokenizer."""
     from transformers import HiggsAudioV2Config
 
-    from trainer.tiny import AUDIO_BOS_TOKEN, AUDIO_DELAY_TOKEN, AUDIO_TOKEN, BOS, EOS
+    from trainer.model.tiny import AUDIO_BOS_TOKEN, AUDIO_DELAY_TOKEN, AUDIO_TOKEN, BOS, EOS
 
     ids = tokenizer.convert_tokens_to_ids
     return HiggsAudioV2Config(
@@ -187,7 +187,7 @@ def make_samples(ns: argparse.Namespace, tokenizer: Any, layout: Any, count: int
     assistant target audio], with random codes."""
     import numpy as np
 
-    from trainer.collator import EncodedSample, text_targets_after, tokenize_conversation
+    from trainer.encode.collator import EncodedSample, text_targets_after, tokenize_conversation
 
     def text(t: str) -> list[dict]:
         return [{"type": "text", "text": t}]
@@ -285,7 +285,7 @@ def alarm(seconds: float | None):
 
 
 def train_config(ns: argparse.Namespace, spec: Spec, out: Path) -> Any:
-    from trainer.config import build_config
+    from trainer.config.values import build_config
 
     return build_config({
         "model_path": "(in memory)", "audio_tokenizer_path": "(not used)", "train_data_file": "(synthetic)",
@@ -305,9 +305,10 @@ def measure(ns: argparse.Namespace, spec: Spec, ctx: dict[str, Any]) -> dict[str
     from torch.utils.flop_counter import FlopCounterMode
     from transformers import HiggsAudioV2ForConditionalGeneration
 
-    from trainer.collator import Collator, SampleDataset
-    from trainer.model import apply_lora, count_parameters
-    from trainer.training import HiggsAudioTrainer, build_training_args
+    from trainer.encode.collator import Collator, SampleDataset
+    from trainer.model.assemble import assemble, count_parameters
+    from trainer.train.args import build_training_args
+    from trainer.train.trainer import HiggsAudioTrainer
 
     started = time.perf_counter()
     cuda = ns.cuda
@@ -318,7 +319,7 @@ def measure(ns: argparse.Namespace, spec: Spec, ctx: dict[str, Any]) -> dict[str
     args = build_training_args(cfg, use_cpu=not cuda, bf16=bf16)
     # The variant's optimizer and compile switch; no checkpoint saves (the Trainer would save at the last step).
     args = dataclasses.replace(args, optim=spec.optim, torch_compile=spec.torch_compile, save_strategy="no")
-    # As trainer.run.build: LoRA keeps a bf16 base on GPU; full fine-tuning fp32 masters (or bf16 if asked).
+    # As trainer.commands.train.build: LoRA keeps a bf16 base on GPU; full fine-tuning fp32 masters (or bf16 if asked).
     half = (spec.lora and bf16) or (not spec.lora and spec.weights == "bf16")
     dtype = torch.bfloat16 if half else torch.float32
     torch.manual_seed(0)
@@ -326,13 +327,12 @@ def measure(ns: argparse.Namespace, spec: Spec, ctx: dict[str, Any]) -> dict[str
         model = HiggsAudioV2ForConditionalGeneration._from_config(
             model_config(ns, ctx["tokenizer"]), dtype=dtype, attn_implementation=spec.attn)
     model.config.use_cache = False
-    if spec.lora:
-        model = apply_lora(model, cfg.lora)
+    model = assemble(model, cfg.model, cfg.lora)  # what training applies: LoRA, or the freezing options
     trainable, total = count_parameters(model)
     layout = ctx["layout"]
     trainer = HiggsAudioTrainer(
         model=model, args=args, train_dataset=SampleDataset(ctx["samples"], layout, False),
-        data_collator=Collator(layout, False), layout=layout, frame_rate=FRAME_RATE, disable_eval=True,
+        data_collator=Collator(layout, False), layout=layout, frame_rate=FRAME_RATE, evaluate=False,
         group_by_length=True,
     )
     clock = StepClock(sync=torch.cuda.synchronize if cuda else None)
@@ -438,8 +438,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from transformers import TrainingArguments
     from transformers.utils import is_flash_attn_2_available
 
-    from trainer.collator import Layout
-    from trainer.tiny import build_text_tokenizer
+    from trainer.encode.collator import Layout
+    from trainer.model.tiny import build_text_tokenizer
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     device_name = torch.cuda.get_device_name() if ns.cuda else "cpu"

@@ -36,8 +36,8 @@ from common import StepClock, free_port  # also puts the repository on sys.path
 from torch import nn
 from transformers import PrinterCallback, Trainer, TrainingArguments
 
-from trainer.callbacks import MetricsCallback
-from trainer.config import MetricsArgs
+from trainer.config.options import MetricsArgs
+from trainer.metrics.callback import MetricsCallback
 
 LOOPBACK = "127.0.0.1"
 EVENTS = ("on_train_begin", "on_step_end", "on_log", "on_prediction_step")

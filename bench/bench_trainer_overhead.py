@@ -1,7 +1,7 @@
 """Our full training step against a minimal hand-written PyTorch loop: the same model, batches and optimizer.
 
 Ours: `HiggsAudioTrainer` with its callbacks, collator, loss, logging and gradient clipping, built by
-`trainer.run.build` exactly as a run builds it, in a gloo process group of one process (the variables
+`trainer.commands.train.build` exactly as a run builds it, in a gloo process group of one process (the variables
 `torchrun --nproc_per_node=1` sets), so the Trainer wraps the model in `DistributedDataParallel` as in
 any multi-process run: DDP's gradient hooks and bucket all-reduce are part of our step. The bench
 checks that the model really is DDP-wrapped and prints the settings DDP ran with (`ddp`).
@@ -56,7 +56,7 @@ class HandStep:
         self.losses: list[torch.Tensor] = []  # to show both sides trained on the same batches
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> float:
-        from trainer.training import audio_codebook_losses
+        from trainer.train.losses import audio_codebook_losses
 
         start = time.perf_counter()
         out = self.model(**{k: v for k, v in batch.items() if k != "audio_labels"})
@@ -76,7 +76,8 @@ def hand_step_for(trainer: Any) -> HandStep:
     """A baseline on a copy of the trainer's (still bare) model with the trainer's optimizer, loss and clipping."""
     opt_cls, opt_kwargs = trainer.get_optimizer_cls_and_kwargs(trainer.args, trainer.model)
     opt_kwargs = {k: v for k, v in opt_kwargs.items() if k != "params"} | {"lr": trainer.args.learning_rate}
-    return HandStep(copy.deepcopy(trainer.model).cpu(), opt_cls, opt_kwargs, trainer.layout, trainer.args.max_grad_norm)
+    return HandStep(copy.deepcopy(trainer.model).cpu(), opt_cls, opt_kwargs, trainer.layout,
+                    trainer.args.max_grad_norm)
 
 
 def wrap_like(baseline: HandStep, ours: torch.nn.Module) -> None:
@@ -153,7 +154,7 @@ def main() -> None:
     result_only_on_stdout()
     join_single_process_group()
     work, model_dir, codec_dir = make_checkpoint(ns)
-    from trainer.run import build
+    from trainer.commands.train import build
 
     pooled: dict[str, list[float]] = {}
     per_round = []

@@ -41,7 +41,7 @@ def make_checkpoint(ns: argparse.Namespace) -> tuple[Path, Path, Path]:
     Without --workdir, one temporary directory serves the whole process (every call of a benchmark that
     measures several configurations) and is removed when it exits: a full-model checkpoint is hundreds of MB.
     """
-    from trainer.tiny import build_tiny_checkpoint
+    from trainer.model.tiny import build_tiny_checkpoint
 
     if not ns.workdir:
         ns.workdir = tempfile.mkdtemp(prefix="higgs-bench-")
@@ -58,7 +58,7 @@ def make_checkpoint(ns: argparse.Namespace) -> tuple[Path, Path, Path]:
 def config(ns: argparse.Namespace, work: Path, model: Path, codec: Path, **over: str) -> Any:
     """The benchmark's options, in a fresh output directory: `--resume never` refuses one that holds the
     checkpoints of an earlier round or an earlier benchmark in the same --workdir."""
-    from trainer.cli import parse_train_args
+    from trainer.config.cli import parse_train_args
 
     shutil.rmtree(over.get("output_dir", work / "out"), ignore_errors=True)
     values = {

@@ -1,7 +1,7 @@
 """`python -m trainer train` with one extra callback that records the DDP settings the run really used.
 
 bench_scaling.py launches this under torchrun instead of `-m trainer train`: everything else is the real
-CLI (`trainer.__main__.main`), but `trainer.run.build` is wrapped so the trainer it returns also gets a
+CLI (`trainer.__main__.main`), but `trainer.commands.train.build` is wrapped so the trainer it returns also gets a
 callback which, when training ends, writes `common.ddp_settings(trainer)` (read from the trainer's
 `TrainingArguments` and its DDP-wrapped model) as JSON to the path in `$BENCH_DDP_REPORT` (rank 0 only).
 
@@ -32,7 +32,7 @@ def report_callback(trainer: Any, path: Path) -> Any:
 
 
 def main() -> int:
-    import trainer.run as run
+    import trainer.commands.train as run
     from trainer.__main__ import main as cli
 
     path, build = Path(os.environ["BENCH_DDP_REPORT"]), run.build

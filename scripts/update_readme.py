@@ -13,8 +13,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from trainer.cli import options_markdown  # noqa: E402
-from trainer.exitcodes import TABLE  # noqa: E402
+from trainer.config.cli import options_markdown  # noqa: E402
+from trainer.errors import TABLE  # noqa: E402
 
 BLOCKS = {
     "options": options_markdown,

@@ -22,7 +22,7 @@ DEMO_DATA = REPO / "examples" / "demo_data" / "train.json"
 @pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(model dir, audio tokenizer dir) of a tiny random checkpoint."""
-    from trainer.tiny import build_tiny_checkpoint
+    from trainer.model.tiny import build_tiny_checkpoint
 
     return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
 
@@ -65,7 +65,7 @@ def to_argv(values: dict[str, str]) -> list[str]:
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The current environment without any trainer option variable (so the host cannot leak settings)."""
-    from trainer.config import option_specs
+    from trainer.config.values import option_specs
 
     names = {s.env for s in option_specs()} | {"CONFIG"}
     env = {k: v for k, v in os.environ.items() if k not in names}

@@ -61,7 +61,7 @@ class TrainerProcess:
     def kill(self) -> None:
         """SIGKILL the process and every process below it (torchrun and its ranks start sessions of their
         own, so a process group does not reach them), and its whole group when it has one of its own."""
-        from trainer.supervise import children_of
+        from trainer.launch.supervise import children_of
 
         if self.own_group:  # what is left of the group, even once its leader is gone
             with suppress(ProcessLookupError):
@@ -96,7 +96,7 @@ def launch(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.
 
 def rank_pids(launcher: int) -> dict[int, int]:
     """Global rank -> pid of the training processes of a `launch` (torchrun's children), from their RANK."""
-    from trainer.supervise import children_of
+    from trainer.launch.supervise import children_of
 
     (torchrun,) = children_of(launcher)
     found = {}

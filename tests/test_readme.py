@@ -15,10 +15,10 @@ def test_readme_option_and_exit_code_tables_are_current() -> None:
 
 
 def test_readme_documents_every_env_var() -> None:
-    from trainer.config import option_specs
+    from trainer.config.values import option_specs
 
     text = (REPO / "README.md").read_text()
-    from trainer.cli import CONFIG_ENV
+    from trainer.config.cli import CONFIG_ENV
 
     missing = [s.env for s in option_specs() if f"`{s.env}`" not in text]
     missing += [CONFIG_ENV] if f"`{CONFIG_ENV}`" not in text else []

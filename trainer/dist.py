@@ -7,10 +7,17 @@ writes checkpoints and the final adapter; local rank 0 of each node fills the au
 from __future__ import annotations
 
 import itertools
+import logging
 import os
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
+
+from trainer import errors
+from trainer.errors import Stopped
+
+log = logging.getLogger(__name__)
 
 KEY_PREFIX = "higgs-audio-trainer/"  # our keys in the process group's store
 PROGRESS_KEY = f"{KEY_PREFIX}progress"  # bumped by ranks at work, read by ranks waiting in `barrier`
@@ -119,7 +126,7 @@ def barrier(poll: Callable[[], None] | None = None) -> None:
     SIGTERM to a rank waiting for rank 0 to encode the audio was acted on only when rank 0 arrived
     (minutes); and a collective left in flight by a rank that stops keeps its process from exiting (gloo
     joins the thread that runs it). The store holds no GPU work, so NCCL runs behave the same. `poll` runs
-    between sleeps and may raise (`signals.raise_if_peer_stopped`).
+    between sleeps and may raise (`raise_if_peer_stopped`).
 
     Bounded by the process group's timeout (`--ddp_timeout`), as a collective is, but counted from the
     last `note_progress` of any rank: the wait for the first encoding of hours of audio may take longer
@@ -148,3 +155,36 @@ def barrier(poll: Callable[[], None] | None = None) -> None:
             )
         time.sleep(POLL_SECONDS)
         arrived = shared.add(key, 0)
+
+
+# ---- a signal before training: the other ranks must not wait for a rank that is gone ----------------
+
+PEER_STOP_KEY = KEY_PREFIX + "stopped-before-training"  # "<rank> <signal number>"
+
+
+def tell_peers(signum: int) -> None:
+    """Before training: let the other ranks know that this one stops on `signum`, so that
+    they stop polling and waiting (`trainer.train.signals` says when).
+
+    Never raises: the store may be gone with its host, and then the others learn it from torchrun or from a
+    failed collective.
+    """
+    shared = store()
+    if shared is None:
+        return
+    try:
+        shared.set(PEER_STOP_KEY, f"{rank()} {int(signum)}")
+    except Exception as err:
+        log.warning("could not tell the other ranks about the signal: %s", err)
+
+
+def raise_if_peer_stopped() -> None:
+    """Raise `Stopped`, with the peer's signal's code, if another rank stopped before training (one store
+    round trip; a no-op without a process group)."""
+    shared = store()
+    if shared is None or not shared.check([PEER_STOP_KEY]):
+        return
+    peer, signum = (int(part) for part in shared.get(PEER_STOP_KEY).split())
+    name = signal.Signals(signum).name
+    raise Stopped(errors.for_signal(signum),
+                  f"stopped by {name} on rank {peer} before training started; nothing to save")

@@ -26,7 +26,7 @@ import secrets
 import stat
 from pathlib import Path
 
-from trainer.config import ConfigError
+from trainer.errors import ConfigError
 
 FILE_MODE = 0o666  # what open() asks for: the umask takes its bits away
 DIR_MODE = 0o777  # what mkdir() asks for

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the tools the monitoring tests run (tests/monitoring/, tests/trainer/test_metrics.py):
+# Install the tools the monitoring tests run (tests/monitoring/, tests/trainer/metrics/test_callback.py):
 # Prometheus with promtool and the Pushgateway from Debian, openssl (test certificates), and the npm
 # packages of the dashboard schema check. Idempotent: what is already there at the pinned version is left
 # alone, so CI can call this on every run.

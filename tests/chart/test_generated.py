@@ -161,7 +161,7 @@ def test_generator_scripts_leave_the_tree_unchanged_when_current(name: str) -> N
 def test_values_generator_keeps_set_values_drops_removed_options_and_adds_new_ones() -> None:
     import gen_chart_values
 
-    from trainer.config import option_specs
+    from trainer.config.values import option_specs
 
     specs = [s for s in option_specs() if s.name in ("use_lora", "lora_rank")]
     text = (

@@ -21,7 +21,7 @@ from tests.chart.chartlib import (
     value_id,
     values_of,
 )
-from trainer.config import OptionSpec, option_specs, parse_value
+from trainer.config.values import OptionSpec, option_specs, parse_value
 
 # The only variables the chart sets that are not trainer options, and why.
 RUNTIME_ENV = {

@@ -11,8 +11,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from trainer.cli import parse_train_args
-from trainer.run import build, save_final
+from trainer.commands.train import build, save_final
+from trainer.config.cli import parse_train_args
 
 
 def main() -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.processes import launch, launch_env, rank_pids, trainer_process
-from trainer import exitcodes
-from trainer.checkpoint import MARKER
+from trainer import errors
+from trainer.train.checkpoint import MARKER
 
 pytestmark = pytest.mark.slow
 HOLD = Path(__file__).parent / "hold_save"
@@ -39,7 +39,7 @@ def test_a_signal_stop_ends_no_rank_before_rank_0_has_completed_the_checkpoint(b
         code = run.proc.wait(timeout=120)
 
     text = log.read_text()
-    assert code == exitcodes.PREEMPTED, text[-3000:]
+    assert code == errors.PREEMPTED, text[-3000:]
     assert len(complete_when_rank_1_left) == 1, (
         f"rank 1 left {left_after:.1f} s after the signal, and {complete_when_rank_1_left} were complete then")
     # Rank 0's write was held: had it not been, the check above would prove nothing.
@@ -84,6 +84,6 @@ def test_an_injected_error_on_rank_1_leaves_only_once_rank_0_has_completed_the_c
     text = log.read_text()
     assert "injected failure on rank 1 after step 2" in text
     assert complete_when_rank_1_left, text[-3000:]
-    assert code == exitcodes.FAILURE, text[-3000:]
+    assert code == errors.FAILURE, text[-3000:]
     assert (tmp_path / "termination-log").read_text().startswith("rank 1:"), text[-3000:]
     assert f"waited {HELD_SECONDS - 1}" in text or f"waited {HELD_SECONDS}" in text, text[-3000:]

@@ -1,6 +1,6 @@
 """SIGTERM to one rank during data preparation, in real launches (`higgs-audio-trainer launch`, torchrun, gloo on
 CPU): while rank 0 encodes the audio and the others wait for it, the whole run stops within seconds with 143,
-on this node and on the others, and the restart encodes only what is left (see `trainer.signals`)."""
+on this node and on the others, and the restart encodes only what is left (see `trainer.train.signals`)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from tests.monitoring.stack import LOOPBACK, free_port
 from tests.processes import launch, launch_env, rank_pids, trainer_process
 from tests.trainer.datafiles import distinct_clips
-from trainer import exitcodes
+from trainer import errors
 
 pytestmark = pytest.mark.slow
 CLIPS = 500  # distinct 1 s clips: several seconds of encoding for the tiny audio tokenizer on one core
@@ -38,7 +38,7 @@ def test_sigterm_to_a_rank_waiting_for_the_audio_encoding_stops_the_launch_at_on
         code = run.proc.wait(timeout=300)
         waited = time.monotonic() - signalled
     text = log.read_text()
-    assert code == exitcodes.PREEMPTED, text[-3000:]
+    assert code == errors.PREEMPTED, text[-3000:]
     encoded = cached(cache)
     assert encoded < CLIPS, "the run ended only once rank 0 had encoded every clip"
     assert waited < 15, text[-3000:]
@@ -66,7 +66,7 @@ def test_sigterm_to_a_rank_on_another_node_stops_the_encoding_on_this_one(base_a
         signalled = time.monotonic()
         codes = [node1.proc.wait(timeout=60), node0.proc.wait(timeout=60)]
         waited = time.monotonic() - signalled
-    assert codes == [exitcodes.PREEMPTED, exitcodes.PREEMPTED], logs[0].read_text()[-3000:]
+    assert codes == [errors.PREEMPTED, errors.PREEMPTED], logs[0].read_text()[-3000:]
     assert cached(caches[0]) < CLIPS, "rank 0 went on encoding every clip"
     assert waited < 15
     assert (tmp_path / "termination-log-0").read_text().startswith(

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import clean_env, to_argv
 from tests.processes import trainer_process
-from trainer import exitcodes
+from trainer import errors
 
 pytestmark = pytest.mark.slow
 PROBE = Path(__file__).with_name("ddp_probe.py")
@@ -105,7 +105,7 @@ def test_local_launch_config_error_exits_2_with_one_message_and_no_traceback(
 ) -> None:
     flags = {k: v for k, v in base_args.items() if k != drop}
     proc = _local_launch(flags, tmp_path, **env_over)
-    assert proc.returncode == exitcodes.CONFIG_ERROR, proc.stderr[-3000:]
+    assert proc.returncode == errors.CONFIG_ERROR, proc.stderr[-3000:]
     assert proc.stderr.count(message) == 1, proc.stderr[-3000:]
     assert "Traceback" not in proc.stdout + proc.stderr
     assert "torch.distributed.run" not in proc.stderr  # found before any rank started
@@ -115,7 +115,7 @@ def test_local_launch_data_error_exits_3_and_only_local_rank_0_prints_it(base_ar
     data = tmp_path / "train.csv"
     data.write_text("audio,text\n")
     proc = _local_launch(base_args | {"train_data_file": str(data)}, tmp_path)
-    assert proc.returncode == exitcodes.DATA_ERROR, proc.stderr[-3000:]
+    assert proc.returncode == errors.DATA_ERROR, proc.stderr[-3000:]
     assert "--nproc_per_node=2" in proc.stderr  # two ranks ran and both found it
     assert proc.stderr.count(f"higgs-audio-trainer: data error: {data}: unknown data format") == 1, proc.stderr[-3000:]
     assert f"higgs-audio-trainer launch: exit code 3: rank 0: data error: {data}: unknown data format" in proc.stderr

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from tests.monitoring.stack import DASHBOARD, REPO, RULES, Pushgateway, http_get, query, value, wait_for
-from trainer.metrics import STATUSES
+from trainer.metrics.series import STATUSES
 
 DOCS = REPO / "README.md"  # its Monitoring section holds the series table
 # Grafana's interval variables, as the tests substitute them (the test Prometheus scrapes every 0.5 s)

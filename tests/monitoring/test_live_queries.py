@@ -30,9 +30,9 @@ from tests.monitoring.checks import (
 from tests.monitoring.conftest import Stack
 from tests.monitoring.stack import REPO, FlakyProxy, Prometheus, free_port, http_get, push_dcgm
 from tests.monitoring.tiny_run import train, train_and_finish
-from trainer import exitcodes
-from trainer.callbacks import MetricsCallback, status_of
-from trainer.config import MetricsArgs
+from trainer import errors
+from trainer.config.options import MetricsArgs
+from trainer.metrics.callback import MetricsCallback, status_of
 
 pytestmark = pytest.mark.slow
 
@@ -149,7 +149,7 @@ def test_a_run_stopped_by_a_signal_reports_stopped_and_fires_only_the_not_resume
     run = new_run()
     cb = callback(stack.gateway.url, run)
     train(tmp_path, [cb, _StopAt(MAX_STEPS // 2)], max_steps=MAX_STEPS, step_seconds=0.25)
-    cb.finish(status_of(exitcodes.PREEMPTED), exitcodes.PREEMPTED)  # what run.main does after a SIGTERM
+    cb.finish(status_of(errors.PREEMPTED), errors.PREEMPTED)  # what run.main does after a SIGTERM
     got = assert_run_metrics(stack.prometheus.url, run, namespace=NAMESPACE, status="stopped")
     assert [float(s["value"][1]) for s in got["higgs_trainer_exit_code"]] == [143.0]
     url, later = stack.prometheus.url, time.time() + 31 * MINUTE
@@ -187,7 +187,7 @@ def test_pushes_that_timed_out_fire_pushes_failing_once_delivered(stack: Stack, 
         cb = callback(proxy.url, run, metrics_push_timeout_seconds=0.3)
         train(tmp_path, [cb], max_steps=4, step_seconds=0.1)
         proxy.hang = False  # the gateway is reachable again for the final push
-        assert cb.finish("succeeded", exitcodes.OK)
+        assert cb.finish("succeeded", errors.OK)
     finally:
         proxy.close()
     got = assert_run_metrics(stack.prometheus.url, run, namespace=NAMESPACE, push_failures=None,
@@ -206,7 +206,7 @@ def test_pushes_the_gateway_rejects_fire_pushes_failing(fresh_stack: Stack, tmp_
     run = new_run()
     cb = callback(fresh_stack.gateway.url, run)
     train(tmp_path, [cb], max_steps=3)
-    assert not cb.finish("succeeded", exitcodes.OK)
+    assert not cb.finish("succeeded", errors.OK)
     fresh_stack.prometheus.wait_for(f'push_failure_time_seconds{{job="{run}"}} > 0')
     result = alert_result(fresh_stack.prometheus.url, "HiggsTrainerPushesFailing", run)
     # the gateway's own record of the rejected job group (no rank label); rank 0 also counted the
@@ -236,4 +236,4 @@ def test_metrics_endpoint_scraped_with_honor_labels_gives_the_pushed_labels(
         prometheus.wait_for(f'higgs_trainer_device_memory_used_bytes{{{sel}, rank="0"}} > 0')
         assert alert_result(prometheus.url, "HiggsTrainerRunStalled", run, time.time() + 31 * MINUTE)
     finally:
-        assert cb.finish("succeeded", exitcodes.OK)
+        assert cb.finish("succeeded", errors.OK)

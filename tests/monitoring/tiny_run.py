@@ -1,7 +1,7 @@
 """A tiny real `transformers.Trainer` run that logs what the Higgs trainer logs, for the metrics tests.
 
 The model is a linear layer that predicts `codebooks` labels, so a run takes a second on a CPU; the
-`Trainer` subclass adds the keys of trainer/training.py's log contract (audio, text and per-codebook
+`Trainer` subclass adds the keys of trainer/train/trainer.py's log contract (audio, text and per-codebook
 losses, throughput, checkpoint timings, skipped samples). Under torchrun it runs as a script:
 
     torchrun --nproc_per_node=2 --master_addr=127.0.0.1 --master_port=PORT tests/monitoring/tiny_run.py \
@@ -24,8 +24,8 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
-from trainer import exitcodes
-from trainer.callbacks import status_of
+from trainer import errors
+from trainer.metrics.callback import status_of
 
 CODEBOOK_SIZE = 4
 FEATURES = 8
@@ -53,7 +53,7 @@ class TinyModel(nn.Module):
 
 
 class ContractTrainer(Trainer):
-    """Adds the Higgs trainer's extra log keys (trainer/training.py) to the stock `Trainer` logs."""
+    """Adds the Higgs trainer's extra log keys (trainer/train/trainer.py) to the stock `Trainer` logs."""
 
     def __init__(self, *args: Any, step_seconds: float = 0.0, skip_from_step: int | None = None,
                  **kwargs: Any) -> None:
@@ -160,10 +160,10 @@ def train(
 
 def train_and_finish(output_dir: Path, callback: Any, **kwargs: Any) -> ContractTrainer:
     """What the run's code does: train, then `finish` with the outcome, whatever happened."""
-    code = exitcodes.FAILURE
+    code = errors.FAILURE
     try:
         trainer = train(output_dir, [callback], **kwargs)
-        code = exitcodes.OK
+        code = errors.OK
         return trainer
     finally:
         callback.finish(status_of(code), code)
@@ -171,8 +171,8 @@ def train_and_finish(output_dir: Path, callback: Any, **kwargs: Any) -> Contract
 
 def main(argv: list[str] | None = None) -> None:
     """torchrun entry: one rank of a tiny run that reports through `MetricsCallback.from_config`."""
-    from trainer.callbacks import MetricsCallback
-    from trainer.config import Config, MetricsArgs, TrainArgs
+    from trainer.config.options import Config, MetricsArgs, TrainArgs
+    from trainer.metrics.callback import MetricsCallback
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--output_dir", required=True)
@@ -190,13 +190,13 @@ def main(argv: list[str] | None = None) -> None:
                             metrics_push_interval_seconds=0.25, metrics_push_timeout_seconds=2.0),
     )
     callback = MetricsCallback.from_config(cfg)
-    code = exitcodes.FAILURE
+    code = errors.FAILURE
     try:
         train(Path(a.output_dir), [callback], max_steps=a.max_steps, step_seconds=a.step_seconds)
         if a.crash_after_training:
             time.sleep(1.0)  # a few periodic pushes carry the last steps out
             os._exit(3)
-        code = exitcodes.OK
+        code = errors.OK
     finally:
         callback.finish(status_of(code), code)
 

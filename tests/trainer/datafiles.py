@@ -1,5 +1,5 @@
 """Small real datasets for the reader tests: clips cut from the bundled demo speech, and the JSON and JSONL
-files that point at them, loaded the way training loads them (through `trainer.data`)."""
+files that point at them, loaded the way training loads them (through `trainer.data.load`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 
 import soundfile as sf
 
-from trainer.data import Conversation, load_conversations
+from trainer.data.load import load_conversations
+from trainer.data.samples import Conversation
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "examples" / "demo_data"

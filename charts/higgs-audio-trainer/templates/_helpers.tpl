@@ -135,7 +135,7 @@ float64, so 1000000 would otherwise print as 1e+06, which the trainer rejects fo
 The trainer options this chart sets, as a YAML map of option name -> value: the `trainer` values that
 are not null, plus the options the chart derives from its other values unless `trainer` or
 `trainerFromSecret` sets them. A derived option is set only when the trainer declares it (the list in
-_trainer-options.tpl, generated from trainer/config.py), so the chart never sets a variable the
+_trainer-options.tpl, generated from trainer/config/values.py), so the chart never sets a variable the
 trainer does not read.
 */}}
 {{- define "higgs-audio-trainer.trainerOptions" -}}

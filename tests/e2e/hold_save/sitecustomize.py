@@ -18,7 +18,7 @@ _FAIL_AFTER = int(os.environ.get("FAIL_ON_RANK_1_AFTER_STEP", "0"))
 if _SECONDS > 0 and os.environ.get("RANK") == "0":
     import time
 
-    from trainer import checkpoint
+    from trainer.train import checkpoint
 
     _real_sync = checkpoint.sync_files
 
@@ -30,7 +30,7 @@ if _SECONDS > 0 and os.environ.get("RANK") == "0":
     checkpoint.sync_files = _held
 
 if _FAIL_AFTER > 0 and os.environ.get("RANK") == "1":
-    from trainer.training import HiggsAudioTrainer
+    from trainer.train.trainer import HiggsAudioTrainer
 
     _real_step_end = HiggsAudioTrainer._maybe_log_save_evaluate
 

@@ -1,0 +1,1 @@
+"""The option table, and how flags, environment variables and YAML become a checked configuration."""

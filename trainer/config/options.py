@@ -1,0 +1,356 @@
+"""Every option of the trainer, declared once: one dataclass per concern, its `help` the documentation.
+
+The single source of the flags, the env vars (the upper-case flag name), the YAML keys, `--help`, the
+option docs and the chart's values (tests compare them). No torch here: a bad value fails in milliseconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from trainer.errors import ConfigError
+
+ValueKind = Literal["str", "path", "int", "float", "bool", "tristate", "list", "choice"]
+
+
+# The shortest clip the audio tokenizer encodes with room to spare: its convolutions need a few frames, and
+# a clip of a few milliseconds crashes it.
+MIN_AUDIO_SECONDS = 0.1
+
+
+def opt(
+    default: Any,
+    help: str,
+    kind: ValueKind = "str",
+    *,
+    required: bool = False,
+    choices: tuple[str, ...] | None = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    exclusive_min: bool = False,
+) -> Any:
+    """Declare one option: a dataclass field whose metadata drives parsing, validation and docs."""
+    metadata = {
+        "help": help,
+        "kind": kind,
+        "required": required,
+        "choices": choices,
+        "minimum": minimum,
+        "maximum": maximum,
+        "exclusive_min": exclusive_min,
+    }
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class ModelArgs:
+    """Where the model comes from and which of its parts train."""
+
+    model_path: str | None = opt(
+        None,
+        "Directory of a transformers-format Higgs Audio v2 checkpoint (config.json with model_type "
+        "higgs_audio_v2, safetensors weights, tokenizer and chat template).",
+        "path",
+        required=True,
+    )
+    audio_tokenizer_path: str | None = opt(
+        None,
+        "Directory of a transformers-format Higgs Audio v2 audio tokenizer (model_type higgs_audio_v2_tokenizer).",
+        "path",
+        required=True,
+    )
+    tokenizer_path: str | None = opt(
+        None, "Directory of the text tokenizer and chat template; defaults to model_path.", "path"
+    )
+    use_text_head: bool = opt(
+        False,
+        "Build the model with its text head and add the text loss (on the target turns' closing tokens).",
+        "bool",
+    )
+    text_loss_weight: float = opt(1.0, "Weight of the text loss in the total loss.", "float", minimum=0.0)
+    freeze_llm: bool = opt(
+        False,
+        "Full fine-tuning only: freeze the text path (token embeddings, attention, text FFNs, norms, text "
+        "head) and train the audio path (audio FFNs, audio embeddings, audio head).",
+        "bool",
+    )
+    freeze_text_embeddings: bool = opt(
+        False, "Full fine-tuning only: freeze the text token embedding matrix.", "bool"
+    )
+    freeze_audio_tower: bool = opt(
+        False,
+        "Accepted for old launch scripts. Higgs Audio v2 (generation variant) has no audio encoder, so "
+        "there is nothing to freeze; a warning says so.",
+        "bool",
+    )
+    freeze_audio_encoder_proj: bool = opt(
+        False, "Accepted for old launch scripts; like freeze_audio_tower it has nothing to act on.", "bool"
+    )
+    gradient_checkpointing: bool = opt(
+        False, "Recompute activations in the backward pass: less memory, about 30% more compute.", "bool"
+    )
+    attn_implementation: str = opt(
+        "sdpa",
+        "Attention kernel.",
+        "choice",
+        choices=("sdpa", "eager", "flash_attention_2"),
+    )
+    bf16: str = opt(
+        "auto",
+        "Train in bfloat16 mixed precision: auto (on GPU yes, on CPU no), true or false.",
+        "tristate",
+    )
+
+
+@dataclass
+class LoraArgs:
+    """Low-rank adapters (peft) instead of full fine-tuning."""
+
+    use_lora: bool = opt(False, "Train LoRA adapters and keep every base weight frozen.", "bool")
+    lora_rank: int = opt(16, "LoRA rank r.", "int", minimum=1)
+    lora_alpha: float = opt(32.0, "LoRA scaling alpha (the update is scaled by alpha / r).", "float", minimum=0.0,
+                            exclusive_min=True)
+    lora_dropout: float = opt(0.05, "Dropout on the LoRA input.", "float", minimum=0.0, maximum=0.999)
+    lora_target_modules: list[str] = opt(
+        ["q_proj", "k_proj", "v_proj", "o_proj"],
+        "Comma-separated module names to adapt, or one regular expression prefixed with 're:' "
+        "(for example 're:.*audio_mlp\\.(gate|up|down)_proj' for the audio FFNs only).",
+        "list",
+    )
+    lora_modules_to_save: list[str] = opt(
+        [],
+        "Comma-separated extra modules trained in full and saved with the adapter: audio_head, "
+        "audio_embedding.",
+        "list",
+        choices=("audio_head", "audio_embedding"),
+    )
+
+
+@dataclass
+class DataArgs:
+    """Training data, its code cache and what counts as a bad sample."""
+
+    train_data_file: str | None = opt(
+        None,
+        "Training data: a ChatML JSON list, a JSONL manifest, or a directory (metadata.json or wav+txt pairs).",
+        "path",
+        required=True,
+    )
+    eval_data_file: str | None = opt(None, "Evaluation data, in any of the training formats.", "path")
+    validation_split: float = opt(
+        0.05,
+        "Fraction of the training samples held out for evaluation when no eval_data_file is given "
+        "(at least one sample).",
+        "float",
+        minimum=0.0,
+        maximum=0.9,
+    )
+    cache_dir: str | None = opt(
+        None,
+        "Directory of the audio code cache (encoded once per file and tokenizer); defaults to "
+        "OUTPUT_DIR/code_cache.",
+        "path",
+    )
+    max_audio_seconds: float = opt(
+        30.0, "Longest clip accepted; longer ones are bad samples.", "float", minimum=0.0, exclusive_min=True
+    )
+    min_audio_seconds: float = opt(
+        MIN_AUDIO_SECONDS,
+        "Shortest clip accepted; shorter ones (the audio tokenizer cannot encode a few milliseconds) are bad "
+        "samples.",
+        "float",
+        minimum=0.0,
+    )
+    skip_bad_samples: bool = opt(
+        False,
+        "Skip (and count) bad samples instead of stopping before training with a report of all of them.",
+        "bool",
+    )
+    system_prompt: str = opt(
+        "Generate audio following instruction.",
+        "System message for samples whose format carries none (JSONL manifests and directories).",
+    )
+    dataloader_num_workers: int = opt(
+        0,
+        "Data loader worker processes per rank. 0 collates in the training process: a batch from the code "
+        "cache costs well under 1% of a step (bench/bench_data_path.py). Workers start with the spawn method.",
+        "int",
+        minimum=0,
+    )
+    seed_split: int = opt(0, "Seed of the train/validation split, kept apart from the training seed.", "int")
+    group_by_length: bool = opt(
+        True,
+        "Batch samples of similar length together (random groups of length-sorted samples): far less "
+        "padding when per_device_train_batch_size > 1, the same samples every epoch.",
+        "bool",
+    )
+
+
+@dataclass
+class TrainArgs:
+    """The optimisation schedule, evaluation, checkpoints and resumption."""
+
+    output_dir: str | None = opt(
+        None,
+        "Where checkpoints (checkpoint-N/) and the final adapter (lora_adapters/) are written.",
+        "path",
+        required=True,
+    )
+    num_train_epochs: float = opt(3.0, "Epochs to train (ignored when max_steps > 0).", "float", minimum=0.0,
+                                  exclusive_min=True)
+    max_steps: int = opt(-1, "Optimizer steps to train; -1 means num_train_epochs decides.", "int", minimum=-1)
+    per_device_train_batch_size: int = opt(1, "Samples per rank per micro-batch.", "int", minimum=1)
+    per_device_eval_batch_size: int = opt(1, "Samples per rank per evaluation batch.", "int", minimum=1)
+    gradient_accumulation_steps: int = opt(1, "Micro-batches per optimizer step.", "int", minimum=1)
+    learning_rate: float = opt(1e-4, "Peak learning rate.", "float", minimum=0.0, exclusive_min=True)
+    weight_decay: float = opt(0.0, "AdamW weight decay.", "float", minimum=0.0)
+    warmup_steps: int = opt(100, "Linear warm-up steps.", "int", minimum=0)
+    lr_scheduler_type: str = opt(
+        "cosine", "Learning-rate schedule after warm-up.", "choice",
+        choices=("cosine", "linear", "constant", "constant_with_warmup"),
+    )
+    max_grad_norm: float = opt(1.0, "Gradient clipping norm (0 disables clipping).", "float", minimum=0.0)
+    logging_steps: int = opt(10, "Log losses every N optimizer steps.", "int", minimum=1)
+    save_steps: int = opt(500, "Save a checkpoint every N optimizer steps.", "int", minimum=1)
+    eval_steps: int = opt(500, "Evaluate every N optimizer steps.", "int", minimum=1)
+    save_total_limit: int = opt(3, "Keep at most N checkpoints (oldest removed first); 0 keeps all.", "int",
+                                minimum=0)
+    async_save: bool = opt(
+        True,
+        "LoRA runs: training waits only while a checkpoint's adapter is written; its optimizer and scheduler "
+        "state (twice the adapter's size) are copied to host memory and written on a background thread, and "
+        "the checkpoint counts as complete once that is done. Full fine-tuning writes the model and optimizer "
+        "state while training waits, and only the flush to stable storage and the completeness marker go to "
+        "the thread. The next save, the end of training and a signal stop wait for it. false: save "
+        "synchronously, the flush included.",
+        "bool",
+    )
+    load_best_model_at_end: bool = opt(
+        False, "Reload the checkpoint with the lowest eval_loss at the end (needs save_steps to be a "
+        "multiple of eval_steps).", "bool",
+    )
+    disable_eval: bool = opt(False, "Run no evaluation at all and build no evaluation set.", "bool")
+    seed: int = opt(42, "Seed of model initialisation, dropout and data order.", "int")
+    report_to: str = opt(
+        "none", "Comma-separated Trainer integrations to log to (none, tensorboard, wandb, ...).",
+    )
+    resume: str = opt(
+        "auto",
+        "auto: continue from the newest complete checkpoint in output_dir; never: start fresh, refused "
+        "(configuration error) while output_dir holds complete checkpoints; or the path of a checkpoint directory.",
+    )
+    save_on_signal: bool = opt(
+        True,
+        "On SIGTERM or SIGINT (preemption, eviction, docker stop) every rank stops at the next step end and a "
+        "checkpoint is saved there; false: stop there without saving one (a checkpoint due at that step by "
+        "--save_steps is still written).",
+        "bool",
+    )
+    signal_save_timeout_seconds: float = opt(
+        100.0,
+        "Seconds from SIGTERM/SIGINT within which the current step and the checkpoint must be done; past that "
+        "the process exits with 128 + the signal number, and the cut-short checkpoint is ignored on restart. "
+        "0: no bound. Keep it below the pod's terminationGracePeriodSeconds (the chart derives it from that).",
+        "float",
+        minimum=0.0,
+    )
+    ddp_timeout: int = opt(
+        1800,
+        "Seconds a rank waits for the others (a collective, a barrier) before it gives up and the run ends with "
+        "exit code 160. While the ranks wait for the audio encoding before training, only time without "
+        "progress counts, so a first run over hours of audio is not cut short. Also the longest a rank that "
+        "fails waits for rank 0 to finish writing a checkpoint before it exits.",
+        "int",
+        minimum=1,
+    )
+    nan_policy: str = opt(
+        "stop",
+        "What a NaN or infinite training loss does: stop (exit code 4 before the weights change; nothing new is "
+        "saved, the newest complete checkpoint stays the resume point) or skip (that optimizer step leaves the "
+        "weights alone and is counted in the nan_steps_skipped log key).",
+        "choice",
+        choices=("stop", "skip"),
+    )
+    run_name: str | None = opt(None, "Name of this run in logs and metrics; defaults to output_dir's name.")
+    log_level: str = opt("info", "Log level of the trainer.", "choice",
+                         choices=("debug", "info", "warning", "error"))
+
+    @property
+    def evaluates(self) -> bool:
+        """Whether the run evaluates at all: the one place this is decided (data preparation builds an
+        evaluation set, `TrainingArguments` get a strategy and the best-model reload, the Trainer runs it)."""
+        return not self.disable_eval
+
+
+@dataclass
+class MetricsArgs:
+    """Prometheus metrics: pushes to a Pushgateway and an optional /metrics endpoint (README: Monitoring)."""
+
+    pushgateway_url: str | None = opt(
+        None, "Pushgateway base URL (http://host:9091 or https://...); unset: nothing is pushed."
+    )
+    metrics_namespace: str | None = opt(
+        None,
+        "Kubernetes namespace of the run, pushed as the `namespace` grouping label so that runs of the same "
+        "name in two namespaces stay apart (the chart sets it from the pod's namespace).",
+    )
+    metrics_port: int = opt(
+        0, "Port on which rank 0 serves /metrics for a PodMonitor to scrape; 0: no server.", "int",
+        minimum=0, maximum=65535,
+    )
+    metrics_bind_address: str = opt("0.0.0.0", "Address the /metrics server listens on.")
+    metrics_push_interval_seconds: float = opt(
+        15.0, "Seconds between two pushes.", "float", minimum=0.0, exclusive_min=True
+    )
+    metrics_push_timeout_seconds: float = opt(
+        5.0, "Timeout of one push request: a slower gateway costs a counted failure, never training time.",
+        "float", minimum=0.0, exclusive_min=True,
+    )
+    metrics_delete_on_finish: bool = opt(
+        False,
+        "After a successful run, delete its job and rank groups from the Pushgateway (after the final "
+        "push) so that finished runs leave no stale series; the last-success timestamp stays, and a "
+        "failed run keeps its groups for the alert.",
+        "bool",
+    )
+    pushgateway_username: str | None = opt(None, "Basic-auth user name for the Pushgateway.")
+    pushgateway_password: str | None = opt(
+        None, "Basic-auth password for the Pushgateway (the chart reads it from a Secret)."
+    )
+    pushgateway_tls_ca_file: str | None = opt(
+        None, "CA bundle (PEM) that signed the Pushgateway's certificate; unset: the system CAs.", "path"
+    )
+    pushgateway_tls_insecure_skip_verify: bool = opt(
+        False, "Accept any Pushgateway certificate (encrypts, does not authenticate the gateway).", "bool"
+    )
+
+    def __post_init__(self) -> None:
+        url = self.pushgateway_url
+        if url and not url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"--pushgateway_url / PUSHGATEWAY_URL: expected http://... or https://..., got {url!r}"
+            )
+        if bool(self.pushgateway_username) != bool(self.pushgateway_password):
+            raise ConfigError(
+                "--pushgateway_username and --pushgateway_password (PUSHGATEWAY_USERNAME, "
+                "PUSHGATEWAY_PASSWORD) go together: set both for basic auth, or neither"
+            )
+
+
+@dataclass
+class Config:
+    """The whole configuration, one sub-tree per concern."""
+
+    model: ModelArgs = field(default_factory=ModelArgs)
+    lora: LoraArgs = field(default_factory=LoraArgs)
+    data: DataArgs = field(default_factory=DataArgs)
+    train: TrainArgs = field(default_factory=TrainArgs)
+    metrics: MetricsArgs = field(default_factory=MetricsArgs)
+
+
+GROUPS: dict[str, type] = {
+    "model": ModelArgs, "lora": LoraArgs, "data": DataArgs, "train": TrainArgs, "metrics": MetricsArgs
+}

@@ -1,0 +1,204 @@
+"""Option values: the table of specs, raw text -> typed value, and the cross-field rules.
+
+`trainer.config.options` declares the options; this module reads them back as specs (flag, env var, default,
+help) for the parser, the docs and the chart, and checks a whole configuration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from trainer.config.options import GROUPS, Config, ValueKind
+from trainer.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One option as users see it: flag, env var, YAML key, default and help."""
+
+    name: str
+    group: str
+    kind: ValueKind
+    default: Any
+    help: str
+    required: bool
+    choices: tuple[str, ...] | None
+    minimum: float | None
+    maximum: float | None
+    exclusive_min: bool
+
+    @property
+    def flag(self) -> str:
+        return f"--{self.name}"
+
+    @property
+    def env(self) -> str:
+        return self.name.upper()
+
+    def default_text(self) -> str:
+        """The default as a user would write it in an env var or on the command line."""
+        if self.default is None:
+            return ""
+        if isinstance(self.default, bool):
+            return "true" if self.default else "false"
+        if isinstance(self.default, list):
+            return ",".join(self.default)
+        return str(self.default)
+
+
+def option_specs() -> list[OptionSpec]:
+    """All options in declaration order."""
+    specs = []
+    for group, cls in GROUPS.items():
+        for f in dataclasses.fields(cls):
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+            specs.append(OptionSpec(name=f.name, group=group, default=default, **f.metadata))
+    return specs
+
+
+SPECS: dict[str, OptionSpec] = {s.name: s for s in option_specs()}
+TRUE_WORDS = ("true", "1", "yes", "on")
+FALSE_WORDS = ("false", "0", "no", "off")
+
+
+def parse_value(spec: OptionSpec, raw: Any, source: str) -> Any:
+    """Turn one raw value (string from argv/env, or YAML scalar) into the option's type.
+
+    `source` names where the value came from (`--use_lora`, `USE_LORA`, `config.yaml: use_lora`) so
+    the error can point at it.
+    """
+
+    def fail(expected: str) -> ConfigError:
+        return ConfigError(f"{source}: expected {expected}, got {raw!r}")
+
+    if raw is None:
+        if spec.default is None or spec.kind in ("path", "str"):
+            return None
+        raise fail(_expected(spec))
+    kind = spec.kind
+    if kind == "bool":
+        if isinstance(raw, bool):
+            return raw
+        word = str(raw).strip().lower()
+        if word in TRUE_WORDS:
+            return True
+        if word in FALSE_WORDS:
+            return False
+        raise fail("a boolean (true/false, 1/0, yes/no)")
+    if kind == "tristate":
+        if isinstance(raw, bool):
+            return "true" if raw else "false"
+        word = str(raw).strip().lower()
+        if word == "auto":
+            return "auto"
+        if word in TRUE_WORDS:
+            return "true"
+        if word in FALSE_WORDS:
+            return "false"
+        raise fail("auto or a boolean (true/false, 1/0, yes/no)")
+    if kind == "int":
+        if isinstance(raw, bool):
+            raise fail("an integer")
+        try:
+            value: Any = int(str(raw).strip())
+        except ValueError:
+            raise fail("an integer") from None
+        return _check_range(spec, value, source, raw)
+    if kind == "float":
+        if isinstance(raw, bool):
+            raise fail("a number")
+        try:
+            value = float(str(raw).strip())
+        except ValueError:
+            raise fail("a number") from None
+        if not math.isfinite(value):
+            raise fail("a finite number")
+        return _check_range(spec, value, source, raw)
+    if kind == "list":
+        items = raw if isinstance(raw, list) else str(raw).split(",")
+        items = [str(i).strip() for i in items if str(i).strip()]
+        if spec.choices:
+            bad = [i for i in items if i not in spec.choices]
+            if bad:
+                raise fail(f"a comma-separated list of {', '.join(spec.choices)}")
+        return items
+    if kind == "choice":
+        word = str(raw).strip()
+        if spec.choices and word not in spec.choices:
+            raise fail(f"one of {', '.join(spec.choices)}")
+        return word
+    if isinstance(raw, (dict, list)):
+        raise fail("a single value")
+    text = str(raw).strip()
+    return text or None
+
+
+def _expected(spec: OptionSpec) -> str:
+    return {"int": "an integer", "float": "a number", "bool": "a boolean"}.get(spec.kind, "a value")
+
+
+def _check_range(spec: OptionSpec, value: float, source: str, raw: Any) -> float:
+    lo, hi = spec.minimum, spec.maximum
+    if lo is not None and (value < lo or (spec.exclusive_min and value == lo)):
+        word = "greater than" if spec.exclusive_min else "at least"
+        raise ConfigError(f"{source}: expected a value {word} {lo:g}, got {raw!r}")
+    if hi is not None and value > hi:
+        raise ConfigError(f"{source}: expected a value of at most {hi:g}, got {raw!r}")
+    return value
+
+
+def build_config(values: dict[str, Any]) -> Config:
+    """Assemble a `Config` from already-parsed values keyed by option name, then validate it."""
+    groups: dict[str, dict[str, Any]] = {g: {} for g in GROUPS}
+    for name, value in values.items():
+        groups[SPECS[name].group][name] = value
+    cfg = Config(**{g: GROUPS[g](**kw) for g, kw in groups.items()})
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field rules. Each error names the options involved and how to fix them."""
+    for spec in SPECS.values():
+        if spec.required and getattr(getattr(cfg, spec.group), spec.name) in (None, ""):
+            raise ConfigError(
+                f"{spec.flag} / {spec.env}: required, not set ({spec.help.split('.')[0].lower()})"
+            )
+    t, lora, model = cfg.train, cfg.lora, cfg.model
+    if t.load_best_model_at_end and t.evaluates and t.save_steps % t.eval_steps != 0:
+        raise ConfigError(
+            f"--save_steps ({t.save_steps}) must be a multiple of --eval_steps ({t.eval_steps}) when "
+            "--load_best_model_at_end is on: the best model can only be reloaded from a checkpoint saved at "
+            "an evaluation step. Set SAVE_STEPS to a multiple of EVAL_STEPS, or turn LOAD_BEST_MODEL_AT_END off."
+        )
+    if lora.use_lora and (model.freeze_llm or model.freeze_text_embeddings):
+        raise ConfigError(
+            "--freeze_llm / --freeze_text_embeddings apply to full fine-tuning; with --use_lora every base "
+            "weight is already frozen. Drop one of them."
+        )
+    if cfg.data.min_audio_seconds >= cfg.data.max_audio_seconds:
+        raise ConfigError(
+            f"--min_audio_seconds / MIN_AUDIO_SECONDS ({cfg.data.min_audio_seconds:g}) must be below "
+            f"--max_audio_seconds / MAX_AUDIO_SECONDS ({cfg.data.max_audio_seconds:g}): no clip could pass both"
+        )
+    if not lora.lora_target_modules:
+        raise ConfigError("--lora_target_modules / LORA_TARGET_MODULES: expected at least one module name")
+    targets = lora.lora_target_modules
+    if any(t_.startswith("re:") for t_ in targets) and len(targets) != 1:
+        raise ConfigError(
+            "--lora_target_modules / LORA_TARGET_MODULES: a 're:' regular expression must be the only entry"
+        )
+    if t.resume not in ("auto", "never") and not t.resume.strip():
+        raise ConfigError("--resume / RESUME: expected auto, never or a checkpoint path")
+
+
+def run_name(cfg: Config) -> str:
+    """The run's name in logs and metrics: `--run_name`, else the output directory's name."""
+    if cfg.train.run_name:
+        return cfg.train.run_name
+    from pathlib import Path
+
+    return Path(cfg.train.output_dir or ".").resolve().name

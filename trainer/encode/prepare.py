@@ -1,0 +1,204 @@
+"""Data preparation: read and check the dataset, fill the code cache, tokenize, split off validation.
+
+Runs before the model loads, so that every bad sample is reported (or, with `--skip_bad_samples`,
+counted) in seconds. Local rank 0 of each node encodes missing audio into the code cache while the
+other ranks wait; then every rank builds the same samples from the cache. A file that passed the header
+check but fails to decode is a bad sample like any other, never replaced by another one.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trainer import dist
+from trainer.config.options import Config, DataArgs
+from trainer.data.load import format_bad_samples, load_conversations
+from trainer.data.samples import BadSample, Clip, Conversation
+from trainer.encode.code_cache import CodeCache, clip_key, file_digest, fill_cache, tokenizer_identity
+from trainer.encode.collator import EncodedSample, Layout, text_targets_after, tokenize_conversation
+from trainer.errors import BadSamplesError, ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+# How often the encoding loop asks the store whether another rank was signalled, and tells the waiting
+# ranks that it makes progress: a round trip per file would slow a fast codec down, and half a second is
+# well inside any termination grace period and any --ddp_timeout.
+PEER_CHECK_SECONDS = 0.5
+
+
+@dataclass
+class PreparedData:
+    train: list[EncodedSample]
+    eval: list[EncodedSample] | None
+    bad: list[BadSample] = field(default_factory=list)
+
+
+def cache_root(cfg: Config) -> Path:
+    """Where the code cache lives: `--cache_dir`, else OUTPUT_DIR/code_cache."""
+    assert cfg.train.output_dir
+    return Path(cfg.data.cache_dir or Path(cfg.train.output_dir) / "code_cache")
+
+
+def open_cache(cfg: Config) -> CodeCache:
+    """The code cache of this run's audio tokenizer."""
+    assert cfg.model.audio_tokenizer_path
+    return CodeCache(cache_root(cfg), tokenizer_identity(cfg.model.audio_tokenizer_path))
+
+
+def read_dataset(args: DataArgs, path: str) -> tuple[list[Conversation], list[BadSample]]:
+    return load_conversations(
+        path,
+        system_prompt=args.system_prompt,
+        max_audio_seconds=args.max_audio_seconds,
+        min_audio_seconds=args.min_audio_seconds,
+    )
+
+
+def encode_conversation(
+    conv: Conversation, tokenizer: Any, layout: Layout, cache: CodeCache, keys: dict[Clip, str]
+) -> EncodedSample | BadSample:
+    """Tokenize one conversation and attach its cached codes."""
+    clips = conv.clips()
+    codes = []
+    for clip in clips:
+        c = cache.get(keys[clip])
+        if c is None:
+            return BadSample(conv.source, f"audio could not be decoded or encoded: {clip}")
+        codes.append(c)
+    try:
+        ids = tokenize_conversation(tokenizer, conv.messages, layout)
+    except Exception as err:  # the checkpoint's chat template raises on formats it cannot render
+        return BadSample(conv.source, f"the chat template cannot render this conversation: {err}")
+    positions = [i for i, t in enumerate(ids) if t == layout.audio_token_id]
+    if len(positions) != len(clips):
+        return BadSample(
+            conv.source, f"the chat template rendered {len(positions)} audio placeholders for {len(clips)} clips"
+        )
+    flags = conv.target_flags()
+    targets = [pos for pos, is_t in zip(positions, flags, strict=True) if is_t]
+    return EncodedSample(
+        id=conv.id,
+        source=conv.source,
+        input_ids=ids,
+        codes=codes,
+        is_target=flags,
+        text_target_positions=text_targets_after(ids, targets, layout.eot_id),
+    )
+
+
+def encode_all(
+    convs: list[Conversation],
+    *,
+    cache: CodeCache,
+    tokenizer: Any,
+    layout: Layout,
+    load_codec: Callable[[], Any],
+    sample_rate: int,
+) -> tuple[list[EncodedSample], list[BadSample]]:
+    """Fill the cache (local rank 0), wait, then build samples on every rank.
+
+    A SIGTERM to any rank stops them all within about a second, even while one encodes and the others wait
+    (`trainer.train.signals`): the encoding loop and the wait both poll for a peer's stop. The waiting ranks give
+    up after --ddp_timeout without encoding progress, not after --ddp_timeout in all.
+    """
+    clips = sorted({clip for c in convs for clip in c.clips()}, key=str)
+    digests = {p: file_digest(p) for p in sorted({clip.path for clip in clips})}
+    keys = {clip: clip_key(clip, digests[clip.path]) for clip in clips}
+    if dist.local_rank() == 0:
+
+        def between_files() -> None:
+            dist.raise_if_peer_stopped()
+            dist.note_progress()  # the ranks waiting below count their timeout from here
+
+        between = at_most_every(PEER_CHECK_SECONDS, between_files)
+        _, failures = fill_cache(clips, cache, load_codec, sample_rate=sample_rate, keys=keys,
+                                 progress=dist.rank() == 0, between=between)
+        for clip, reason in failures:
+            log.error("%s: %s", clip, reason)
+    dist.barrier(poll=dist.raise_if_peer_stopped)
+    samples: list[EncodedSample] = []
+    bad: list[BadSample] = []
+    for conv in convs:
+        out = encode_conversation(conv, tokenizer, layout, cache, keys)
+        (samples if isinstance(out, EncodedSample) else bad).append(out)  # type: ignore[arg-type]
+    return samples, bad
+
+
+def at_most_every(seconds: float, action: Callable[[], None]) -> Callable[[], None]:
+    """`action`, run on the first call and then only once `seconds` have passed since it last ran."""
+    last = -float("inf")
+
+    def throttled() -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= seconds:
+            last = now
+            action()
+
+    return throttled
+
+
+def split_validation(samples: list[EncodedSample], fraction: float, seed: int) -> tuple[list, list]:
+    """Deterministic hold-out of `fraction` of the samples (at least one), the same on every rank."""
+    if len(samples) < 2:
+        raise ConfigError(
+            f"--validation_split / VALIDATION_SPLIT: {len(samples)} training sample(s) cannot be split; "
+            "give EVAL_DATA_FILE or set DISABLE_EVAL=true"
+        )
+    order = list(range(len(samples)))
+    random.Random(seed).shuffle(order)
+    n_eval = min(len(samples) - 1, max(1, round(len(samples) * fraction)))
+    held = set(order[:n_eval])
+    return [s for i, s in enumerate(samples) if i not in held], [s for i, s in enumerate(samples) if i in held]
+
+
+def prepare_data(
+    args: DataArgs,
+    *,
+    evaluate: bool,
+    cache: CodeCache,
+    tokenizer: Any,
+    layout: Layout,
+    load_codec: Callable[[], Any],
+    sample_rate: int,
+) -> PreparedData:
+    """All of data preparation; raises `BadSamplesError` listing every bad sample unless skipping."""
+    assert args.train_data_file
+    if evaluate and not args.eval_data_file and args.validation_split <= 0:
+        raise ConfigError(
+            "evaluation is on but there is no evaluation data: set EVAL_DATA_FILE (--eval_data_file) or "
+            "VALIDATION_SPLIT > 0, or turn evaluation off with DISABLE_EVAL=true"
+        )
+    train_convs, bad = read_dataset(args, args.train_data_file)
+    eval_convs: list[Conversation] = []
+    if evaluate and args.eval_data_file:
+        eval_convs, eval_bad = read_dataset(args, args.eval_data_file)
+        bad += eval_bad
+    common = dict(cache=cache, tokenizer=tokenizer, layout=layout, load_codec=load_codec, sample_rate=sample_rate)
+    train, train_bad = encode_all(train_convs, **common)  # type: ignore[arg-type]
+    evals, eval_bad2 = encode_all(eval_convs, **common) if eval_convs else ([], [])  # type: ignore[arg-type]
+    bad += train_bad + eval_bad2
+    if bad:
+        report = format_bad_samples(bad)
+        if not args.skip_bad_samples:
+            raise BadSamplesError(
+                report + "\nFix these samples, or pass --skip_bad_samples (SKIP_BAD_SAMPLES=true) to skip them."
+            )
+        log.warning("skipping bad samples (--skip_bad_samples):\n%s", report)
+    if not train:
+        raise DataError(f"{args.train_data_file}: no usable training samples")
+    eval_set: list[EncodedSample] | None = None
+    if evaluate:
+        if args.eval_data_file:
+            if not evals:
+                raise DataError(f"{args.eval_data_file}: no usable evaluation samples")
+            eval_set = evals
+        else:
+            train, eval_set = split_validation(train, args.validation_split, args.seed_split)
+    return PreparedData(train=train, eval=eval_set, bad=bad)

@@ -1,0 +1,1 @@
+"""The container entrypoint: environment to torchrun, signal forwarding, one exit code for the launch."""

@@ -1,0 +1,191 @@
+"""Stop on SIGTERM or SIGINT with a complete checkpoint, so that a restarted pod loses almost nothing.
+
+Kubernetes sends SIGTERM when it deletes, evicts or preempts a pod, and SIGKILL when the grace period
+is over; `docker stop` does the same. The launcher passes the signal on to every rank. A checkpoint
+cannot be written from inside a signal handler (a rank may be in the middle of a collective), so the
+handler only notes the signal and `StopOnSignal`, a `TrainerCallback`, acts on it at the next optimizer
+step end (or right after an evaluation the signal interrupted): the ranks agree through one all_reduce
+(so they all stop at the same step and none is left waiting in a collective), the Trainer saves a
+checkpoint there and stops, and `commands.train.main` raises `errors.Stopped` (exit code 128 + the signal number:
+retried) instead of writing the final adapter.
+
+Before training starts there is nothing to save, so the handler stops the process at once, and tells the
+other ranks through the process group's store: during data preparation they poll it (`raise_if_peer_stopped`,
+in the encoding loop and in `dist.barrier`), so that a rank on another node does not go on encoding the
+audio, or wait for a rank that is gone, until the process-group timeout. Once training has ended the signal
+is only logged, so that the final adapter is still written.
+
+`--save_on_signal false` makes the ranks stop at the agreed step end without saving a checkpoint for the
+signal (one that is due at that step anyway, at `--save_steps` or the last step, is still written; a restart
+resumes from the newest complete checkpoint). `--signal_save_timeout_seconds` bounds the time from the signal to
+the end: a watchdog started by the handler records the reason and exits with 128 + the signal number
+once it has passed, so the process ends with a known code and reason before Kubernetes' SIGKILL at the end
+of `terminationGracePeriodSeconds` (the chart derives the bound from it). A checkpoint cut short there has
+no completeness marker and is ignored on restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from types import FrameType
+from typing import Any, Literal
+
+import torch
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from trainer import errors
+from trainer.dist import tell_peers
+from trainer.errors import Stopped
+from trainer.rank_reports import record
+
+log = logging.getLogger(__name__)
+
+HANDLED = (signal.SIGTERM, signal.SIGINT)
+class StopOnSignal(TrainerCallback):
+    """Save a checkpoint and stop at the next step end after SIGTERM/SIGINT on any rank.
+
+    Use as a context manager around the run: it installs the signal handlers on entry and puts the
+    previous ones back on exit (tests run many trainings in one process). Pass it to the Trainer with
+    `trainer.add_callback`, and call `raise_if_stopped()` after `trainer.train()` returns.
+    """
+
+    def __init__(self, save: bool = True, timeout_seconds: float = 0.0) -> None:
+        self.save = save
+        self.timeout_seconds = timeout_seconds
+        self.received: int | None = None
+        self.phase: Literal["before", "training", "after", "stopping"] = "before"
+        self.stopped_at: int | None = None
+        self.due_save = False  # --save_on_signal false, and a regular checkpoint was due at the stop step anyway
+        self._previous: dict[int, Any] = {}
+        self._watchdog: threading.Timer | None = None
+
+    # ---- handlers --------------------------------------------------------------------------------
+    def __enter__(self) -> StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for sig in HANDLED:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, Stopped):
+            self._stopping(exc)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _stopping(self, stopped: Stopped) -> None:
+        """On the way out with `stopped`: tell the other ranks if this one was signalled before training, and
+        record the outcome now, while this handler still stands (a SIGTERM from torchrun, sent once a peer
+        has exited, would end the process before the dispatcher records it once the default one is back)."""
+        signalled_before = self.received if self.phase == "before" else None
+        self.phase = "stopping"  # a further signal is only noted: nothing may cut this short
+        if signalled_before is not None:
+            tell_peers(signalled_before)
+        record(stopped.code, stopped.reason)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self.phase == "before":
+            self.received = signum
+            raise Stopped(errors.for_signal(signum), f"stopped by {name} before training started; nothing to save")
+        if self.phase == "stopping":
+            return
+        if self.received is None:
+            self.received = signum
+            what = "training is over; finishing the final save"
+            if self.phase == "training":
+                what = "saving a checkpoint and stopping at the next step end" if self.save else (
+                    "stopping at the next step end without saving (--save_on_signal false)")
+            if self.timeout_seconds > 0:
+                what += f", within {self.timeout_seconds:g} s (--signal_save_timeout_seconds)"
+                self._watchdog = threading.Timer(self.timeout_seconds, self._expire)
+                self._watchdog.daemon = True
+                self._watchdog.start()
+            # os.write, not logging: a handler may interrupt a logging call holding its lock.
+            os.write(2, f"higgs-audio-trainer: got {name}: {what}\n".encode())
+
+    def _expire(self) -> None:
+        """The watchdog: the save after a signal took longer than the bound; exit now with its code."""
+        assert self.received is not None
+        code = errors.for_signal(self.received)
+        reason = (
+            f"stopped by {signal.Signals(self.received).name}: the step and checkpoint did not finish within "
+            f"{self.timeout_seconds:g} s (--signal_save_timeout_seconds); a restart resumes from the newest "
+            "complete checkpoint"
+        )
+        os.write(2, f"higgs-audio-trainer: {reason}\n".encode())
+        record(code, reason)
+        os._exit(code)
+
+    # ---- training events -------------------------------------------------------------------------
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self.phase = "training"
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> TrainerControl:
+        if self.stopped_at is None and self._agreed(args):
+            # Only ever ask for a save: --save_on_signal false must not cancel a checkpoint that is due at
+            # this step (save_steps, the last step), which DefaultFlowCallback has asked for before us.
+            self.due_save = control.should_save and not self.save
+            control.should_save = control.should_save or self.save
+            control.should_training_stop = True
+            self.stopped_at = state.global_step
+        return control
+
+    def on_evaluate(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> TrainerControl:
+        # Evaluation runs after a step end on every rank: a signal that came during it is acted on right
+        # after it, at the step just taken (the Trainer saves after evaluating), not one step later.
+        return self.on_step_end(args, state, control, **kwargs)
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self.phase = "after"
+
+    # ---- decisions -------------------------------------------------------------------------------
+    def _agreed(self, args: TrainingArguments) -> bool:
+        """Whether any rank got a signal: one MAX all_reduce of the signal number, every step."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return self.received is not None
+        device = args.device if dist.get_backend() == "nccl" else torch.device("cpu")
+        flag = torch.tensor([self.received or 0], dtype=torch.int32, device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        agreed = int(flag.item())
+        if agreed and self.received is None:
+            self.received = agreed  # a peer was signalled: stop with its signal's code
+        return agreed != 0
+
+    def raise_if_stopped(self) -> None:
+        """After `trainer.train()`: raise `Stopped` if training ended because of a signal."""
+        if self.stopped_at is None or self.received is None:
+            return
+        name = signal.Signals(self.received).name
+        step = self.stopped_at
+        if self.due_save:
+            raise Stopped(
+                errors.for_signal(self.received),
+                f"stopped by {name} at step {step}: checkpoint-{step} saved, as it was due there "
+                "(--save_on_signal false saves no other); a restart resumes from it",
+            )
+        if not self.save:
+            raise Stopped(
+                errors.for_signal(self.received),
+                f"stopped by {name} at step {step} without saving (--save_on_signal false); a restart resumes "
+                "from the newest complete checkpoint",
+            )
+        raise Stopped(
+            errors.for_signal(self.received),
+            f"stopped by {name} at step {step}: checkpoint-{step} saved; a restart resumes from it",
+        )
