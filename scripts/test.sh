@@ -2,15 +2,26 @@
 # The README's second command (and CI's, through .ci/run): set up everything the tests need on a
 # fresh machine, start nothing by hand, run ruff and the whole pytest suite.
 #   scripts/test.sh               everything
-#   scripts/test.sh -m "not slow" the fast tests (inner loop); any pytest arguments pass through
+#   scripts/test.sh -m "not slow" the fast tests (inner loop); any pytest arguments pass through, and only
+#                                 the tools the selected tests use are installed
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 scripts/setup.sh --test
-for tool in scripts/ci/install_*.sh; do
-  [[ -f "$tool" ]] && bash "$tool"
-done
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+
+# Install the external tools only for the tests selected (Docker's engine and base image, Helm and checkov,
+# Prometheus are gigabytes): pytest lists what it would run; if it cannot, everything is installed.
+if selected=$(.venv/bin/python -m pytest --collect-only -q -p no:cacheprovider "$@" 2>/dev/null | grep "::"); then
+  needs() { grep -qE "^($1)" <<<"$selected"; }
+else
+  needs() { true; }
+fi
+if needs "tests/image/test_image.py"; then bash scripts/ci/install_docker_tools.sh
+elif needs "tests/image/"; then bash scripts/ci/install_docker_tools.sh --lint-only
+fi
+needs "tests/chart/" && bash scripts/ci/install_k8s_tools.sh
+needs "tests/monitoring/|tests/trainer/metrics/" && bash scripts/ci/install_monitoring_tools.sh
 .venv/bin/ruff check .
 set +e
 .venv/bin/python -m pytest "$@"

