@@ -79,7 +79,7 @@ def test_build_context_holds_exactly_what_the_dockerfile_copies() -> None:
 
 
 def test_docs_cover_every_launcher_variable_and_the_volumes() -> None:
-    doc = (REPO / "README.md").read_text()  # its section "The container image"
+    doc = (REPO / "docs" / "container-image.md").read_text()
     missing = [name for name in ENV_VARS if f"`{name}`" not in doc]
     assert not missing
     for path in ("/models", "/data", "/output", "/tmp"):

@@ -1,6 +1,6 @@
 """What a run must show in Prometheus, checked through its HTTP API; shared by the monitoring and e2e tests.
 
-- `assert_run_metrics`: every series of the table in the README is there for the run, with plausible
+- `assert_run_metrics`: every series of the table in docs/monitoring.md is there for the run, with plausible
   values (steps increase, losses finite, the expected status).
 - `assert_dashboard_queries`: every query of the Grafana dashboard, variables substituted as Grafana
   would, returns data for the run.
@@ -22,13 +22,13 @@ import yaml
 from tests.monitoring.stack import DASHBOARD, REPO, RULES, Pushgateway, http_get, query, value, wait_for
 from trainer.metrics.series import STATUSES
 
-DOCS = REPO / "README.md"  # its Monitoring section holds the series table
+DOCS = REPO / "docs" / "monitoring.md"  # its series table
 # Grafana's interval variables, as the tests substitute them (the test Prometheus scrapes every 0.5 s)
 INTERVALS = {"__rate_interval": "1m", "__interval": "15s", "__range": "1h"}
 
 
 def documented_series(path: Path = DOCS) -> dict[str, dict[str, str]]:
-    """The series table of the README: name -> {type, labels, unit, meaning}."""
+    """The series table of docs/monitoring.md: name -> {type, labels, unit, meaning}."""
     rows: dict[str, dict[str, str]] = {}
     for line in path.read_text().splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]

@@ -1,5 +1,5 @@
 """The real trainer under torchrun (2 CPU processes, tiny Higgs Audio v2, bundled speech) pushes every
-series of the README table to a real Pushgateway; a real Prometheus scrapes them, and every dashboard
+series of the docs/monitoring.md table to a real Pushgateway; a real Prometheus scrapes them, and every dashboard
 and alert-rule expression returns data for the run."""
 
 from __future__ import annotations
