@@ -1,16 +1,7 @@
 """Reader of format 1: a `.json` list of ChatML samples, in either of the two layouts people have.
 
-A sample is `{"messages": [...], "start_index": n, "speaker": ..., "misc": {...}}`. Two layouts of its
-messages are read as they are:
-
-- the native one (Boson AI's higgs-audio repository, and what the model's chat template renders): text in
-  system, scene and user turns, audio alone in assistant turns;
-- the seed scripts' one (train-higgs-audio): the reference clip inside the user turn, between its
-  transcript and an instruction, and the assistant turn holding the target's transcript before its audio.
-
-`native_turns` is the one place that maps the second onto the first (the README's "Input formats" says
-how); every way a sample can still break the chat template is recorded as a problem of that sample.
-`trainer.data.load` picks this reader for a path ending in `.json`.
+`trainer.data.load` picks this reader for a path ending in `.json`; `read_chatml` says what the two layouts
+are, and `native_turns` maps the seed scripts' one onto the native one the chat template renders.
 """
 
 from __future__ import annotations
@@ -27,7 +18,18 @@ ROLES = ("system", "scene", "user", "assistant")
 
 
 def read_chatml(path: str, system_prompt: str) -> list[Candidate]:
-    """One candidate per list item, in file order; `DataError` when the file is not such a list."""
+    """One candidate per list item, in file order; `DataError` when the file is not such a list.
+
+    A sample is `{"messages": [...], "start_index": n, "speaker": ..., "misc": {...}}`. Two layouts of its
+    messages are read as they are:
+
+    - the native one (Boson AI's higgs-audio repository, and what the model's chat template renders): text in
+      system, scene and user turns, audio alone in assistant turns;
+    - the seed scripts' one (train-higgs-audio): the reference clip inside the user turn, between its
+      transcript and an instruction, and the assistant turn holding the target's transcript before its audio.
+
+    Every way a sample can still break the chat template is recorded as a problem of that sample.
+    """
     items = read_json(path)
     if isinstance(items, dict) and "samples" in items:
         raise DataError(f"{path}: is a dataset directory's metadata.json; pass its directory instead")
@@ -85,6 +87,9 @@ def native_turns(
     messages: list[dict], labels: list[str], start: int, problems: list[str]
 ) -> tuple[list[dict], int, set[int]] | None:
     """Map normalised messages onto the layout the chat template renders and the model is prompted with.
+
+    The one place that maps the seed scripts' layout onto the native one (`read_chatml`; the README's
+    "Input formats" says how).
 
     Returns (messages, start index, reference turns), or None with the reasons added to `problems`.
     The mapping follows the original model's voice-cloning prompt (system, user: reference transcript,

@@ -1,19 +1,5 @@
 """Read the three training-data formats into one conversation form, and find every bad sample.
 
-Formats, told apart by the path:
-
-- a `.json` file: a list of ChatML samples, the format of Boson AI's higgs-audio repository
-  (`{"messages": [...], "start_index": n, "speaker": ..., "misc": {...}}`);
-- a `.jsonl` file: one `{"audio", "text", "ref_audio"?, "ref_text"?, "scene"?, "speaker"?}` per line;
-- a directory: `metadata.json` with a `samples` list, or else `x.wav`/`x.flac`/`x.ogg` + `x.txt` pairs
-  (top level only).
-
-All of them become `Conversation`s in the transformers chat format that Higgs Audio v2's chat template
-renders: text in system, scene and user turns, audio only in assistant turns. Every problem is
-collected as a `BadSample` naming its file and line or index, so a user fixes a dataset in one pass;
-nothing is ever silently dropped or replaced here (the caller decides whether to skip or stop).
-Audio is checked from file headers only (`audio_info`), so validating a large dataset stays fast.
-
 This module picks the reader for a path and checks the audio of every sample; the readers live in
 `trainer.data.chatml` (`.json`) and `trainer.data.pairs` (`.jsonl` and directories), the types in
 `trainer.data.samples`. The rest of the package imports all of it from here.
@@ -59,6 +45,19 @@ def load_conversations(
     min_audio_seconds: float = MIN_AUDIO_SECONDS,
 ) -> tuple[list[Conversation], list[BadSample]]:
     """Read a dataset in any supported format and check every sample and audio file.
+
+    Formats, told apart by the path:
+
+    - a `.json` file: a list of ChatML samples, the format of Boson AI's higgs-audio repository
+      (`{"messages": [...], "start_index": n, "speaker": ..., "misc": {...}}`);
+    - a `.jsonl` file: one `{"audio", "text", "ref_audio"?, "ref_text"?, "scene"?, "speaker"?}` per line;
+    - a directory: `metadata.json` with a `samples` list, or else `x.wav`/`x.flac`/`x.ogg` + `x.txt` pairs
+      (top level only).
+
+    All of them become `Conversation`s in the transformers chat format that Higgs Audio v2's chat template
+    renders: text in system, scene and user turns, audio only in assistant turns. Every problem is
+    collected as a `BadSample` naming its file and line or index, so a user fixes a dataset in one pass;
+    nothing is ever silently dropped or replaced here (the caller decides whether to skip or stop).
 
     Args:
         path: A `.json` ChatML list, a `.jsonl` manifest or a dataset directory.
@@ -109,6 +108,8 @@ def _check_audio(
     candidates: list[Candidate], limits: tuple[float, float]
 ) -> tuple[list[Conversation], list[BadSample]]:
     """Check each candidate's audio headers (each file once) and split good from bad.
+
+    Audio is checked from file headers only (`audio_info`), so validating a large dataset stays fast.
 
     An item whose `offset`/`duration` describe the whole file loses them here, so that it is encoded (and
     cached) as the file it is; a real segment keeps them and is cut from the file when it is encoded.

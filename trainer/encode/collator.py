@@ -1,14 +1,8 @@
 """Cached audio codes + rendered conversations -> the model's training inputs.
 
 The layout is exactly what `HiggsAudioV2Processor.apply_chat_template` produces for the same
-conversation (a test checks this): each audio placeholder becomes `frames + 2` `<|AUDIO_OUT|>`
-tokens and `codebooks - 1` delay tokens, and the codes get a stream BOS and EOS and the delay
-pattern (codebook k shifted right by k frames).
-
-The labels follow voice-cloning practice rather than the processor's: only target audio (assistant
-turns at or after `start_index`) is supervised, reference audio is context, stream BOS frames are
-never targets, and every stream EOS of a target is a target so that the model learns to stop.
-With a text head, the closing tokens of target turns (`<|audio_eos|><|eot_id|>`) are the text targets.
+conversation (a test checks this); the labels follow voice-cloning practice rather than the processor's.
+`expand` says how both are built.
 """
 
 from __future__ import annotations
@@ -97,7 +91,17 @@ def text_targets_after(input_ids: list[int], placeholder_positions: list[int], e
 
 
 def expand(sample: EncodedSample, layout: Layout, text_labels: bool) -> dict[str, np.ndarray]:
-    """One sample's arrays: input_ids, labels (L,), audio_input_ids, audio_labels (F, codebooks)."""
+    """One sample's arrays: input_ids, labels (L,), audio_input_ids, audio_labels (F, codebooks).
+
+    The layout is the processor's: each audio placeholder becomes `frames + 2` `<|AUDIO_OUT|>` tokens and
+    `codebooks - 1` delay tokens, and the codes get a stream BOS and EOS and the delay pattern (codebook k
+    shifted right by k frames).
+
+    The labels follow voice-cloning practice rather than the processor's: only target audio (assistant
+    turns at or after `start_index`) is supervised, reference audio is context, stream BOS frames are
+    never targets, and every stream EOS of a target is a target so that the model learns to stop.
+    With a text head, the closing tokens of target turns (`<|audio_eos|><|eot_id|>`) are the text targets.
+    """
     k = layout.num_codebooks
     ids: list[np.ndarray] = []
     labels: list[np.ndarray] = []
