@@ -1,5 +1,5 @@
 """The benchmarks run and print the figures their docstrings promise (at toy sizes: speed is not
-asserted here; the numbers come from full-size runs, see the README)."""
+asserted here; the numbers come from full-size runs, see docs/performance.md)."""
 
 from __future__ import annotations
 
@@ -131,3 +131,17 @@ def test_gpu_benchmark_skips_what_the_time_budget_leaves_no_room_for(tmp_path) -
     assert out["variants"]["baseline"]["status"] in ("ok", "error")  # cut off (an error string) if over budget
     assert [out["variants"][v]["status"] for v in ("lora", "eager")] == ["skipped", "skipped"]
     assert out["complete"]
+
+
+def test_data_read_benchmark_reads_every_sample_it_wrote_and_reports_a_ratio_to_the_floor(tmp_path) -> None:
+    out = _run("bench_data_read.py", "--samples", "300", "--repeats", "1", "--startup_subset", "50",
+               "--max_ratio", "1000", "--workdir", str(tmp_path), tmp_path=tmp_path)
+    assert out["samples"] == out["samples_read"] == out["distinct_audio_files"] == 300 and out["bad_samples"] == 0
+    for key in ("samples_per_second", "baseline_samples_per_second", "ratio_to_floor", "seconds",
+                "baseline_seconds", "baseline_json_seconds", "baseline_header_seconds", "ours_parse_map_seconds",
+                "json_bytes", "audio_bytes"):
+        assert out[key] > 0, key
+    assert out["cold"]["samples_per_second"] > 0 and out["cold"]["ratio_to_floor"] > 0
+    assert out["startup"]["subset_samples"] == 50 and 0 < out["startup"]["share_of_data_startup"] < 1
+    assert out["target"] == {"max_ratio_to_floor": 1000, "met": True}
+    assert len(out["per_repeat_ratio"]) == 1
