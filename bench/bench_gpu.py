@@ -2,19 +2,19 @@
 
 What is timed is our training step: `HiggsAudioTrainer.train()` with the arguments `build_training_args`
 makes, our collator, dataset classes, loss (`compute_loss`), NaN guard, gradient clipping, AdamW and
-scheduler, the model assembled by `assemble` (LoRA or freezing): everything `trainer.commands.train.build` sets up, except that the model
-is built in memory from a config with random weights (no 12 GB save and load) and the samples are
-synthetic: a typical sentence rendered with the checkpoint chat template (the tiny BPE tokenizer of
-`trainer.model.tiny` stands in for Llama-3's, with the real vocabulary size kept in the model) and random codes
-for a 10 s clip (250 frames at 25 frames/s, 8 codebooks, stream BOS/EOS and the delay pattern), all of
-the same length, so batches carry no padding. Step seconds: median time between consecutive step ends
-after the warm-up steps (CUDA synchronised at each step end). FLOPs per step: `FlopCounterMode` over one
-forward+backward of `compute_loss` on one micro-batch (gradient checkpointing off, so recomputation is
-not counted: model FLOPs), times the gradient accumulation steps; the analytic 6 * N_active * tokens
-(N_active: the weights one token passes through: attention, one of the two FFNs, the audio head) is
-printed beside it (on CPU the counter sees no FLOPs in SDPA's attention kernel, on CUDA it does). MFU =
-FLOPs per step / step seconds / the chip's dense bf16 peak (989 TFLOP/s for an H100 or H200 SXM, or
-`--peak_tflops`); `mfu_vs_measured_matmul` divides by the rate of one large bf16 matrix product instead.
+scheduler, the model assembled by `assemble` (LoRA or freezing): everything `trainer.commands.train.build`
+sets up, except that the model is built in memory from a config with random weights (no 12 GB save and load)
+and the samples are synthetic: a typical sentence rendered with the checkpoint chat template (the tiny BPE
+tokenizer of `trainer.model.tiny` stands in for Llama-3's, with the real vocabulary size kept in the model)
+and random codes for a 10 s clip (250 frames at 25 frames/s, 8 codebooks, stream BOS/EOS and the delay
+pattern), all of the same length, so batches carry no padding. Step seconds: median time between consecutive
+step ends after the warm-up steps (CUDA synchronised at each step end). FLOPs per step: `FlopCounterMode` over
+one forward+backward of `compute_loss` on one micro-batch (gradient checkpointing off, so recomputation is not
+counted: model FLOPs), times the gradient accumulation steps; the analytic 6 * N_active * tokens (N_active:
+the weights one token passes through: attention, one of the two FFNs, the audio head) is printed beside it (on
+CPU the counter sees no FLOPs in SDPA's attention kernel, on CUDA it does). MFU = FLOPs per step / step
+seconds / the chip's dense bf16 peak (989 TFLOP/s for an H100 or H200 SXM, or `--peak_tflops`);
+`mfu_vs_measured_matmul` divides by the rate of one large bf16 matrix product instead.
 
 Variants, one-at-a-time toggles against `baseline` (full fine-tuning, SDPA attention, transformers'
 default optimizer adamw_torch_fused, no gradient checkpointing, no compilation, bf16 autocast on GPU),

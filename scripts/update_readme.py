@@ -19,7 +19,8 @@ from trainer.errors import TABLE  # noqa: E402
 
 
 def exit_codes_markdown() -> str:
-    return "| code | meaning |\n| --- | --- |\n" + "".join(f"| {code} | {text} |\n" for code, text in sorted(TABLE.items()))
+    rows = "".join(f"| {code} | {text} |\n" for code, text in sorted(TABLE.items()))
+    return "| code | meaning |\n| --- | --- |\n" + rows
 
 
 # file -> {block name: what fills it}
