@@ -1,31 +1,8 @@
 """Finish a checkpoint on a background thread, so that a LoRA save holds training only for the adapter.
 
-A LoRA checkpoint is the adapter plus what resuming needs. Most of it, and most of the save's time, is
-the optimizer state: AdamW keeps two moments per trainable weight, twice the adapter's size. With
-`--async_save` (the default) the save writes the adapter, the RNG states and the trainer state while
-training waits, and hands the optimizer and scheduler state to `PendingCheckpoint`. Its thread copies
-that state to host memory, writes it, flushes the checkpoint to stable storage, writes the completeness
-marker, then rotates old checkpoints, while training goes on.
-
-A full fine-tuning save writes its model and optimizer state while training waits (a host copy would be
-the model's size twice over); only the flush, the marker and the rotation go to the thread.
-
-The copy is needed because the optimizer updates its tensors in place at the next step: writing the live
-state from another thread would save a mix of two steps. The next optimizer step therefore waits, in a
-step pre-hook, until the copy is made; the forward and backward before it do not.
-
-The guarantees of a synchronous save stand, because the marker is still the last thing written:
-- a process killed before the write ends leaves a checkpoint without a marker, which the next start
-  ignores and removes (checkpoint.py); an earlier checkpoint is rotated away only after the new marker;
-- one write at most is in flight: the next save waits for it, and so do the end of training, the reload
-  of the best checkpoint and every other way out of `train()`, a signal stop included, so that the
-  checkpoint a run reports is complete before the process ends;
-- a failed write is reported where training next looks (every step end, and those waits): out of disk
-  stops the run with exit code 5 as a synchronous save does, after removing the partial checkpoint.
-
-Before the marker the thread also flushes every file of the checkpoint to stable storage, the ones
-training wrote included: a node that loses power must not leave a marker that vouches for data still in
-its page cache. Training does not wait for that flush.
+Most of a LoRA checkpoint, and most of the save's time, is the optimizer state: with `--async_save` (the
+default) a `PendingCheckpoint` writes it while training goes on, and the guarantees of a synchronous save
+stand, because the marker is still the last thing written.
 """
 
 from __future__ import annotations
@@ -85,6 +62,16 @@ class Written:
 class PendingCheckpoint:
     """One checkpoint being finished on a background thread (rank 0 only).
 
+    A LoRA checkpoint is the adapter plus what resuming needs. Most of it, and most of the save's time, is
+    the optimizer state: AdamW keeps two moments per trainable weight, twice the adapter's size. With
+    `--async_save` (the default) the save writes the adapter, the RNG states and the trainer state while
+    training waits, and hands the optimizer and scheduler state to a `PendingCheckpoint`. Its thread copies
+    that state to host memory, writes it, flushes the checkpoint to stable storage, writes the completeness
+    marker, then rotates old checkpoints, while training goes on.
+
+    A full fine-tuning save writes its model and optimizer state while training waits (a host copy would be
+    the model's size twice over); only the flush, the marker and the rotation go to the thread.
+
     Everything else of the checkpoint (adapter or model, RNG states of every rank, trainer state) is
     written when this is created. `files` maps file names in `path` to state dicts still to write there
     (none for full fine-tuning); those may hold the optimizer's live tensors: the thread first copies
@@ -92,6 +79,15 @@ class PendingCheckpoint:
     training goes on through the next forward and backward while the copy is made. Then the thread writes
     the copies, flushes the checkpoint, writes the marker, and calls `rotate`, which returns the
     checkpoints it removed.
+
+    The guarantees of a synchronous save stand, because the marker is still the last thing written:
+    - a process killed before the write ends leaves a checkpoint without a marker, which the next start
+      ignores and removes (checkpoint.py); an earlier checkpoint is rotated away only after the new marker;
+    - one write at most is in flight: the next save waits for it, and so do the end of training, the reload
+      of the best checkpoint and every other way out of `train()`, a signal stop included, so that the
+      checkpoint a run reports is complete before the process ends;
+    - a failed write is reported where training next looks (every step end, and those waits): out of disk
+      stops the run with exit code 5 as a synchronous save does, after removing the partial checkpoint.
     """
 
     def __init__(
@@ -126,13 +122,24 @@ class PendingCheckpoint:
         self._hook = guard.register_step_pre_hook(self._before_step) if guard is not None else None
 
     def _before_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        """The guarded optimizer's step changes its state in place: not before the copy is made."""
+        """The guarded optimizer's step changes its state in place: not before the copy is made.
+
+        The copy is needed because the optimizer updates its tensors in place at the next step: writing the live
+        state from another thread would save a mix of two steps. The next optimizer step therefore waits, in
+        this step pre-hook, until the copy is made; the forward and backward before it do not.
+        """
         if not self._copied.is_set():
             waited = time.monotonic()
             self._copied.wait()
             self.blocking_seconds += time.monotonic() - waited
 
     def _run(self) -> None:
+        """The thread: copy, write, flush, marker, rotation; an error is kept for `wait` to raise.
+
+        Before the marker the thread also flushes every file of the checkpoint to stable storage, the ones
+        training wrote included: a node that loses power must not leave a marker that vouches for data still in
+        its page cache. Training does not wait for that flush.
+        """
         # Give the GIL back at once: the training thread that started this one would otherwise wait a whole
         # switch interval (5 ms) for it before it can go on.
         time.sleep(0)

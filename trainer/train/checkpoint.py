@@ -1,16 +1,8 @@
 """Checkpoint completeness, discovery for resumption, rotation and atomic final outputs.
 
-A checkpoint directory counts only once its marker file exists. The marker is written last, after
-every rank has finished writing (optimizer, scheduler, RNG states, trainer state, adapter), through a
-temporary file and an atomic rename; a process killed at any point before that leaves a directory
-without a marker, which resumption ignores and removes. Old checkpoints are rotated only after a new
-one is complete, so a failing save never costs an earlier complete checkpoint. A save over a checkpoint
-directory that an earlier run left (the same step number) first removes it whole: its marker must not
-vouch for files this save has only half rewritten.
-
-The final adapter (or model) is written to a temporary sibling and swapped in by two renames (`atomic_dir`);
-a process killed on the way leaves that temporary copy, or the previous output under a temporary name,
-which the next start removes or puts back (`recover_final_outputs`).
+A checkpoint directory counts only once its marker file exists (`write_marker`), and the final adapter
+(or model) is swapped in whole (`atomic_dir`): what a process killed on the way leaves, the next start
+ignores and removes, or puts back.
 """
 
 from __future__ import annotations
@@ -86,6 +78,11 @@ def dir_size(path: Path) -> int:
 
 def write_marker(ckpt: Path, step: int) -> int:
     """Mark `ckpt` complete: a JSON file written to a temporary name, flushed, then renamed into place.
+
+    A checkpoint directory counts only once its marker file exists. The marker is written last, after
+    every rank has finished writing (optimizer, scheduler, RNG states, trainer state, adapter), through a
+    temporary file and an atomic rename; a process killed at any point before that leaves a directory
+    without a marker, which resumption ignores and removes.
 
     Returns the checkpoint's bytes on disk, the marker included (what `dir_size` would now say), so that
     the caller need not walk the directory again.
@@ -266,7 +263,11 @@ def remove_incomplete(paths: list[Path]) -> None:
 
 
 def rotate(output_dir: str | Path, keep: int, protect: Path | None = None) -> list[Path]:
-    """Delete the oldest complete checkpoints beyond `keep` (0 keeps all); never the newest or `protect`."""
+    """Delete the oldest complete checkpoints beyond `keep` (0 keeps all); never the newest or `protect`.
+
+    Old checkpoints are rotated only after a new one is complete, so a failing save never costs an earlier
+    complete checkpoint.
+    """
     if keep <= 0:
         return []
     complete = complete_checkpoints(output_dir)
@@ -282,6 +283,9 @@ def rotate(output_dir: str | Path, keep: int, protect: Path | None = None) -> li
 @contextmanager
 def atomic_dir(final: Path) -> Iterator[Path]:
     """Yield a temporary sibling directory `.NAME.tmp-*`; on success it replaces `final`.
+
+    The final adapter (or model) is written there, so that a process killed on the way never leaves a
+    half-written one in its place.
 
     The directory gets the mode a plain `mkdir` would (`fsmode.temp_dir`): it becomes the output, and
     whoever reads the output (an inference pod sharing the volume) must be able to open it.

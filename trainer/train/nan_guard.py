@@ -1,17 +1,6 @@
 """What a NaN or infinite training loss does (`--nan_policy`): stop with a clear error, or skip the step.
 
-`HiggsAudioTrainer.compute_loss` hands every training micro-batch's loss to `NanGuard.observe`, which keeps a
-flag on the loss's device (no host sync per micro-batch). Right before the optimizer step the ranks agree
-through one MAX all_reduce whether any of them saw a non-finite loss in this step, so that all of them take
-the same branch and none is left waiting in a collective:
-
-- `stop` (the default): raise `errors.Stopped` with exit code 4 (`errors.DIVERGED`, not retried: a
-  restart would diverge again) before the optimizer touches the weights. Nothing new is saved, so the
-  newest complete checkpoint stays the resume point.
-- `skip`: drop the step's gradients (set to None, so that AdamW leaves the weights and its moments alone;
-  zero gradients would still move the weights through momentum and weight decay), count the step and go
-  on. The count since the process started is the `nan_steps_skipped` log key. The learning-rate schedule
-  still advances, as it does for a step that AMP's gradient scaler skips.
+`NanGuard` decides once per optimizer step, and every rank takes the same branch.
 """
 
 from __future__ import annotations
@@ -32,7 +21,21 @@ log = logging.getLogger(__name__)
 
 
 class NanGuard(TrainerCallback):
-    """Stop or skip the optimizer step when any rank's loss in it is NaN or infinite (module docstring)."""
+    """Stop or skip the optimizer step when any rank's loss in it is NaN or infinite.
+
+    `HiggsAudioTrainer.compute_loss` hands every training micro-batch's loss to `NanGuard.observe`, which keeps a
+    flag on the loss's device (no host sync per micro-batch). Right before the optimizer step the ranks agree
+    through one MAX all_reduce whether any of them saw a non-finite loss in this step, so that all of them take
+    the same branch and none is left waiting in a collective:
+
+    - `stop` (the default): raise `errors.Stopped` with exit code 4 (`errors.DIVERGED`, not retried: a
+      restart would diverge again) before the optimizer touches the weights. Nothing new is saved, so the
+      newest complete checkpoint stays the resume point.
+    - `skip`: drop the step's gradients (set to None, so that AdamW leaves the weights and its moments alone;
+      zero gradients would still move the weights through momentum and weight decay), count the step and go
+      on. The count since the process started is the `nan_steps_skipped` log key. The learning-rate schedule
+      still advances, as it does for a step that AMP's gradient scaler skips.
+    """
 
     def __init__(self, policy: Literal["stop", "skip"] = "stop", before_stop: Callable[[], None] | None = None) -> None:
         self.policy = policy

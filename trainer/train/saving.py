@@ -1,14 +1,6 @@
 """The checkpoint lifecycle as `Trainer` hooks: where a save goes, when it counts, how it ends, what loads it.
 
-Each hook calls `super()` where there is one:
-- `_save` / `_save_checkpoint` / `_load_from_checkpoint`: the LoRA adapter lives in `lora_adapters/`,
-  a checkpoint gets its completeness marker after every rank has written, rotation happens after that;
-  a `checkpoint-N` an earlier run left at the same step is removed before any rank writes there. A save
-  that fails for lack of disk space removes its partial directory and stops with exit code 5, naming the
-  path and the space a checkpoint needs; `warn_if_short_of_disk` says so before the first step.
-- `_save_optimizer_and_scheduler` / `finish_pending_save` / `train`: with `--async_save` a checkpoint's
-  flush, marker and rotation happen on a background thread (`trainer.train.background_save`), with LoRA
-  its optimizer and scheduler state too; every way out of `train()` waits for that write.
+`CheckpointingTrainer` holds those hooks, so that a checkpoint is complete or ignored, never half-written.
 """
 
 from __future__ import annotations
@@ -37,7 +29,18 @@ def _written_flag(checkpoint_name: str) -> str:
 
 
 class CheckpointingTrainer(Trainer):
-    """A `Trainer` whose checkpoints are complete or ignored, written partly in the background."""
+    """A `Trainer` whose checkpoints are complete or ignored, written partly in the background.
+
+    Each hook calls `super()` where there is one:
+    - `_save` / `_save_checkpoint` / `_load_from_checkpoint`: the LoRA adapter lives in `lora_adapters/`,
+      a checkpoint gets its completeness marker after every rank has written, rotation happens after that;
+      a `checkpoint-N` an earlier run left at the same step is removed before any rank writes there. A save
+      that fails for lack of disk space removes its partial directory and stops with exit code 5, naming the
+      path and the space a checkpoint needs; `warn_if_short_of_disk` says so before the first step.
+    - `_save_optimizer_and_scheduler` / `finish_pending_save` / `train`: with `--async_save` a checkpoint's
+      flush, marker and rotation happen on a background thread (`trainer.train.background_save`), with LoRA
+      its optimizer and scheduler state too; every way out of `train()` waits for that write.
+    """
 
     def __init__(self, *args: Any, keep_checkpoints: int = 0, async_save: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

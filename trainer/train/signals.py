@@ -1,27 +1,8 @@
 """Stop on SIGTERM or SIGINT with a complete checkpoint, so that a restarted pod loses almost nothing.
 
 Kubernetes sends SIGTERM when it deletes, evicts or preempts a pod, and SIGKILL when the grace period
-is over; `docker stop` does the same. The launcher passes the signal on to every rank. A checkpoint
-cannot be written from inside a signal handler (a rank may be in the middle of a collective), so the
-handler only notes the signal and `StopOnSignal`, a `TrainerCallback`, acts on it at the next optimizer
-step end (or right after an evaluation the signal interrupted): the ranks agree through one all_reduce
-(so they all stop at the same step and none is left waiting in a collective), the Trainer saves a
-checkpoint there and stops, and `commands.train.main` raises `errors.Stopped` (exit code 128 + the signal number:
-retried) instead of writing the final adapter.
-
-Before training starts there is nothing to save, so the handler stops the process at once, and tells the
-other ranks through the process group's store: during data preparation they poll it (`raise_if_peer_stopped`,
-in the encoding loop and in `dist.barrier`), so that a rank on another node does not go on encoding the
-audio, or wait for a rank that is gone, until the process-group timeout. Once training has ended the signal
-is only logged, so that the final adapter is still written.
-
-`--save_on_signal false` makes the ranks stop at the agreed step end without saving a checkpoint for the
-signal (one that is due at that step anyway, at `--save_steps` or the last step, is still written; a restart
-resumes from the newest complete checkpoint). `--signal_save_timeout_seconds` bounds the time from the signal to
-the end: a watchdog started by the handler records the reason and exits with 128 + the signal number
-once it has passed, so the process ends with a known code and reason before Kubernetes' SIGKILL at the end
-of `terminationGracePeriodSeconds` (the chart derives the bound from it). A checkpoint cut short there has
-no completeness marker and is ignored on restart.
+is over; `docker stop` does the same. `StopOnSignal` turns the signal into a checkpoint at the next
+step end and a stop, on every rank at the same step.
 """
 
 from __future__ import annotations
@@ -46,6 +27,21 @@ log = logging.getLogger(__name__)
 HANDLED = (signal.SIGTERM, signal.SIGINT)
 class StopOnSignal(TrainerCallback):
     """Save a checkpoint and stop at the next step end after SIGTERM/SIGINT on any rank.
+
+    The launcher passes the signal on to every rank. A checkpoint cannot be written from inside a signal
+    handler (a rank may be in the middle of a collective), so the handler only notes the signal and this
+    `TrainerCallback` acts on it at the next optimizer step end (or right after an evaluation the signal
+    interrupted): the ranks agree through one all_reduce (so they all stop at the same step and none is left
+    waiting in a collective), the Trainer saves a checkpoint there and stops, and `commands.train.main` raises
+    `errors.Stopped` (exit code 128 + the signal number: retried) instead of writing the final adapter.
+
+    `--save_on_signal false` (`save`) makes the ranks stop at the agreed step end without saving a checkpoint
+    for the signal (one that is due at that step anyway, at `--save_steps` or the last step, is still written;
+    a restart resumes from the newest complete checkpoint). `--signal_save_timeout_seconds` (`timeout_seconds`)
+    bounds the time from the signal to the end: a watchdog started by the handler records the reason and exits
+    with 128 + the signal number once it has passed, so the process ends with a known code and reason before
+    Kubernetes' SIGKILL at the end of `terminationGracePeriodSeconds` (the chart derives the bound from it). A
+    checkpoint cut short there has no completeness marker and is ignored on restart.
 
     Use as a context manager around the run: it installs the signal handlers on entry and puts the
     previous ones back on exit (tests run many trainings in one process). Pass it to the Trainer with
@@ -89,6 +85,14 @@ class StopOnSignal(TrainerCallback):
         record(stopped.code, stopped.reason)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        """The signal handler: note the signal, and say what will happen (no checkpoint can be written here).
+
+        Before training starts there is nothing to save, so the handler stops the process at once, and tells the
+        other ranks through the process group's store: during data preparation they poll it
+        (`raise_if_peer_stopped`, in the encoding loop and in `dist.barrier`), so that a rank on another node does
+        not go on encoding the audio, or wait for a rank that is gone, until the process-group timeout. Once
+        training has ended the signal is only logged, so that the final adapter is still written.
+        """
         name = signal.Signals(signum).name
         if self.phase == "before":
             self.received = signum

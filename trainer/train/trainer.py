@@ -1,20 +1,6 @@
 """`HiggsAudioTrainer`: transformers' `Trainer` with the Higgs Audio v2 loss, logging and NaN policy.
 
-Only hooks are overridden, each calling `super()` where there is one:
-- `compute_loss`: the audio loss is the sum over codebooks of each codebook's mean cross-entropy over
-  its target frames, computed here from the logits. The model's own loss divides by the
-  `num_items_in_batch` the Trainer counts from the *text* labels, which changes the audio loss's scale
-  with the number of text labels; ours does not (`loss_is_scaled_for_ga = False`: the Trainer then
-  averages micro-batches over gradient accumulation).
-- `log`: adds audio, text and per-codebook losses and throughput (summed over ranks) to each log, and
-  with `--nan_policy skip` the count of skipped steps (`nan_steps_skipped`).
-- `_maybe_log_save_evaluate`: each logging window's running loss starts from 0, even after a NaN.
-- a NaN or infinite training loss stops the run or skips the step (`trainer.train.nan_guard.NanGuard`).
-- saving, finishing and loading checkpoints: the hooks of `trainer.train.saving.CheckpointingTrainer`.
-- `_init_training_state`: a resumed run logs, evaluates and saves at the intervals of its own options,
-  not at those stored in the checkpoint it resumes.
-- `evaluate`: with evaluation disabled it runs nothing and returns `{}`.
-- `_build_accelerator_args`: DDP keeps the gradients as views of its all-reduce buckets.
+Only hooks are overridden; the class docstring says what each one adds.
 """
 
 from __future__ import annotations
@@ -34,7 +20,24 @@ log = logging.getLogger(__name__)
 
 
 class HiggsAudioTrainer(CheckpointingTrainer):
-    """A `Trainer` for Higgs Audio v2 (see the module docstring for what each hook adds)."""
+    """A `Trainer` for Higgs Audio v2.
+
+    Only hooks are overridden, each calling `super()` where there is one:
+    - `compute_loss`: the audio loss is the sum over codebooks of each codebook's mean cross-entropy over
+      its target frames, computed here from the logits. The model's own loss divides by the
+      `num_items_in_batch` the Trainer counts from the *text* labels, which changes the audio loss's scale
+      with the number of text labels; ours does not (`loss_is_scaled_for_ga = False`: the Trainer then
+      averages micro-batches over gradient accumulation).
+    - `log`: adds audio, text and per-codebook losses and throughput (summed over ranks) to each log, and
+      with `--nan_policy skip` the count of skipped steps (`nan_steps_skipped`).
+    - `_maybe_log_save_evaluate`: each logging window's running loss starts from 0, even after a NaN.
+    - a NaN or infinite training loss stops the run or skips the step (`trainer.train.nan_guard.NanGuard`).
+    - saving, finishing and loading checkpoints: the hooks of `trainer.train.saving.CheckpointingTrainer`.
+    - `_init_training_state`: a resumed run logs, evaluates and saves at the intervals of its own options,
+      not at those stored in the checkpoint it resumes.
+    - `evaluate`: with evaluation disabled it runs nothing and returns `{}`.
+    - `_build_accelerator_args`: DDP keeps the gradients as views of its all-reduce buckets.
+    """
 
     def __init__(
         self,
