@@ -123,33 +123,23 @@ def native_turns(
                 problems.append(f"{label}: empty transcript")
             out.append({"role": role, "content": content})
         elif role == "user":
-            text: list[str] = []
-            for item, at in zip(content, where, strict=True):
-                if item["type"] == "text":
-                    text.append(item["text"])
-                    continue
-                transcript = _joined(text)
-                text = []
+            clips, rest = _clips_with_transcripts(content, where)
+            for transcript, item, at in clips:
                 if not transcript:
                     problems.append(f"{at}: reference audio with no transcript before it in the user message; "
                                     "the voice-cloning prompt needs the reference clip's transcript first")
                     continue
                 out += [text_message("user", transcript), {"role": "assistant", "content": [item]}]
                 references.add(len(out) - 1)
-            if _joined(text):
-                out.append(text_message("user", _joined(text)))
+            if rest:
+                out.append(text_message("user", rest))
         else:  # assistant
             if not any(c["type"] == "audio" for c in content):
                 problems.append(f"{label}: assistant message holds text but no audio; Higgs Audio v2 assistant turns "
                                 "hold audio, and the text they speak belongs in the user turn before them")
                 continue
-            text = []
-            for item, at in zip(content, where, strict=True):
-                if item["type"] == "text":
-                    text.append(item["text"])
-                    continue
-                transcript = _joined(text)
-                text = []
+            clips, rest = _clips_with_transcripts(content, where)
+            for transcript, item, at in clips:
                 if transcript and out and out[-1]["role"] == "user":
                     out[-1] = text_message("user", transcript)
                 elif transcript:
@@ -159,12 +149,25 @@ def native_turns(
                                     "before it, or as the user turn before this message")
                     continue
                 out.append({"role": "assistant", "content": [item]})
-            if _joined(text):
+            if rest:
                 problems.append(f"{label}: text after the last audio of an assistant message; the text an audio "
                                 "clip speaks goes before it")
     if problems:
         return None
     return out, len(out) if new_start is None else new_start, references
+
+
+def _clips_with_transcripts(content: list[dict], where: list[str]) -> tuple[list[tuple[str, dict, str]], str]:
+    """Split a message's items at its audio: (text before it, the audio item, where it is) per clip, and the
+    text after the last clip. Both layouts put a clip's transcript right before the clip."""
+    clips, text = [], []
+    for item, at in zip(content, where, strict=True):
+        if item["type"] == "text":
+            text.append(item["text"])
+        else:
+            clips.append((_joined(text), item, at))
+            text = []
+    return clips, _joined(text)
 
 
 def _joined(parts: list[str]) -> str:
