@@ -1,21 +1,9 @@
 """Output files and directories: the modes a plain `open()` or `mkdir()` gives, and a check up front.
 
-Outputs are written under temporary names and renamed into place (checkpoint markers, code-cache entries, the
-final adapter or model). `tempfile.mkstemp` and `mkdtemp` create those names 0600 and 0700 whatever the umask,
-and the rename keeps that mode: a final `lora_adapters/` that a plain `save_pretrained` would have made 0755
-(or 0775 under umask 002) came out 0700, and an inference pod that shares the volume through `fsGroup` could not
-read it. `temp_file` and `temp_dir` create the temporary names with the modes `open()` and `mkdir()` ask for
-(0666 and 0777), so the kernel applies the umask (or a default ACL) exactly as it does for every other file.
-
-Some writers do the same inside: safetensors 0.8 writes every `.safetensors` file through a 0600 temporary file
-(safetensors issue #782), so even a plain `save_pretrained` leaves the weights readable by their owner alone.
-`widen_to_umask` gives such a file, once written, the mode `open()` would have; `checkpoint.sync_files` calls it
-on every file of an output before the output counts (marker or rename). That needs the umask, which `os.umask`
-can only read by setting it, for the whole process and racing with the threads that write checkpoints: it is
-read from /proc/self/status instead, and set-and-restored once at import only where that is missing.
-
-`ensure_writable_dir` turns an OUTPUT_DIR or CACHE_DIR that cannot be created or written into a configuration
-error (exit code 2) at the start of a run, before any model loads, instead of a traceback at the first save.
+Temporary files and private writers (safetensors) would otherwise leave outputs their owner alone can read,
+which an inference pod sharing the volume could not open (`temp_file`, `widen_to_umask`). `ensure_writable_dir`
+turns an OUTPUT_DIR or CACHE_DIR that cannot be created or written into a configuration error (exit code 2)
+at the start of a run, before any model loads, instead of a traceback at the first save.
 """
 
 from __future__ import annotations
@@ -62,7 +50,12 @@ _UMASK_AT_IMPORT = None if _proc_umask() is not None else _umask_by_setting()
 
 
 def current_umask() -> int:
-    """The process umask now (read without changing it), or where /proc does not show it, as it was at import."""
+    """The process umask now (read without changing it), or where /proc does not show it, as it was at import.
+
+    `widen_to_umask` needs the umask, which `os.umask` can only read by setting it, for the whole process and
+    racing with the threads that write checkpoints: it is read from /proc/self/status instead, and
+    set-and-restored once at import only where that is missing.
+    """
     found = _proc_umask()
     if found is not None:
         return found
@@ -73,6 +66,12 @@ def current_umask() -> int:
 def widen_to_umask(path: str | Path, umask: int | None = None) -> None:
     """Give `path` the mode `open()` (a file) or `mkdir()` (a directory) would have, if a writer made it more
     private than that (safetensors' 0600).
+
+    Some writers do what `tempfile.mkstemp` does (see `temp_file`) inside: safetensors 0.8 writes every
+    `.safetensors` file through a 0600 temporary file (safetensors issue #782), so even a plain
+    `save_pretrained` leaves the weights readable by their owner alone. This gives such a file, once written,
+    the mode `open()` would have; `checkpoint.sync_files` calls it on every file of an output before the
+    output counts (marker or rename).
 
     Only adds permission bits the umask allows: a mode that already has them all (a default ACL's, or one set on
     purpose) is left alone, and nothing is ever narrowed. `umask` saves reading it again for each file of a walk.
@@ -92,6 +91,14 @@ def _candidate(directory: str | Path, prefix: str, suffix: str) -> Path:
 
 def temp_file(directory: str | Path, prefix: str, suffix: str = "") -> tuple[int, Path]:
     """`tempfile.mkstemp` with the mode `open()` gives a new file: (open descriptor for writing, path).
+
+    Outputs are written under temporary names and renamed into place (checkpoint markers, code-cache entries, the
+    final adapter or model). `tempfile.mkstemp` and `mkdtemp` create those names 0600 and 0700 whatever the umask,
+    and the rename keeps that mode: a final `lora_adapters/` that a plain `save_pretrained` would have made 0755
+    (or 0775 under umask 002) came out 0700, and an inference pod that shares the volume through `fsGroup` could
+    not read it. `temp_file` and `temp_dir` create the temporary names with the modes `open()` and `mkdir()` ask
+    for (0666 and 0777), so the kernel applies the umask (or a default ACL) exactly as it does for every other
+    file.
 
     The name is new (O_EXCL), so several processes may write into one directory at once.
     """

@@ -1,12 +1,7 @@
 """The training run, top to bottom: config -> data -> model -> trainer -> outputs.
 
-    torchrun --nproc_per_node=2 -m trainer train \\
-        --model_path tiny/model --audio_tokenizer_path tiny/audio_tokenizer \\
-        --train_data_file examples/demo_data/train.json --output_dir out --use_lora --disable_eval
-
-Every flag is also an environment variable (`USE_LORA=true`, ...). Outputs: `out/checkpoint-N/`
-(adapter in `lora_adapters/`, optimizer, scheduler, RNG and trainer state, completeness marker) and the
-final adapter in `out/lora_adapters/` (full fine-tuning: the model in `out/model/`).
+`run` is `higgs-audio-trainer train` (its docstring shows a command line); `main` trains from a `Config`
+and lists the outputs it writes.
 """
 
 from __future__ import annotations
@@ -101,6 +96,10 @@ def tidy_output_dir(out: str) -> None:
 
 def main(cfg: Config) -> dict[str, float]:
     """Train as configured; returns the final training metrics.
+
+    Outputs (`--output_dir out`): `out/checkpoint-N/` (adapter in `lora_adapters/`, optimizer, scheduler, RNG
+    and trainer state, completeness marker) and the final adapter in `out/lora_adapters/` (full fine-tuning:
+    the model in `out/model/`).
 
     On SIGTERM/SIGINT every rank stops at the same step end after saving a checkpoint there, and
     `errors.Stopped` (exit code 128 + signal) is raised instead of writing the final adapter.
@@ -231,7 +230,14 @@ def save_final(trainer, cfg: Config, tokenizer) -> None:
 
 
 def run(argv: Sequence[str]) -> int:
-    """`higgs-audio-trainer train`: options from flags, env vars and YAML, then `main`."""
+    """`higgs-audio-trainer train`: options from flags, env vars and YAML, then `main`.
+
+        torchrun --nproc_per_node=2 -m trainer train \\
+            --model_path tiny/model --audio_tokenizer_path tiny/audio_tokenizer \\
+            --train_data_file examples/demo_data/train.json --output_dir out --use_lora --disable_eval
+
+    Every flag is also an environment variable (`USE_LORA=true`, ...).
+    """
     from trainer.config.cli import parse_train_args
 
     main(parse_train_args(argv, os.environ))

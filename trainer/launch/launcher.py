@@ -1,5 +1,23 @@
 """`higgs-audio-trainer launch`: `torchrun` with the documented exit codes, in a container or on a workstation.
 
+`USAGE` (its `--help`) says where the nodes come from and what it does with signals and the ranks' exit codes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+from trainer import errors, rank_reports
+from trainer.errors import ConfigError
+
+USAGE = """`higgs-audio-trainer launch`: `torchrun` with the documented exit codes, in a container or on a workstation.
+
     higgs-audio-trainer launch [--nproc_per_node N] [train] [train flags]
                                                         torchrun ... -m trainer train (the default)
     higgs-audio-trainer launch prepare|merge|options|make-tiny-model [flags]
@@ -29,20 +47,6 @@ The launcher passes SIGTERM/SIGINT on to the ranks so they can save a checkpoint
 and writes a one-line reason to `TERMINATION_LOG` (default /dev/termination-log, written only where it
 exists, as Kubernetes mounts it) when the run fails.
 """
-
-from __future__ import annotations
-
-import contextlib
-import os
-import shutil
-import signal
-import sys
-import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-
-from trainer import errors, rank_reports
-from trainer.errors import ConfigError
 
 TRAINER_COMMANDS = ("train", "prepare", "merge", "options", "make-tiny-model")
 NPROC_FLAG = "--nproc_per_node"
@@ -127,8 +131,7 @@ def _int(found: tuple[str, str], minimum: int, maximum: int | None = None) -> in
 
 
 def nproc_per_node(env: Mapping[str, str], gpus: Callable[[], int] = visible_gpus, flag: str | None = None) -> int:
-    """Processes per node from `--nproc_per_node` (`flag`), NPROC_PER_NODE or PET_NPROC_PER_NODE (see the
-    module docstring)."""
+    """Processes per node from `--nproc_per_node` (`flag`), NPROC_PER_NODE or PET_NPROC_PER_NODE (see `USAGE`)."""
     # the flag outranks the variable, as a trainer flag outranks its variable
     ours = (NPROC_FLAG, flag.strip()) if flag is not None else _get(env, "NPROC_PER_NODE")
     operators = _get(env, "PET_NPROC_PER_NODE")
@@ -345,7 +348,7 @@ def _misplaced_nproc(args: Sequence[str]) -> None:
 
 def usage() -> str:
     rows = "\n".join(f"  {name:<20} {text}" for name, text in ENV_VARS.items())
-    return f"{__doc__}\nEnvironment variables read by the launcher:\n{rows}\n"
+    return f"{USAGE}\nEnvironment variables read by the launcher:\n{rows}\n"
 
 
 def main(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int:

@@ -1,12 +1,7 @@
 """Run the launcher's one child the way a container's main process must: signals passed on, orphans reaped.
 
-In a container the launcher is PID 1, and Kubernetes and `docker stop` signal it alone. SIGTERM and
-SIGINT go on to the training processes themselves (torchrun's children), not to torchrun: torchrun
-answers a signal by killing its workers 30 seconds later whatever they are doing, which would cut the
-checkpoint of a large model short; the pod's grace period must be the only deadline. Once those
-processes have exited, torchrun gets the signal too, so that it restarts nothing. The child runs in a
-session of its own, so a terminal's Ctrl-C reaches the launcher only and takes the same path. As PID 1
-the launcher also reaps orphaned processes, which would otherwise stay zombies.
+In a container the launcher is PID 1, and Kubernetes and `docker stop` signal it alone: `Supervisor`
+passes the signal on so that the pod's grace period is the only deadline.
 """
 
 from __future__ import annotations
@@ -53,6 +48,12 @@ def _alive(pid: int) -> bool:
 class Supervisor:
     """Start `argv`, pass SIGTERM/SIGINT on, wait, and return its exit code (128 + N if killed by signal N).
 
+    SIGTERM and SIGINT go on to the training processes themselves (torchrun's children), not to torchrun:
+    torchrun answers a signal by killing its workers 30 seconds later whatever they are doing, which would cut
+    the checkpoint of a large model short; the pod's grace period must be the only deadline. Once those
+    processes have exited, torchrun gets the signal too, so that it restarts nothing. The child runs in a
+    session of its own, so a terminal's Ctrl-C reaches the launcher only and takes the same path.
+
     Args:
         argv (`Sequence[str]`):
             The command to run.
@@ -98,6 +99,8 @@ class Supervisor:
         self._signalled.update(targets)
 
     def _wait(self, proc: subprocess.Popen[bytes]) -> int:
+        """Wait for the child; as PID 1 the launcher also reaps orphaned processes, which would otherwise stay
+        zombies."""
         reap_all = os.getpid() == 1
         while True:
             pid, status = os.waitpid(-1 if reap_all else proc.pid, os.WNOHANG)

@@ -2,17 +2,8 @@
 
 A training run is a batch job: its series are pushed to a Pushgateway (grouping key `job=<run name>`, plus
 `namespace` when known) because a scrape can miss the end of a short run and the final status has to
-outlive the pod. Three registries, because the gateway stores series per group and per name:
-
-- job series (rank 0 only): losses, progress, throughput, checkpoints, status; group `job[, namespace]`.
-- rank series (every rank): device memory and push health; group `job[, namespace], rank`.
-- the last-success timestamp, pushed only when a run succeeds, to a group of its own
-  (`job[, namespace], outcome="succeeded"`).
-
-Each attempt replaces its job and rank groups whole on its first push (see `trainer.metrics.delivery`), so that the
-gateway shows this attempt only; the last-success group is only ever added to, so no later attempt, not
-even a failed one, and no delete-on-finish removes it. The training thread only sets values here, which
-costs microseconds; collection happens on the pusher's or the /metrics server's thread.
+outlive the pod. The training thread only sets values here, which costs microseconds; collection happens
+on the pusher's or the /metrics server's thread. `JobSeries` says which registries are pushed to which group.
 """
 
 from __future__ import annotations
@@ -103,6 +94,18 @@ class GaugeSet:
 
 class JobSeries:
     """Series about the run as a whole; only rank 0 sets and pushes them.
+
+    Three registries, because the gateway stores series per group and per name:
+
+    - job series (rank 0 only, `registry`): losses, progress, throughput, checkpoints, status; group
+      `job[, namespace]`.
+    - rank series (every rank, `RankSeries`): device memory and push health; group `job[, namespace], rank`.
+    - the last-success timestamp (`success`), pushed only when a run succeeds, to a group of its own
+      (`job[, namespace], outcome="succeeded"`).
+
+    Each attempt replaces its job and rank groups whole on its first push (see `trainer.metrics.delivery`), so
+    that the gateway shows this attempt only; the last-success group is only ever added to, so no later attempt,
+    not even a failed one, and no delete-on-finish removes it.
 
     Losses and throughput arrive already reduced over ranks (the trainer all-reduces them before it logs),
     so one copy per run is right and a sum over ranks would be wrong. `success` holds the last-success
