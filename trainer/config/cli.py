@@ -136,7 +136,7 @@ def check_paths(cfg: Config) -> None:
 
 
 def options_markdown() -> str:
-    """The README's option table, generated from the option declarations."""
+    """The option table of docs/options.md, generated from the option declarations."""
     rows = ["| flag | env var | default | meaning |", "| --- | --- | --- | --- |"]
     for spec in option_specs():
         default = spec.default_text() or ("(required)" if spec.required else "(unset)")

@@ -287,7 +287,7 @@ class TrainArgs:
 
 @dataclass
 class MetricsArgs:
-    """Prometheus metrics: pushes to a Pushgateway and an optional /metrics endpoint (README: Monitoring)."""
+    """Prometheus metrics: pushes to a Pushgateway and an optional /metrics endpoint (docs/monitoring.md)."""
 
     pushgateway_url: str | None = opt(
         None, "Pushgateway base URL (http://host:9091 or https://...); unset: nothing is pushed."

@@ -47,7 +47,7 @@ JOB_GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "last_checkpoint_size_bytes": ("Size of the last checkpoint on disk.", ()),
     "nan_steps_skipped": ("Optimizer steps this attempt skipped for a NaN or infinite loss (--nan_policy skip).",
                           ()),
-    "exit_code": ("Exit code this attempt ended with (README, Exit codes); absent while it runs.", ()),
+    "exit_code": ("Exit code this attempt ended with (docs/exit-codes.md); absent while it runs.", ()),
 }
 SUCCESS_GAUGES = {
     "last_success_time_seconds": ("Unix time at which the last successful run of this name ended.", ()),
