@@ -11,7 +11,7 @@ import yaml
 from packaging.requirements import Requirement
 
 from tests.tooling import REPO, require_tool
-from trainer.launch.launcher import ENV_VARS
+from trainer.launch.topology import ENV_VARS
 
 DOCKERFILE = (REPO / "image" / "Dockerfile").read_text()
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())

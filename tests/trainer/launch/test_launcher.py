@@ -17,17 +17,10 @@ from tests.processes import launch, launch_env, trainer_process
 from trainer import errors, rank_reports
 from trainer.__main__ import says_why
 from trainer.errors import ConfigError
-from trainer.launch.launcher import (
-    child_env,
-    decide,
-    finish,
-    launcher_options,
-    nproc_per_node,
-    topology_from_env,
-    torchrun_command,
-)
+from trainer.launch.launcher import child_env, decide, finish, launcher_options
 from trainer.launch.launcher import main as launch_main
 from trainer.launch.supervise import children_of
+from trainer.launch.topology import nproc_per_node, topology_from_env, torchrun_command
 from trainer.rank_reports import OUTCOME_DIR_ENV, Outcome
 
 
