@@ -89,8 +89,26 @@ def count_parameters(model: Any) -> tuple[int, int]:
     return trainable, sum(p.numel() for p in model.parameters())
 
 
+def keep_audio_embeddings_in_text_dtype(model: Any) -> None:
+    """Cast the summed audio-code embeddings to the dtype of the text embeddings they are scattered into.
+
+    transformers' `HiggsAudioV2Embeddings` adds up the codebooks' embeddings with `sum`, which CUDA autocast
+    runs in float32; scattering that float32 result into bf16 text embeddings then fails (`masked_scatter_:
+    expected self and source to have same dtypes`), so every bf16 model under autocast (LoRA on GPU, whose
+    frozen base is bf16) would crash at its first step. The sum stays float32; only its result is cast.
+    """
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    text = inner.model.embed_tokens
+
+    def cast(module: Any, args: Any, output: Any) -> Any:
+        return output.to(text.weight.dtype)
+
+    inner.model.embed_audio_tokens.register_forward_hook(cast)
+
+
 def assemble(model: Any, model_args: ModelArgs, lora_args: LoraArgs) -> Any:
     """The model to train: wrapped in LoRA (`--use_lora`), or with the freezing options applied."""
+    keep_audio_embeddings_in_text_dtype(model)
     if lora_args.use_lora:
         return apply_lora(model, lora_args)
     apply_freezing(model, model_args)
