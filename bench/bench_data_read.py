@@ -14,8 +14,9 @@ do, so there are as many distinct audio files as samples. The files are real 16-
   (`trainer.data.audio.audio_info`, soundfile), never decoding. The bench checks that every sample is read
   and none is bad. `ours_parse_map_seconds` times `trainer.data.chatml.read_chatml` alone (JSON and mapping,
   no audio), so that `ours - parse_map` is the audio check.
-- floor, the baseline: what any reader of this file must do: `json.load` of it, then `soundfile.info` of
-  every distinct audio file it names (`baseline_json_seconds` and `baseline_header_seconds` are the two
+- floor, the baseline: what any reader of this file must do: `json.load` of it, then open every distinct
+  audio file it names with `soundfile.SoundFile` and read its frame count and rate (the header alone)
+  (`baseline_json_seconds` and `baseline_header_seconds` are the two
   parts).
 - warm: after one untimed run of each, `--repeats` rounds alternating which goes first; the figures are
   medians, `ratio_to_floor` is ours / floor (1.0: no cost beyond the floor) and `per_repeat_ratio` shows the
@@ -156,7 +157,8 @@ def floor(path: Path, parts: list[tuple[float, float]]) -> tuple[int, int]:
     files = {os.path.join(base, c["audio_url"]) for item in items for m in item["messages"]
              if isinstance(m["content"], list) for c in m["content"] if c.get("type") == "audio"}
     for p in files:
-        sf.info(p)
+        with sf.SoundFile(p) as f:  # the header alone: what `audio_info` reads
+            f.frames, f.samplerate  # noqa: B018
     parts.append((parsed - start, time.perf_counter() - parsed))
     return len(items), len(files)
 
