@@ -173,14 +173,20 @@ class PendingCheckpoint:
     def wait(self) -> Written:
         """Wait for the write to end; return what it wrote, or raise the error it failed with. Called by the
         training thread: the time it waits here counts as time training waited for the checkpoint."""
+        still_writing = self._thread.is_alive()
         waited = time.monotonic()
         self._thread.join()
-        self.blocking_seconds += time.monotonic() - waited
+        ended = time.monotonic()
+        self.blocking_seconds += ended - waited
         if self._hook is not None:
             self._hook.remove()  # here, not in the hook: the optimizer iterates its hooks while calling them
             self._hook = None
         if self._error is not None:
             raise self._error
         assert self._written is not None
+        if still_writing:
+            # Training saw the end only now, after the thread's own last timestamp (it then told the other
+            # ranks and exited): the save lasted until here, so training never waits longer than the save took.
+            self._written.seconds = max(self._written.seconds, ended - self.started)
         self._written.blocking_seconds = self.blocking_seconds
         return self._written

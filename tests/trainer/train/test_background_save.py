@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import errno
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
+from trainer import dist
 from trainer.commands.train import build
 from trainer.config.cli import parse_train_args
 from trainer.train import background_save, checkpoint
@@ -189,6 +191,24 @@ def test_the_next_save_waits_for_the_previous_background_write(base_args, monkey
     assert logged[5]["checkpoint_seconds"] < 1.5
     # Rotation (keep 2) ran after each marker: checkpoint-3 went once checkpoint-5 was complete.
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-5"]
+
+
+def test_training_never_waits_longer_for_a_checkpoint_than_the_checkpoint_took(base_args, monkeypatch) -> None:
+    # After its last timestamp the writing thread still tells the other ranks (a store round trip) and exits;
+    # a wait that ends after that must not count more waiting than the save's own duration.
+    trainer, _ = _trained(base_args)
+    slow_tell = dist.announce
+
+    def announce(name: str) -> None:
+        time.sleep(0.3)
+        slow_tell(name)
+
+    monkeypatch.setattr(dist, "announce", announce)
+    _save(trainer)
+    trainer.finish_pending_save()  # waits for the thread, announcement included
+    logged = [h for h in trainer.state.log_history if "checkpoint_step" in h][-1]
+    assert logged["checkpoint_blocking_seconds"] >= 0.3
+    assert logged["checkpoint_blocking_seconds"] <= logged["checkpoint_seconds"]
 
 
 def test_sync_and_background_saves_write_the_same_resume_state(base_args, tmp_path) -> None:
