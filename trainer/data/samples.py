@@ -1,9 +1,5 @@
-"""The sample types that the dataset readers produce and `trainer.data.load` returns.
-
-They live apart from `trainer.data.load` so that the per-format readers (`trainer.data.chatml`, `trainer.data.pairs`)
-and the loader that dispatches to them can all import them without an import cycle; `trainer.data.load`
-re-exports the public ones, which is where the rest of the package imports them from.
-"""
+"""The sample types of the data layer: what the format readers produce, the loader checks and returns, and
+data preparation encodes (a conversation, its audio clips, a bad sample and why)."""
 
 from __future__ import annotations
 
