@@ -1,5 +1,7 @@
 """The benchmarks run and print the figures their docstrings promise (at toy sizes: speed is not
-asserted here; the numbers come from full-size runs, see docs/performance.md)."""
+asserted here; the numbers come from full-size runs, see docs/performance.md), and each one fails when the
+feature it measures is broken: `_run_planted` breaks it in the benchmark's own process (`PLANTS`) and the
+benchmark must exit 1."""
 
 from __future__ import annotations
 
@@ -22,6 +24,28 @@ def _run(script: str, *args: str, tmp_path) -> dict:
     return json.loads(proc.stdout)  # the result alone: what else the run prints goes to stderr
 
 
+# Faults planted into the project's own code before a benchmark runs, each breaking what that benchmark measures.
+PLANTS = {
+    # Our Trainer's optimizer never steps (the hand loop's is a plain torch optimizer, not accelerate's wrapper).
+    "skip_optimizer_step": "import accelerate.optimizer as m; "
+                           "m.AcceleratedOptimizer.step = lambda self, closure=None: None",
+    # The trainer's sampler hook falls back to transformers' random sampler: no length grouping.
+    "no_length_grouping": "from trainer.train.trainer import HiggsAudioTrainer as T; from transformers import Trainer; "
+                          "T._get_train_sampler = Trainer._get_train_sampler",
+    # The metrics pusher's thread burns CPU until it is stopped, then pushes as usual.
+    "spinning_pusher": "from trainer.metrics import delivery as d; run = d.Pusher._run; "
+                       "d.Pusher._run = lambda self: ([None for _ in iter(self._stop.is_set, True)], run(self))",
+}
+
+
+def _run_planted(plant: str, script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `script` with `PLANTS[plant]` applied first, in the same process; the caller checks it failed."""
+    code = (f"import runpy, sys; sys.path.insert(0, {str(REPO)!r}); {PLANTS[plant]}; "
+            f"sys.argv = [{script!r}, *sys.argv[1:]]; runpy.run_path({script!r}, run_name='__main__')")
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=REPO / "bench",
+                          env=clean_env(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=900)
+
+
 def test_padding_benchmark_reports_both_orders(tmp_path) -> None:
     out = _run("bench_padding.py", "--samples", "800", "--epochs", "1", tmp_path=tmp_path)
     assert 0 < out["real_fraction_random"] < out["real_fraction_length_grouped"] <= 1
@@ -29,16 +53,30 @@ def test_padding_benchmark_reports_both_orders(tmp_path) -> None:
 
 @pytest.mark.slow
 def test_trainer_overhead_benchmark_reports_a_ratio_against_our_step_under_ddp(tmp_path) -> None:
-    out = _run("bench_trainer_overhead.py", *TOY, "--rounds", "2", "--ddp_baseline", "--workdir", str(tmp_path),
-               tmp_path=tmp_path)
+    out = _run("bench_trainer_overhead.py", *TOY, "--rounds", "2", "--ddp_baseline", "--min_ratio", "0",
+               "--workdir", str(tmp_path), tmp_path=tmp_path)
     assert out["throughput_ratio"] > 0 and out["ours_step_seconds"] > 0 and out["baseline_step_seconds"] > 0
     assert len(out["per_round_ratio"]) == 2 and out["pairs"] > 0
     assert out["first_step_loss"]["ours"] == pytest.approx(out["first_step_loss"]["baseline"], rel=1e-3)
+    agree = out["losses_agree"]  # every step, both rounds, before any time was compared
+    assert agree["steps_per_round"] == [6, 6] and agree["max_relative_loss_gap"] <= agree["rtol"] == 1e-4
+    assert agree["max_relative_lr_gap"] <= 1e-4 and agree["loss_change_over_round"] != 0
     assert out["ddp_baseline_step_seconds"] > 0 and out["throughput_ratio_vs_ddp_baseline"] > 0
     ddp = out["ddp"]  # read from the trainer's wrapped model, not restated by the bench
     assert ddp["wrapped"] is True and ddp["world_size"] == 1 and ddp["backend"] == "gloo"
     assert ddp["find_unused_parameters"] is False and ddp["bucket_cap_mb"] > 0 and ddp["static_graph"] is False
     assert ddp["gradient_as_bucket_view"] is True  # HiggsAudioTrainer._build_accelerator_args
+
+
+@pytest.mark.slow
+def test_trainer_overhead_benchmark_fails_when_our_optimizer_step_is_skipped(tmp_path) -> None:
+    proc = _run_planted("skip_optimizer_step", "bench_trainer_overhead.py", *TOY, "--rounds", "1",
+                        "--min_ratio", "0", "--workdir", str(tmp_path))
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "the two sides trained differently" in proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["losses_agree"]["agree"] is False and out["losses_agree"]["max_relative_loss_gap"] > 1e-4
+    assert "throughput_ratio" not in out  # no time comparison of different training
 
 
 @pytest.mark.slow
