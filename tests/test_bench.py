@@ -46,9 +46,23 @@ def _run_planted(plant: str, script: str, *args: str) -> subprocess.CompletedPro
                           env=clean_env(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=900)
 
 
-def test_padding_benchmark_reports_both_orders(tmp_path) -> None:
-    out = _run("bench_padding.py", "--samples", "800", "--epochs", "1", tmp_path=tmp_path)
+@pytest.mark.slow
+def test_padding_benchmark_reports_both_orders_drawn_by_the_trainer(tmp_path) -> None:
+    out = _run("bench_padding.py", "--samples", "800", "--epochs", "1", "--workdir", str(tmp_path), tmp_path=tmp_path)
     assert 0 < out["real_fraction_random"] < out["real_fraction_length_grouped"] <= 1
+    assert out["group_by_length_default"] is True and out["sampler"] == "LengthGroupedSampler"
+    assert out["target"] == {"min_real_fraction": 0.9, "met": True}
+
+
+@pytest.mark.slow
+def test_padding_benchmark_fails_when_the_trainer_stops_grouping_by_length(tmp_path) -> None:
+    proc = _run_planted("no_length_grouping", "bench_padding.py", "--samples", "800", "--epochs", "1",
+                        "--workdir", str(tmp_path))
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "target missed" in proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["sampler"] == "RandomSampler" and out["real_fraction_length_grouped"] < 0.8
+    assert out["target"]["met"] is False
 
 
 @pytest.mark.slow
