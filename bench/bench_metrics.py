@@ -9,9 +9,17 @@ Variants, interleaved over `--repeats` rounds so that machine noise hits them al
 A step's time is the gap between two `on_step_end` events; the callback's own time is what its event
 handlers take on the training thread, the most direct measure (steps of a 1-2 ms model vary by 10% from
 run to run on a shared machine, so the ratios of whole runs carry that noise; medians carry less).
-`finish_seconds` is the final push at exit (retried against a hanging gateway). Logging every step
-(`--logging_steps 1`) and pushing every `--push_interval` seconds make this a worst case. Prints one
-JSON object; ratios are relative to `none` from the same run.
+The pusher's own thread is measured too: its CPU time (the thread's CPU clock, from its start to the end
+of training) per step and as a share of that wall time, so that a pusher that burns CPU shows although it
+never runs on the training thread. `finish_seconds` is the final push at exit (retried against a hanging
+gateway), against the bound `Pusher.finish_budget` states for it (`finish_bound_seconds`: with the 1 s
+timeout, 15 s for rank 0 of a successful run). Logging every step (`--logging_steps 1`) and pushing every
+`--push_interval` seconds make this a worst case. Prints one JSON object; ratios are relative to `none`
+from the same run.
+
+Targets, for every variant with metrics: the callback's handlers under `--max_callback_share` of a step
+(1%), the pusher thread's CPU under `--max_pusher_share` of the wall time (5%), and the final push's
+wait within its bound. Missed, the bench prints its result and exits 1.
 
     .venv/bin/python bench/bench_metrics.py [--steps 300] [--repeats 5]
 """
@@ -93,6 +101,7 @@ def run_once(args: argparse.Namespace, workdir: Path, url: str | None, with_metr
     data = [{"x": torch.randn(args.width), "labels": torch.randint(0, 8, ())} for _ in range(args.batch * 8)]
     clock, spent, callbacks = StepClock(), [0.0], []  # the clock's times: every step end
     metrics: MetricsCallback | None = None
+    pusher_start = time.perf_counter()
     if with_metrics:
         options = MetricsArgs(pushgateway_url=url, metrics_push_interval_seconds=args.push_interval,
                               metrics_push_timeout_seconds=args.push_timeout)
@@ -108,13 +117,26 @@ def run_once(args: argparse.Namespace, workdir: Path, url: str | None, with_metr
                       callbacks=[clock.callback, *callbacks])
     trainer.remove_callback(PrinterCallback)  # keeps stdout for the JSON
     trainer.train()
+    pusher_cpu, pusher_wall, bound = pusher_usage(metrics, pusher_start)
     started = time.perf_counter()
     if metrics is not None:
         metrics.finish("succeeded")
     finish = time.perf_counter() - started
     steps = clock.times()[10:]  # after warm-up
     return {"mean": statistics.fmean(steps), "median": statistics.median(steps),
-            "callback": spent[0] / args.steps, "finish": finish}
+            "callback": spent[0] / args.steps, "finish": finish, "pusher_cpu": pusher_cpu / args.steps,
+            "pusher_share": pusher_cpu / pusher_wall, "finish_bound": bound}
+
+
+def pusher_usage(metrics: MetricsCallback | None, started: float) -> tuple[float, float, float]:
+    """(CPU seconds of the pusher's thread since it started, wall seconds since then, the most `finish` may
+    wait): read before `finish`, while the thread still runs. Zeros without a pusher."""
+    pusher = metrics._pusher if metrics is not None else None  # the callback's own pusher: no public handle
+    if pusher is None:
+        return 0.0, 1.0, 0.0
+    cpu = time.clock_gettime(time.pthread_getcpuclockid(pusher._thread.ident))
+    # rank 0 of a successful run: its groups and the last-success group, no delete (the default)
+    return cpu, time.perf_counter() - started, pusher.finish_budget(len(pusher.groups) + 1, delete=False)
 
 
 def main() -> None:
@@ -126,6 +148,10 @@ def main() -> None:
     parser.add_argument("--logging_steps", type=int, default=1)
     parser.add_argument("--push_interval", type=float, default=0.5)
     parser.add_argument("--push_timeout", type=float, default=1.0)
+    parser.add_argument("--max_callback_share", type=float, default=0.01,
+                        help="target: the callback's handler time per step, as a share of a step without metrics")
+    parser.add_argument("--max_pusher_share", type=float, default=0.05,
+                        help="target: the pusher thread's CPU time as a share of the wall time it ran")
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -171,8 +197,21 @@ def main() -> None:
             "callback_us_per_step": round(callback * 1e6, 2),
             "callback_share_of_step": round(callback / over_runs("none", "median"), 5),
             "finish_seconds": round(over_runs(name, "finish"), 3),
+            "finish_seconds_max": round(max(r["finish"] for r in runs[name]), 3),
+            "finish_bound_seconds": round(over_runs(name, "finish_bound"), 3),
+            "pusher_cpu_us_per_step": round(over_runs(name, "pusher_cpu") * 1e6, 2),
+            "pusher_cpu_share_of_wall": round(over_runs(name, "pusher_share"), 5),
         }
+    missed = [f"{name}: {what}" for name in runs if name != "none" for what, bad in (
+        ("callback share", result[name]["callback_share_of_step"] > args.max_callback_share),
+        ("pusher CPU share", result[name]["pusher_cpu_share_of_wall"] > args.max_pusher_share),
+        ("final push over its bound", any(r["finish"] > r["finish_bound"] for r in runs[name] if r["finish_bound"])),
+    ) if bad]
+    result["target"] = {"max_callback_share": args.max_callback_share, "max_pusher_share": args.max_pusher_share,
+                        "finish_within_bound": True, "missed": missed, "met": not missed}
     print(json.dumps(result, indent=2))
+    if missed:
+        raise SystemExit(f"target missed: {', '.join(missed)}")
 
 
 if __name__ == "__main__":

@@ -131,12 +131,33 @@ def test_scaling_benchmark_reports_the_ddp_settings_the_runs_used(tmp_path) -> N
         assert ddp["gradient_as_bucket_view"] is True
 
 
+# A toy step is too short for the callback's share of it to mean anything: that target is left out here.
+METRICS_TOY = ["--steps", "100", "--repeats", "1", "--width", "32", "--batch", "4", "--push_timeout", "0.2",
+               "--max_callback_share", "1"]
+
+
 @pytest.mark.slow
 def test_metrics_benchmark_reports_each_variant_against_none(tmp_path) -> None:
-    out = _run("bench_metrics.py", "--steps", "20", "--repeats", "1", "--width", "32", "--batch", "4",
-               tmp_path=tmp_path)
+    out = _run("bench_metrics.py", *METRICS_TOY, tmp_path=tmp_path)
     assert out["none"]["ratio_median_to_none"] == 1.0
     assert out["offline"]["callback_us_per_step"] > 0 and out["gateway_hanging"]["step_ms_median"] > 0
+    assert out["offline"]["pusher_cpu_us_per_step"] == 0  # no gateway, no thread
+    hanging = out["gateway_hanging"]  # the pusher's thread really ran, and its final push gave up in time
+    assert 0 < hanging["pusher_cpu_share_of_wall"] <= 0.05 and hanging["pusher_cpu_us_per_step"] > 0
+    # 3 groups (job, rank, last success) x 3 attempts x 0.2 s, 3 s of backoff, 2 x 0.2 s in flight, 1 s spare
+    assert hanging["finish_bound_seconds"] == pytest.approx(6.2)
+    assert 9 * 0.2 + 3 <= hanging["finish_seconds_max"] <= hanging["finish_bound_seconds"]
+    assert out["target"]["met"] is True and out["target"]["missed"] == []
+
+
+@pytest.mark.slow
+def test_metrics_benchmark_fails_when_the_pusher_thread_spins(tmp_path) -> None:
+    proc = _run_planted("spinning_pusher", "bench_metrics.py", *METRICS_TOY)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    assert out["target"]["met"] is False
+    assert "gateway_hanging: pusher CPU share" in out["target"]["missed"]
+    assert out["gateway_hanging"]["pusher_cpu_share_of_wall"] > 0.3  # a core's worth, shared with training
 
 
 GPU_VARIANTS = ("baseline", "lora", "weight_dtype", "optimizer", "gradient_checkpointing", "eager", "flash_attention_2")

@@ -154,16 +154,23 @@ class Pusher:
         """
         self._final = (groups, delete)
         self._stop.set()
-        in_flight = len(self.groups) * self.timeout
-        backoff = RETRY_BACKOFF_SECONDS * sum(range(FINAL_PUSH_ATTEMPTS)) * (2 if delete else 1)
-        requests = len(groups) + (len(self.groups) if delete else 0)
-        budget = in_flight + FINAL_PUSH_ATTEMPTS * requests * self.timeout + backoff + 1.0
+        budget = self.finish_budget(len(groups), delete=delete)
         self._thread.join(budget)
         if self._thread.is_alive():
             log.warning("metrics: the final push to %s did not end within %.0f s; giving up", self.url,
                         budget)
             return False
         return self._final_ok
+
+    def finish_budget(self, final_groups: int, *, delete: bool) -> float:
+        """The longest `finish` waits, in seconds, for `final_groups` groups (and the delete, if asked): the
+        push in flight (one timeout per group), every attempt of every final request timing out, the backoff
+        between attempts, and 1 s to spare. Against a gateway that accepts and never answers, with the
+        default 1 s timeout, a successful rank 0 (job, rank and last-success groups) waits at most 15 s."""
+        in_flight = len(self.groups) * self.timeout
+        backoff = RETRY_BACKOFF_SECONDS * sum(range(FINAL_PUSH_ATTEMPTS)) * (2 if delete else 1)
+        requests = final_groups + (len(self.groups) if delete else 0)
+        return in_flight + FINAL_PUSH_ATTEMPTS * requests * self.timeout + backoff + 1.0
 
     def _run(self) -> None:
         while True:
