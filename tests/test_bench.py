@@ -106,6 +106,8 @@ def test_checkpoint_benchmark_reports_lora_smaller_than_full_and_its_cost_over_t
     assert out["sync_saves_complete_on_return"] is True  # synchronous saves return after their marker
     assert out["full"]["bytes"] == pytest.approx(out["full_sync"]["bytes"], rel=0.01)
     assert 0 < out["full"]["blocking_seconds"] <= out["full"]["complete_seconds"]
+    low, high = out["full"]["blocking_seconds_range"]  # the spread over the saves, beside the median
+    assert 0 < low <= out["full"]["blocking_seconds"] <= high
     assert out["full_async_vs_sync_blocking"] > 0
     runs = out["training_with_saves"]["seconds_per_step"]
     assert set(runs) == {"async", "sync", "none"} and all(len(v) == 1 and v[0] > 0 for v in runs.values())
