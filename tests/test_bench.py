@@ -220,3 +220,14 @@ def test_data_read_benchmark_reads_every_sample_it_wrote_and_reports_a_ratio_to_
     assert out["startup"]["subset_samples"] == 50 and 0 < out["startup"]["share_of_data_startup"] < 1
     assert out["target"] == {"max_ratio_to_floor": 1000, "met": True}
     assert len(out["per_repeat_ratio"]) == 1
+
+
+@pytest.mark.slow
+def test_cpu_step_benchmark_reports_the_profile_the_matmul_fraction_and_variants_that_train_alike(tmp_path) -> None:
+    out = _run("bench_cpu_step.py", *TOY, "--profile_steps", "2", "--matmul_size", "256", "--workdir", str(tmp_path),
+               tmp_path=tmp_path)
+    assert out["flops_per_step"] > 0 and out["matmul_gflops"] > 0 and out["step_seconds"] > 0
+    assert out["fraction_of_matmul_rate"] == pytest.approx(out["step_gflops"] / out["matmul_gflops"], rel=0.05)
+    assert "aten::mm" in out["profile_self_cpu_share"] and sum(out["profile_self_cpu_share"].values()) <= 1.001
+    assert set(out["variants_speedup"]) == {"adamw_foreach", "adamw_fused", "clip_foreach"}
+    assert all(gap <= 1e-4 for gap in out["variants_max_relative_loss_gap"].values())

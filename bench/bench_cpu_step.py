@@ -1,0 +1,135 @@
+"""Where the CPU training step goes, and how far it is from the machine's matmul rate.
+
+The hand-written loop of `bench_trainer_overhead.py` (the same model, batches, optimizer, loss and clipping as
+our Trainer) is profiled with `torch.profiler` (self CPU time per operator, top `--top`), and its model FLOPs
+per step (`FlopCounterMode`, forward and backward) over its median step time are set against a plain fp32
+matmul measured in the same run (`--matmul_size` square, the same threads): `fraction_of_matmul_rate`.
+
+Variants of the optimizer step are timed against the plain one on copies of the same weights, step by step
+in turn on the same batches (medians of baseline / variant over the steps after `--warmup`):
+`adamw_foreach` (the multi-tensor AdamW kernels), `adamw_fused` (the fused CPU AdamW) and
+`clip_foreach` (multi-tensor norm for the clipping). A variant's losses must stay those of the plain step.
+
+    .venv/bin/python bench/bench_cpu_step.py [--steps 12] [--top 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+from typing import Any
+
+import torch
+from bench_trainer_overhead import HandStep, hand_step_for
+from common import add_model_args, config, make_checkpoint, print_result, result_only_on_stdout
+
+
+def matmul_gflops(size: int, seconds: float = 3.0) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch.mm(a, b)
+        count += 1
+    return 2 * size**3 * count / (time.perf_counter() - start) / 1e9
+
+
+def step_flops(hand: HandStep, batch: dict[str, torch.Tensor]) -> int:
+    """FLOPs of one forward and backward on a throwaway copy (the optimizer's few FLOPs are left out)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from trainer.train.losses import audio_codebook_losses
+
+    model = copy.deepcopy(hand.model)
+    with FlopCounterMode(display=False) as counter:
+        out = model(**{k: v for k, v in batch.items() if k != "audio_labels"})
+        sums, counts = audio_codebook_losses(out.logits, batch["input_ids"], batch["audio_input_ids_mask"],
+                                             batch["audio_labels"], hand.layout)
+        (sums / counts.clamp(min=1)).sum().backward()
+    return counter.get_total_flops()
+
+
+class ClipForeach(HandStep):
+    def __call__(self, batch: dict[str, torch.Tensor]) -> float:
+        original = torch.nn.utils.clip_grad_norm_
+        torch.nn.utils.clip_grad_norm_ = lambda params, clip: original(params, clip, foreach=True)
+        try:
+            return super().__call__(batch)
+        finally:
+            torch.nn.utils.clip_grad_norm_ = original
+
+
+def variants(trainer: Any, steps: int) -> dict[str, HandStep]:
+    """The plain hand step and each variant, on copies of the same initial weights."""
+    out = {"plain": hand_step_for(trainer, steps)}
+    for name, option in (("adamw_foreach", "foreach"), ("adamw_fused", "fused")):
+        step = hand_step_for(trainer, steps)
+        for group in step.optimizer.param_groups:
+            group[option] = True
+        step.optimizer.defaults[option] = True
+        out[name] = step
+    clip = hand_step_for(trainer, steps)
+    clip.__class__ = ClipForeach
+    out["clip_foreach"] = clip
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(parser)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--profile_steps", type=int, default=4)
+    parser.add_argument("--matmul_size", type=int, default=1024)
+    ns = parser.parse_args()
+    ns.steps = max(ns.steps, ns.warmup + 3)
+    result_only_on_stdout()
+    work, model_dir, codec_dir = make_checkpoint(ns)
+    from trainer.commands.train import build
+
+    trainer, _, _ = build(config(ns, work, model_dir, codec_dir))
+    loader = trainer.get_train_dataloader()
+    batches = [b for _, b in zip(range(ns.steps), loader, strict=False)]
+    while len(batches) < ns.steps:
+        batches += batches[:ns.steps - len(batches)]
+    steps = variants(trainer, ns.steps)
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for i, batch in enumerate(batches):  # in turn, a different one first each step
+        names = list(steps)
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            times[name].append(steps[name](batch))
+    plain = steps["plain"]
+    losses = [float(x) for x in plain.losses]
+    agree = {name: max(abs(float(a) - b) / abs(b) for a, b in zip(s.losses, losses, strict=True))
+             for name, s in steps.items()}
+
+    profiled = hand_step_for(trainer, ns.steps)
+    from torch.profiler import ProfilerActivity, profile
+
+    profiled(batches[0])
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for batch in batches[:ns.profile_steps]:
+            profiled(batch)
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    flops = step_flops(plain, batches[0])
+    matmul = matmul_gflops(ns.matmul_size)
+    step_s = statistics.median(times["plain"][ns.warmup:])
+    rate = flops / step_s / 1e9
+    print_result({
+        "benchmark": "cpu_step", "threads": torch.get_num_threads(), "batch_size": ns.batch_size,
+        "model": {"hidden_size": ns.hidden_size, "layers": ns.num_layers, "codebooks": ns.num_codebooks},
+        "step_seconds": round(step_s, 4), "flops_per_step": flops, "step_gflops": round(rate, 1),
+        "matmul_gflops": round(matmul, 1), "fraction_of_matmul_rate": round(rate / matmul, 3),
+        "profile_self_cpu_share": {e.key: round(e.self_cpu_time_total / total, 3) for e in events[:ns.top]},
+        "variants_speedup": {name: round(statistics.median(
+            p / v for p, v in zip(times["plain"][ns.warmup:], t[ns.warmup:], strict=True)), 3)
+            for name, t in times.items() if name != "plain"},
+        "variants_max_relative_loss_gap": {k: float(f"{v:.2e}") for k, v in agree.items() if k != "plain"},
+    })
+
+
+if __name__ == "__main__":
+    main()
