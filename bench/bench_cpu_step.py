@@ -3,12 +3,17 @@
 The hand-written loop of `bench_trainer_overhead.py` (the same model, batches, optimizer, loss and clipping as
 our Trainer) is profiled with `torch.profiler` (self CPU time per operator, top `--top`), and its model FLOPs
 per step (`FlopCounterMode`, forward and backward) over its median step time are set against a plain fp32
-matmul measured in the same run (`--matmul_size` square, the same threads): `fraction_of_matmul_rate`.
+matmul measured in the same run (`--matmul_size` square, the same threads, a 0.5 s burst after each round of
+steps, median: the load of a shared machine changes over minutes): `fraction_of_matmul_rate`.
 
-Variants of the optimizer step are timed against the plain one on copies of the same weights, step by step
-in turn on the same batches (medians of baseline / variant over the steps after `--warmup`):
-`adamw_foreach` (the multi-tensor AdamW kernels), `adamw_fused` (the fused CPU AdamW) and
-`clip_foreach` (multi-tensor norm for the clipping). A variant's losses must stay those of the plain step.
+Variants are timed against the plain step (the Trainer's own optimizer: transformers' default, the fused
+AdamW) on copies of the same weights, step by step in turn on the same batches (medians of plain / variant
+over the steps after `--warmup`): `adamw_foreach` (the multi-tensor AdamW kernels instead of the fused one),
+`adamw_for_loop` (one parameter at a time) and
+`clip_foreach` (multi-tensor norm for the clipping); the attention: `attention_eager` (the model's own
+attention instead of SDPA); with `--compile`, `compile_layers` (`torch.compile` of each decoder layer; its
+first steps compile, so only the steps after `--warmup` count). A variant's losses must stay those of the
+plain step (`variants_max_relative_loss_gap`).
 
     .venv/bin/python bench/bench_cpu_step.py [--steps 12] [--top 12]
 """
@@ -26,7 +31,7 @@ from bench_trainer_overhead import HandStep, hand_step_for
 from common import add_model_args, config, make_checkpoint, print_result, result_only_on_stdout
 
 
-def matmul_gflops(size: int, seconds: float = 3.0) -> float:
+def matmul_gflops(size: int, seconds: float = 0.5) -> float:
     a, b = torch.randn(size, size), torch.randn(size, size)
     torch.mm(a, b)
     count, start = 0, time.perf_counter()
@@ -61,18 +66,25 @@ class ClipForeach(HandStep):
             torch.nn.utils.clip_grad_norm_ = original
 
 
-def variants(trainer: Any, steps: int) -> dict[str, HandStep]:
+def variants(trainer: Any, steps: int, compile_layers: bool) -> dict[str, HandStep]:
     """The plain hand step and each variant, on copies of the same initial weights."""
     out = {"plain": hand_step_for(trainer, steps)}
-    for name, option in (("adamw_foreach", "foreach"), ("adamw_fused", "fused")):
+    for name, foreach in (("adamw_foreach", True), ("adamw_for_loop", False)):
         step = hand_step_for(trainer, steps)
-        for group in step.optimizer.param_groups:
-            group[option] = True
-        step.optimizer.defaults[option] = True
+        for settings in (*step.optimizer.param_groups, step.optimizer.defaults):
+            settings.update(fused=False, foreach=foreach)
         out[name] = step
     clip = hand_step_for(trainer, steps)
     clip.__class__ = ClipForeach
     out["clip_foreach"] = clip
+    eager = hand_step_for(trainer, steps)
+    eager.model.set_attn_implementation("eager")
+    out["attention_eager"] = eager
+    if compile_layers:
+        compiled = hand_step_for(trainer, steps)
+        for layer in compiled.model.model.layers:
+            layer.compile()
+        out["compile_layers"] = compiled
     return out
 
 
@@ -83,6 +95,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--profile_steps", type=int, default=4)
     parser.add_argument("--matmul_size", type=int, default=1024)
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile of each decoder layer")
     ns = parser.parse_args()
     ns.steps = max(ns.steps, ns.warmup + 3)
     result_only_on_stdout()
@@ -94,12 +107,14 @@ def main() -> None:
     batches = [b for _, b in zip(range(ns.steps), loader, strict=False)]
     while len(batches) < ns.steps:
         batches += batches[:ns.steps - len(batches)]
-    steps = variants(trainer, ns.steps)
+    steps = variants(trainer, ns.steps, ns.compile)
     times: dict[str, list[float]] = {name: [] for name in steps}
+    matmul_rates = []
     for i, batch in enumerate(batches):  # in turn, a different one first each step
         names = list(steps)
         for name in names[i % len(names):] + names[:i % len(names)]:
             times[name].append(steps[name](batch))
+        matmul_rates.append(matmul_gflops(ns.matmul_size))
     plain = steps["plain"]
     losses = [float(x) for x in plain.losses]
     agree = {name: max(abs(float(a) - b) / abs(b) for a, b in zip(s.losses, losses, strict=True))
@@ -115,7 +130,7 @@ def main() -> None:
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events)
     flops = step_flops(plain, batches[0])
-    matmul = matmul_gflops(ns.matmul_size)
+    matmul = statistics.median(matmul_rates[ns.warmup:])
     step_s = statistics.median(times["plain"][ns.warmup:])
     rate = flops / step_s / 1e9
     print_result({
@@ -123,6 +138,7 @@ def main() -> None:
         "model": {"hidden_size": ns.hidden_size, "layers": ns.num_layers, "codebooks": ns.num_codebooks},
         "step_seconds": round(step_s, 4), "flops_per_step": flops, "step_gflops": round(rate, 1),
         "matmul_gflops": round(matmul, 1), "fraction_of_matmul_rate": round(rate / matmul, 3),
+        "optimizer": {k: plain.optimizer.defaults.get(k) for k in ("fused", "foreach")},
         "profile_self_cpu_share": {e.key: round(e.self_cpu_time_total / total, 3) for e in events[:ns.top]},
         "variants_speedup": {name: round(statistics.median(
             p / v for p, v in zip(times["plain"][ns.warmup:], t[ns.warmup:], strict=True)), 3)
