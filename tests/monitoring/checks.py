@@ -142,8 +142,12 @@ def assert_run_metrics(
     for name in ("higgs_trainer_eval_loss", "higgs_trainer_eval_audio_loss"):
         if absent_or(name, evaluated):
             finite_non_negative(name)
-    for name in ("samples_per_second", "audio_seconds_per_second", "tokens_per_second"):
-        assert 0 < one(f"higgs_trainer_{name}") < math.inf
+    for name in ("samples_per_second", "audio_seconds_per_second", "tokens_per_second", "trained_samples_total",
+                 "trained_tokens_total", "trained_audio_seconds_total", "step_seconds_total"):
+        assert 0 < one(f"higgs_trainer_{name}") < math.inf, name
+    assert 0 <= one("higgs_trainer_data_wait_seconds_total") <= one("higgs_trainer_step_seconds_total")
+    if status == "succeeded":  # the steps of this attempt: all of them, since it started from scratch
+        assert one("higgs_trainer_optimizer_steps_total") == step
     checkpoint_series = [n for n in got if n.startswith("higgs_trainer_last_checkpoint_")]
     if all([absent_or(n, checkpointed) for n in checkpoint_series]):
         assert 0 < one("higgs_trainer_last_checkpoint_step") <= step
@@ -152,7 +156,7 @@ def assert_run_metrics(
         assert 0 <= one("higgs_trainer_last_checkpoint_blocking_seconds") <= one(
             "higgs_trainer_last_checkpoint_duration_seconds")
         assert one("higgs_trainer_last_checkpoint_size_bytes") > 0
-    assert one("higgs_trainer_nan_steps_skipped") == 0
+    assert one("higgs_trainer_nan_steps_skipped") == one("higgs_trainer_nan_steps_skipped_total") == 0
     code = one("higgs_trainer_exit_code")
     assert code == 0 if status == "succeeded" else code > 0, (status, code)
     skipped = one("higgs_trainer_skipped_samples_total")
