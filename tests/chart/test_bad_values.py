@@ -64,7 +64,8 @@ CASES = {
         "runPolicy.suspend",
     ),
     "metrics-port-twice": (
-        {"trainer": {"metrics_port": 9000}, "metrics": {"podMonitor": {"enabled": True}}},
+        {"trainer": {"metrics_port": 9000},
+         "metrics": {"podMonitor": {"enabled": True}, "pushgateway": {"create": False}}},
         "run",
         "trainer.metrics_port",
     ),
@@ -76,22 +77,35 @@ CASES = {
         "metrics.podMonitor.enabled",
     ),
     "pod-monitor-and-own-pushgateway": (
-        {"metrics": {"podMonitor": {"enabled": True}}, "trainer": {"pushgateway_url": "http://gw:9091"}},
+        {"metrics": {"podMonitor": {"enabled": True}, "pushgateway": {"create": False}}, "trainer": {"pushgateway_url": "http://gw:9091"}},
         "run",
         "metrics.podMonitor.enabled",
     ),
     "pod-monitor-and-pushgateway-url-from-secret": (
         {
-            "metrics": {"podMonitor": {"enabled": True}},
+            "metrics": {"podMonitor": {"enabled": True}, "pushgateway": {"create": False}},
             "trainerFromSecret": {"pushgateway_url": {"name": "gw", "key": "url"}},
         },
         "run",
         "metrics.podMonitor.enabled",
     ),
     "service-monitor-without-the-pushgateway": (
-        {"metrics": {"pushgateway": {"serviceMonitor": {"enabled": True}}}},
+        {"metrics": {"pushgateway": {"create": False, "serviceMonitor": {"enabled": True}}}},
         "run",
         "metrics.pushgateway.serviceMonitor.enabled",
+    ),
+    # Rank 0 may run on any Worker: every other Worker would be a target that never answers.
+    "pod-monitor-with-elastic-training": (
+        {"metrics": {"podMonitor": {"enabled": True}, "pushgateway": {"create": False}},
+         "elastic": {"enabled": True}, "workers": 2, "storage": {"output": {"accessModes": ["ReadWriteMany"]}}},
+        "run",
+        "elastic.enabled",
+    ),
+    "release-label-not-a-label-value": ({"monitoring": {"releaseLabel": "kube prometheus"}}, "run", "releaseLabel"),
+    "service-monitor-enabled-not-bool-or-auto": (
+        {"metrics": {"pushgateway": {"serviceMonitor": {"enabled": "yes"}}}},
+        "run",
+        "enabled",
     ),
     "full-name-override-upper-case": ({"fullnameOverride": "Voice-A"}, "run", "fullnameOverride"),
     "name-override-with-a-dot": ({"nameOverride": "tts.trainer"}, "run", "nameOverride"),

@@ -96,7 +96,7 @@ def test_elastic_job_has_workers_only_and_an_elastic_policy(helm4: str) -> None:
         p["name"]
         for p in trainer_container(job["spec"]["pytorchReplicaSpecs"]["Worker"]["template"])["ports"]
     ]
-    assert "metrics" in ports  # any Worker may host rank 0
+    assert "metrics" not in ports  # any Worker may host rank 0: every rank pushes instead
 
 
 def test_elastic_replica_bounds_default_to_workers(helm4: str) -> None:
@@ -195,16 +195,20 @@ def test_prometheus_rule_spec_is_the_rules_file(helm4: str) -> None:
 
 
 def test_pod_monitor_scrapes_the_metrics_port_of_rank_0_only(helm4: str) -> None:
-    docs = render(helm4, ELASTIC)
+    docs = render(helm4, CI_DIR / "pod-monitor-values.yaml", "--set", "workers=2",
+                  "--set", "storage.output.accessModes={ReadWriteMany}")
     monitor = the(docs, "PodMonitor")
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
     assert (endpoint["port"], endpoint["honorLabels"]) == ("metrics", True)
     selector = monitor["spec"]["selector"]
     assert set(selector) == {"matchLabels"}
-    for template in pod_templates(the(docs, "PyTorchJob")).values():
+    ports = {}
+    for rtype, template in pod_templates(the(docs, "PyTorchJob")).items():
         assert selector["matchLabels"].items() <= template["metadata"]["labels"].items()
-        assert "metrics" in [p["name"] for p in trainer_container(template)["ports"]]
+        ports[rtype] = "metrics" in [p["name"] for p in trainer_container(template)["ports"]]
+    # the Master runs rank 0; a Worker without the port is no target, so no target is ever down
+    assert ports == {"Master": True, "Worker": False}
     assert selector["matchLabels"]["app.kubernetes.io/component"] == "trainer"
     assert objects_of(docs, "Deployment") == objects_of(docs, "ServiceMonitor") == []
 
@@ -258,7 +262,8 @@ ALL_OBJECTS = {
         *("--set", "metrics.pushgateway.serviceMonitor.enabled=true"),
         *("--set", "metrics.prometheusRule.enabled=true"),
     ),
-    "scrape": ("--set", "metrics.podMonitor.enabled=true", "--set", "metrics.prometheusRule.enabled=true"),
+    "scrape": ("--set", "metrics.podMonitor.enabled=true", "--set", "metrics.pushgateway.create=false",
+               "--set", "metrics.prometheusRule.enabled=true"),
 }
 
 
@@ -305,9 +310,9 @@ def test_the_output_claim_keeps_the_name_earlier_chart_versions_gave_it(helm4: s
     assert claim["metadata"]["name"] == f"{prefix}-output"
 
 
-def test_optional_objects_are_off_by_default(helm4: str) -> None:
+def test_default_install_has_the_pushgateway_and_no_operator_objects_without_the_operator(helm4: str) -> None:
     kinds = {d["kind"] for d in render(helm4)}
-    assert kinds == {"PyTorchJob", "PersistentVolumeClaim", "ConfigMap", "Pod"}
+    assert kinds == {"PyTorchJob", "PersistentVolumeClaim", "ConfigMap", "Pod", "Deployment", "Service"}
 
 
 def test_helm_test_pod_checks_inputs_without_the_output_claim(helm4: str) -> None:

@@ -123,7 +123,9 @@ def test_derived_options_come_from_the_job_name_and_output_mount(helm4: str) -> 
     assert env["RUN_NAME"]["value"] == job
     assert env["OUTPUT_DIR"]["value"] == f"/output/{job}"
     assert env["METRICS_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
-    assert "PUSHGATEWAY_URL" not in env and "METRICS_PORT" not in env
+    # the default metrics path: the chart's Pushgateway
+    assert env["PUSHGATEWAY_URL"]["value"] == "http://test-run-higgs-audio-trainer-pushgateway:9091"
+    assert "METRICS_PORT" not in env
 
 
 def test_signal_save_timeout_is_derived_below_the_termination_grace_period(helm4: str) -> None:
@@ -151,7 +153,7 @@ def test_pushgateway_address_is_wired_when_created(helm4: str) -> None:
 
 
 def test_metrics_port_is_wired_with_the_pod_monitor(helm4: str) -> None:
-    docs = render(helm4, CI_DIR / "elastic-values.yaml")
+    docs = render(helm4, CI_DIR / "pod-monitor-values.yaml")
     for template in pod_templates(the(docs, "PyTorchJob")).values():
         c = trainer_container(template)
         env = env_of(c)

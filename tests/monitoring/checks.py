@@ -142,8 +142,12 @@ def assert_run_metrics(
     for name in ("higgs_trainer_eval_loss", "higgs_trainer_eval_audio_loss"):
         if absent_or(name, evaluated):
             finite_non_negative(name)
-    for name in ("samples_per_second", "audio_seconds_per_second", "tokens_per_second"):
-        assert 0 < one(f"higgs_trainer_{name}") < math.inf
+    for name in ("samples_per_second", "audio_seconds_per_second", "tokens_per_second", "trained_samples_total",
+                 "trained_tokens_total", "trained_audio_seconds_total", "step_seconds_total"):
+        assert 0 < one(f"higgs_trainer_{name}") < math.inf, name
+    assert 0 <= one("higgs_trainer_data_wait_seconds_total") <= one("higgs_trainer_step_seconds_total")
+    if status == "succeeded":  # the steps of this attempt: all of them, since it started from scratch
+        assert one("higgs_trainer_optimizer_steps_total") == step
     checkpoint_series = [n for n in got if n.startswith("higgs_trainer_last_checkpoint_")]
     if all([absent_or(n, checkpointed) for n in checkpoint_series]):
         assert 0 < one("higgs_trainer_last_checkpoint_step") <= step
@@ -152,7 +156,7 @@ def assert_run_metrics(
         assert 0 <= one("higgs_trainer_last_checkpoint_blocking_seconds") <= one(
             "higgs_trainer_last_checkpoint_duration_seconds")
         assert one("higgs_trainer_last_checkpoint_size_bytes") > 0
-    assert one("higgs_trainer_nan_steps_skipped") == 0
+    assert one("higgs_trainer_nan_steps_skipped") == one("higgs_trainer_nan_steps_skipped_total") == 0
     code = one("higgs_trainer_exit_code")
     assert code == 0 if status == "succeeded" else code > 0, (status, code)
     skipped = one("higgs_trainer_skipped_samples_total")
@@ -165,13 +169,14 @@ def assert_two_rank_run_reported(gateway: Pushgateway, prom_url: str, run_name: 
                                  skipped_samples: float) -> None:
     """A finished two-rank run as the monitoring sees it: the gateway holds its job group, its last-success
     group and one group per rank, Prometheus has every documented series (`assert_run_metrics`), and every
-    dashboard query returns data, DCGM's joined one too (the test pushed DCGM series for the run before it
-    started)."""
+    dashboard query returns data, DCGM's joined one too (the test pushed the exporters' series for the run
+    before it started, and the sampling feature's after it ended)."""
     groups = sorted((g.get("rank", ""), g.get("outcome", "")) for g in gateway.group_labels(run_name))
     assert groups == [("", ""), ("", "succeeded"), ("0", ""), ("1", "")], groups
     assert_run_metrics(prom_url, run_name, world_size=2, namespace=namespace, codebooks=2,
                        skipped_samples=skipped_samples)
     wait_for(prom_url, f'DCGM_FI_DEV_GPU_UTIL{{job="dcgm-{run_name}"}}')
+    wait_for(prom_url, f'count_over_time(higgs_trainer_generated_clips_total{{job="{run_name}"}}[1m]) > 1')
     assert_dashboard_queries(prom_url, run_name, namespace)
 
 
@@ -212,11 +217,32 @@ def dashboard_targets(board: dict[str, Any] | None = None) -> list[tuple[str, st
     return out
 
 
+def dashboard_annotations(board: dict[str, Any] | None = None) -> list[tuple[str, str]]:
+    """(annotation name, PromQL) for every Prometheus annotation query of the dashboard."""
+    board = board or dashboard()
+    return [(a["name"], a["target"]["expr"]) for a in board["annotations"]["list"]
+            if a["datasource"].get("type") == "prometheus"]
+
+
+def assert_annotation_queries(prom_url: str, run_name: str, namespace: str | None, start: float,
+                              end: float) -> None:
+    """Every annotation query marks something for `run_name` between `start` and `end`, evaluated as Grafana
+    evaluates annotations: a range query over the time shown."""
+    empty = []
+    for name, expr in dashboard_annotations():
+        filled = substitute(expr, run_name, namespace)
+        if not query_range(prom_url, filled, start, end):
+            empty.append(f"{name}: {filled}")
+    assert not empty, "annotation queries without data:\n" + "\n".join(empty)
+
+
 def substitute(expr: str, run_name: str, namespace: str | None) -> str:
-    """Grafana's variables, as Grafana fills them for one selected run (a regex-safe run name)."""
+    """Grafana's variables, as Grafana fills them for one selected run (a regex-safe run name); unknown names
+    stay, as Grafana leaves them."""
     assert re.fullmatch(r"[a-z0-9-]+", run_name), "run names in these checks need no regex escaping"
     values = {"run": run_name, "namespace": namespace or ".*", **INTERVALS}
-    return re.sub(r"\$\{?(\w+)\}?", lambda m: values[m.group(1)], expr)
+    # as Grafana, leave what names no variable as it is (label_replace's "$1")
+    return re.sub(r"\$\{?(\w+)\}?", lambda m: values.get(m.group(1), m.group(0)), expr)
 
 
 def assert_dashboard_queries(prom_url: str, run_name: str, namespace: str | None = None,

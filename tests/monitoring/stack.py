@@ -245,13 +245,47 @@ class FlakyProxy:
             s.close()
 
 
-def push_dcgm(gateway_url: str, run_name: str, namespace: str) -> None:
-    """Push what dcgm-exporter reports for this host's GPU, pod attribution included (the trainer's
-    `pod` is the host name), so that the dashboard's GPU panel has something to join."""
-    from prometheus_client import CollectorRegistry, Gauge, pushadd_to_gateway
+DCGM_EXPORTER_POD = "dcgm-exporter-7xk2p"
+
+
+def push_external_series(gateway_url: str, run_name: str, namespace: str, restarts: int = 0) -> None:
+    """Push what the exporters beside the trainer report about a run, for the panels that read them.
+
+    - dcgm-exporter, for this host's pod (the trainer's `pod` is the host name), in both label shapes a
+      Prometheus ends up with: GPU 0 with the pod attribution as `pod` (scraped with honorLabels), GPU 1
+      as `exported_pod` beside the exporter's own `pod` (the usual ServiceMonitor, honorLabels false).
+    - kube-state-metrics: `restarts` restarts of the run's master container, its last one an OOM kill.
+    """
+    from prometheus_client import CollectorRegistry, Counter, Gauge, pushadd_to_gateway
+
+    host = socket.gethostname()
+    registry = CollectorRegistry()
+    labels = ("gpu", "pod", "exported_pod", "namespace", "exported_namespace")
+    util = Gauge("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).", labels, registry=registry)
+    memory = Gauge("DCGM_FI_DEV_FB_USED", "Framebuffer memory used (in MiB).", labels, registry=registry)
+    for gauge, value in ((util, 87), (memory, 61000)):
+        gauge.labels("0", host, "", namespace, "").set(value)
+        gauge.labels("1", DCGM_EXPORTER_POD, host, "monitoring", namespace).set(value)
+    pushadd_to_gateway(gateway_url, job=f"dcgm-{run_name}", registry=registry)
 
     registry = CollectorRegistry()
-    util = Gauge("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).", ("gpu", "pod", "namespace"),
-                 registry=registry)
-    util.labels("0", socket.gethostname(), namespace).set(87)
-    pushadd_to_gateway(gateway_url, job=f"dcgm-{run_name}", registry=registry)
+    pod = ("namespace", "pod", "container")
+    Counter("kube_pod_container_status_restarts", "Restarts of the container.", pod,
+            registry=registry).labels(namespace, f"{run_name}-master-0", "pytorch").inc(restarts)
+    Gauge("kube_pod_container_status_last_terminated_reason", "Why the container last terminated.",
+          (*pod, "reason"), registry=registry).labels(namespace, f"{run_name}-master-0", "pytorch", "OOMKilled").set(1)
+    pushadd_to_gateway(gateway_url, job=f"ksm-{run_name}", registry=registry)
+
+
+def push_sample_series(gateway_url: str, run_name: str, namespace: str) -> None:
+    """Add the sampling feature's series to the run's job group, as rank 0 pushes them (a POST keeps the
+    rest of the group): a sample set at step 8 slightly worse than the best one."""
+    from prometheus_client import CollectorRegistry, Counter, Gauge, pushadd_to_gateway
+
+    registry = CollectorRegistry()
+    for name, value in (("sample_wer", 0.12), ("sample_cer", 0.05), ("sample_speaker_similarity", 0.81),
+                        ("sample_best_wer", 0.10), ("sample_best_speaker_similarity", 0.83), ("sample_step", 8)):
+        Gauge(f"higgs_trainer_{name}", name, registry=registry).set(value)
+    Counter("higgs_trainer_generated_clips", "clips", registry=registry).inc(16)
+    Counter("higgs_trainer_sample_failures", "failures", registry=registry).inc(1)
+    pushadd_to_gateway(gateway_url, job=run_name, registry=registry, grouping_key={"namespace": namespace})

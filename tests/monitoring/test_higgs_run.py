@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import clean_env
 from tests.monitoring.checks import assert_two_rank_run_reported
 from tests.monitoring.conftest import Stack
-from tests.monitoring.stack import LOOPBACK, free_port, push_dcgm
+from tests.monitoring.stack import LOOPBACK, free_port, push_external_series, push_sample_series
 
 NAMESPACE = "ml-e2e"
 
@@ -22,7 +22,7 @@ NAMESPACE = "ml-e2e"
 def test_real_two_process_training_run_reports_every_series(
     stack: Stack, run_name: str, base_args: dict[str, str], tmp_path: Path
 ) -> None:
-    push_dcgm(stack.gateway.url, run_name, NAMESPACE)
+    push_external_series(stack.gateway.url, run_name, NAMESPACE)
     options = base_args | {
         "run_name": run_name, "pushgateway_url": stack.gateway.url, "metrics_namespace": NAMESPACE,
         "metrics_push_interval_seconds": "0.25", "use_text_head": "true", "disable_eval": "false",
@@ -36,4 +36,5 @@ def test_real_two_process_training_run_reports_every_series(
         env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
+    push_sample_series(stack.gateway.url, run_name, NAMESPACE)  # the sampling feature's, synthetic
     assert_two_rank_run_reported(stack.gateway, stack.prometheus.url, run_name, NAMESPACE, skipped_samples=0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -24,11 +25,23 @@ from transformers import TrainerCallback
 from tests.monitoring.checks import (
     alert_expressions,
     alert_result,
+    assert_annotation_queries,
     assert_dashboard_queries,
     assert_run_metrics,
+    dashboard_targets,
+    substitute,
 )
 from tests.monitoring.conftest import Stack
-from tests.monitoring.stack import REPO, FlakyProxy, Prometheus, free_port, http_get, push_dcgm
+from tests.monitoring.stack import (
+    DCGM_EXPORTER_POD,
+    REPO,
+    FlakyProxy,
+    Prometheus,
+    free_port,
+    http_get,
+    push_external_series,
+    push_sample_series,
+)
 from tests.monitoring.tiny_run import train, train_and_finish
 from trainer import errors
 from trainer.config.options import MetricsArgs
@@ -56,11 +69,13 @@ def new_run() -> str:
 def healthy(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A run that trains, evaluates, checkpoints and succeeds; its final status is scraped on return."""
     run = new_run()
-    push_dcgm(stack.gateway.url, run, NAMESPACE)
+    push_external_series(stack.gateway.url, run, NAMESPACE)
     train_and_finish(tmp_path_factory.mktemp("healthy"), callback(stack.gateway.url, run),
                      max_steps=MAX_STEPS, step_seconds=0.25)
     stack.prometheus.wait_for(f'higgs_trainer_run_status{{job="{run}", status="succeeded"}} == 1')
+    push_sample_series(stack.gateway.url, run, NAMESPACE)
     stack.prometheus.wait_for(f'DCGM_FI_DEV_GPU_UTIL{{job="dcgm-{run}"}}')
+    stack.prometheus.wait_for(f'count_over_time(higgs_trainer_generated_clips_total{{job="{run}"}}[1m]) > 1')
     return run
 
 
@@ -70,6 +85,32 @@ def test_healthy_run_has_every_documented_series(stack: Stack, healthy: str) -> 
 
 def test_every_dashboard_query_returns_data_for_a_run(stack: Stack, healthy: str) -> None:
     assert_dashboard_queries(stack.prometheus.url, healthy, NAMESPACE)
+
+
+def test_gpu_panels_join_dcgm_series_of_either_label_shape(stack: Stack, healthy: str) -> None:
+    """GPU 0 was pushed with the pod as `pod`, GPU 1 with it as `exported_pod` (the exporter's own pod in
+    `pod`): both must come out of each GPU panel, under the trainer's pod."""
+    for title, expr in [(t, e) for t, e in dashboard_targets() if "DCGM_" in e]:
+        result = stack.prometheus.query(substitute(expr, healthy, NAMESPACE))
+        assert sorted((r["metric"]["gpu"], r["metric"]["pod"]) for r in result) == [
+            ("0", socket.gethostname()), ("1", socket.gethostname())], (title, result)
+        assert DCGM_EXPORTER_POD not in str(result)
+
+
+def test_every_annotation_query_marks_a_restarted_run(stack: Stack, tmp_path: Path) -> None:
+    """Two attempts of one run (the first stopped by a signal, as a preemption does), a container restart
+    reported by kube-state-metrics between them, checkpoints in both: every annotation has marks."""
+    run = new_run()
+    start = time.time()
+    push_external_series(stack.gateway.url, run, NAMESPACE, restarts=0)
+    first = callback(stack.gateway.url, run)
+    train(tmp_path / "a", [first, _StopAt(4)], max_steps=MAX_STEPS, step_seconds=0.25)
+    first.finish(status_of(errors.PREEMPTED), errors.PREEMPTED)
+    stack.prometheus.wait_for(f'higgs_trainer_run_status{{job="{run}", status="stopped"}} == 1')
+    push_external_series(stack.gateway.url, run, NAMESPACE, restarts=1)
+    train_and_finish(tmp_path / "b", callback(stack.gateway.url, run), max_steps=MAX_STEPS, step_seconds=0.25)
+    stack.prometheus.wait_for(f'higgs_trainer_run_status{{job="{run}", status="succeeded"}} == 1')
+    assert_annotation_queries(stack.prometheus.url, run, NAMESPACE, start, time.time() + 1.0)
 
 
 @pytest.mark.parametrize("minutes_later", [0, 20, 130])
@@ -172,7 +213,7 @@ def test_steps_skipped_for_a_nan_loss_fire_steps_skipped(stack: Stack, tmp_path:
     run = new_run()
     train_and_finish(tmp_path, callback(stack.gateway.url, run), max_steps=MAX_STEPS, skip_from_step=5,
                      step_seconds=0.25)
-    stack.prometheus.wait_for(f'higgs_trainer_nan_steps_skipped{{job="{run}"}} == {MAX_STEPS - 4}')
+    stack.prometheus.wait_for(f'higgs_trainer_nan_steps_skipped_total{{job="{run}"}} == {MAX_STEPS - 4}')
     result = alert_result(stack.prometheus.url, "HiggsTrainerStepsSkipped", run)
     # the rise Prometheus saw: from the lowest count it scraped (0 unless a scrape came late) to 4
     assert len(result) == 1 and 0 < float(result[0]["value"][1]) <= MAX_STEPS - 4, result

@@ -1,7 +1,8 @@
 """The alert rules: `promtool check rules`, and the promtool unit tests of rules_test.yaml.
 
 The unit tests must cover every alert both ways (firing and silent), and must fail when an alert is
-broken: each alert in turn is replaced by one that never fires, and promtool has to notice.
+broken: each alert in turn is replaced by one that never fires, and promtool has to notice. Every alert
+links its own section of docs/runbook.md.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import pytest
 import yaml
 
 from tests.monitoring.checks import alert_expressions
-from tests.monitoring.stack import RULES
+from tests.monitoring.stack import REPO, RULES
+from tests.test_readme import anchors
 from tests.tooling import require_tool
 
 UNIT_TESTS = Path(__file__).with_name("rules_test.yaml")
@@ -64,3 +66,13 @@ def test_unit_tests_fail_when_an_alert_never_fires(alert: str, tmp_path: Path) -
     result = promtool("test", "rules", "rules_test.yaml", cwd=tmp_path)
     assert result.returncode != 0
     assert f"alertname: {alert}," in result.stdout + result.stderr
+
+
+def test_every_alert_has_a_runbook_url_to_its_own_section_of_the_runbook() -> None:
+    rules = [r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
+    runbook = REPO / "docs" / "runbook.md"
+    sections = anchors(runbook)
+    for rule in rules:
+        path, _, anchor = rule["annotations"]["runbook_url"].partition("#")
+        assert (REPO / path).resolve() == runbook, rule["alert"]
+        assert anchor == rule["alert"].lower() and anchor in sections, (rule["alert"], anchor)

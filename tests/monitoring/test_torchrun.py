@@ -15,14 +15,14 @@ import pytest
 
 from tests.monitoring.checks import assert_two_rank_run_reported
 from tests.monitoring.conftest import Stack
-from tests.monitoring.stack import LOOPBACK, REPO, free_port, push_dcgm
+from tests.monitoring.stack import LOOPBACK, REPO, free_port, push_external_series, push_sample_series
 
 NAMESPACE = "ml-test"
 
 
 @pytest.mark.slow
 def test_two_process_torchrun_run_reports_every_series(stack: Stack, run_name: str, tmp_path: Path) -> None:
-    push_dcgm(stack.gateway.url, run_name, NAMESPACE)
+    push_external_series(stack.gateway.url, run_name, NAMESPACE)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": str(REPO)}
     result = subprocess.run(
@@ -34,4 +34,5 @@ def test_two_process_torchrun_run_reports_every_series(stack: Stack, run_name: s
         capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-4000:]
+    push_sample_series(stack.gateway.url, run_name, NAMESPACE)  # the sampling feature's, synthetic
     assert_two_rank_run_reported(stack.gateway, stack.prometheus.url, run_name, NAMESPACE, skipped_samples=2)

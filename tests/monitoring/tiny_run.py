@@ -64,7 +64,13 @@ class ContractTrainer(Trainer):
         self._reset()
 
     def _reset(self) -> None:
-        self._window = {"codebook": None, "steps": 0, "samples": 0, "started": time.monotonic()}
+        self._window = {"codebook": None, "steps": 0, "samples": 0, "started": time.monotonic(), "wait": 0.0}
+
+    def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: Any) -> Any:
+        started = time.monotonic()
+        batches = super().get_batch_samples(epoch_iterator, num_batches, device)
+        self._window["wait"] += time.monotonic() - started
+        return batches
 
     def compute_loss(self, model: nn.Module, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
@@ -90,6 +96,11 @@ class ContractTrainer(Trainer):
                 "samples_per_second": w["samples"] / elapsed,
                 "tokens_per_second": 10 * w["samples"] / elapsed,
                 "audio_seconds_per_second": 2.5 * w["samples"] / elapsed,
+                "trained_samples": float(w["samples"]),
+                "trained_tokens": 10.0 * w["samples"],
+                "trained_audio_seconds": 2.5 * w["samples"],
+                "step_seconds": elapsed,
+                "data_wait_seconds": w["wait"],
                 "nan_steps_skipped": float(max(0, self.state.global_step - self.skip_from_step + 1)
                                            if self.skip_from_step is not None else 0),
             }

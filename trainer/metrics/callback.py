@@ -9,6 +9,7 @@ Prometheus must see, whatever happened to training.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import resource
@@ -34,6 +35,8 @@ LOG_GAUGES = frozenset((
     "loss", "audio_loss", "text_loss", "eval_loss", "eval_audio_loss", "learning_rate", "grad_norm",
     "samples_per_second", "audio_seconds_per_second", "tokens_per_second", "nan_steps_skipped",
 ))
+# log keys whose values (the logging window's totals) are added to the job counter of the same name
+LOG_COUNTERS = ("trained_samples", "trained_tokens", "trained_audio_seconds", "step_seconds", "data_wait_seconds")
 # job gauges read from the TrainerState when collected
 STATE_GAUGES = {"global_step": "global_step", "max_steps": "max_steps", "epoch": "epoch"}
 
@@ -104,6 +107,7 @@ class MetricsCallback(TrainerCallback):
         for gauge, attribute in STATE_GAUGES.items():
             self.job.gauges.set_function(gauge, lambda a=attribute: self._from_state(a))
         self.job.gauges.set_function("last_progress_time_seconds", lambda: self._progress_time)
+        self._nan_steps_skipped = 0.0  # the trainer logs a running count; the counter takes its rises
         self._finished = False
         labels = {"namespace": args.metrics_namespace} if args.metrics_namespace else {}
         self._rank_group = Group({**labels, "rank": str(rank)}, self.ranks.registry)
@@ -138,6 +142,8 @@ class MetricsCallback(TrainerCallback):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         self._state, self._progress_time = state, time.time()
+        if self.is_main:
+            self.job.counters["optimizer_steps"].inc()
 
     def on_prediction_step(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -169,6 +175,12 @@ class MetricsCallback(TrainerCallback):
             job.set("last_checkpoint_size_bytes", logs.get("checkpoint_bytes", 0.0))
         if "skipped_samples" in logs:
             job.skipped_samples.inc(float(logs["skipped_samples"]))
+        for key in LOG_COUNTERS:
+            if (value := logs.get(key)) is not None and math.isfinite(value) and value > 0:
+                job.counters[key].inc(value)
+        if (skipped := logs.get("nan_steps_skipped")) is not None and skipped > self._nan_steps_skipped:
+            job.counters["nan_steps_skipped"].inc(skipped - self._nan_steps_skipped)
+            self._nan_steps_skipped = skipped
 
     # ---- end of the run ---------------------------------------------------------------------------
     def finish(self, status: Status, exit_code: int | None = None) -> bool:

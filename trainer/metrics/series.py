@@ -49,6 +49,17 @@ JOB_GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
                           ()),
     "exit_code": ("Exit code this attempt ended with (docs/exit-codes.md); absent while it runs.", ()),
 }
+# job counters (name without prefix and `_total` -> help text); trainer.metrics.callback feeds them
+JOB_COUNTERS = {
+    "trained_samples": "Training samples trained on, all ranks.",
+    "trained_tokens": "Input tokens trained on, all ranks.",
+    "trained_audio_seconds": "Seconds of target audio trained on, all ranks.",
+    "optimizer_steps": "Optimizer steps done by this attempt (skipped NaN steps included).",
+    "nan_steps_skipped": "Optimizer steps skipped for a NaN or infinite loss (--nan_policy skip).",
+    "step_seconds": ("Wall seconds of optimizer steps (fetching the batches, forward, backward, update), mean over "
+                     "ranks."),
+    "data_wait_seconds": "Of those, seconds spent waiting for the data loader's batches, mean over ranks.",
+}
 SUCCESS_GAUGES = {
     "last_success_time_seconds": ("Unix time at which the last successful run of this name ended.", ()),
 }
@@ -120,6 +131,12 @@ class JobSeries:
             "skipped_samples", "Bad samples skipped while preparing the data.", namespace=NAMESPACE,
             registry=self.registry,
         )
+        # Totals that only grow within an attempt, so that Prometheus computes rates over any window and a
+        # missed scrape loses nothing; the *_per_second gauges above are the trainer's own window rates.
+        self.counters = {
+            name: Counter(name, doc, namespace=NAMESPACE, registry=self.registry)
+            for name, doc in JOB_COUNTERS.items()
+        }
         self.success_gauges = GaugeSet(SUCCESS_GAUGES)
         self.success = CollectorRegistry(auto_describe=False)
         self.success.register(self.success_gauges)

@@ -60,6 +60,9 @@ class LossWindow:
         self.text_steps = 0
         self.samples = 0
         self.started = time.monotonic()
+        # host-side timings of the window's optimizer steps (training window only)
+        self.step_seconds = 0.0  # from the start of fetching a step's batches to the end of its update
+        self.data_wait_seconds = 0.0  # of which: waiting for the data loader's batches
 
     def add(self, per_codebook: torch.Tensor, text: torch.Tensor | None, tokens: torch.Tensor,
             frames: torch.Tensor) -> None:

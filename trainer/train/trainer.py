@@ -28,8 +28,14 @@ class HiggsAudioTrainer(CheckpointingTrainer):
       `num_items_in_batch` the Trainer counts from the *text* labels, which changes the audio loss's scale
       with the number of text labels; ours does not (`loss_is_scaled_for_ga = False`: the Trainer then
       averages micro-batches over gradient accumulation).
-    - `log`: adds audio, text and per-codebook losses and throughput (summed over ranks) to each log, and
-      with `--nan_policy skip` the count of skipped steps (`nan_steps_skipped`).
+    - `log`: adds audio, text and per-codebook losses and throughput (summed over ranks) to each log, the
+      window's totals (`trained_samples`, `trained_tokens`, `trained_audio_seconds`, summed over ranks) and
+      timings (`step_seconds`, `data_wait_seconds`: seconds of the window's optimizer steps and, of those,
+      seconds waiting for the data loader, mean over ranks), and with `--nan_policy skip` the count of
+      skipped steps (`nan_steps_skipped`).
+    - `get_batch_samples`: times the wait for each optimizer step's batches (the data-loader wait); the
+      step's time runs from there to the end of its update (`_maybe_log_save_evaluate`, before logging,
+      saving or evaluating, which are not step time).
     - `_maybe_log_save_evaluate`: each logging window's running loss starts from 0, even after a NaN.
     - a NaN or infinite training loss stops the run or skips the step (`trainer.train.nan_guard.NanGuard`).
     - saving, finishing and loading checkpoints: the hooks of `trainer.train.saving.CheckpointingTrainer`.
@@ -66,6 +72,7 @@ class HiggsAudioTrainer(CheckpointingTrainer):
         self.evaluation_runs = 0
         self._train = LossWindow(layout.num_codebooks)
         self._eval = LossWindow(layout.num_codebooks)
+        self._step_started: float | None = None
 
     # ---- loss -------------------------------------------------------------------------------------
     def compute_loss(
@@ -112,12 +119,21 @@ class HiggsAudioTrainer(CheckpointingTrainer):
             return LengthGroupedSampler(group, lengths=dataset.lengths())
         return super()._get_train_sampler(train_dataset)
 
+    def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: Any) -> Any:
+        """Fetches an optimizer step's batches, timing the wait: the number that says a run is input-bound."""
+        started = time.monotonic()
+        batches = super().get_batch_samples(epoch_iterator, num_batches, device)
+        self._step_started = started
+        self._train.data_wait_seconds += time.monotonic() - started
+        return batches
+
     # ---- logging ----------------------------------------------------------------------------------
     def _reduce(self, window: LossWindow) -> dict[str, float]:
         """Window averages (losses) and rates (throughput), summed over ranks: one host read per log."""
         k = window.k
         sums = window.sums if window.sums is not None else torch.zeros(k + 3, dtype=torch.float64)
-        counts = torch.tensor([window.steps, window.text_steps, window.samples], dtype=torch.float64)
+        counts = torch.tensor([window.steps, window.text_steps, window.samples, window.step_seconds,
+                               window.data_wait_seconds], dtype=torch.float64)
         vec = torch.cat([sums, counts.to(sums.device)])
         if self.args.world_size > 1:
             import torch.distributed as dist
@@ -126,7 +142,7 @@ class HiggsAudioTrainer(CheckpointingTrainer):
             vec = vec.to(device)
             dist.all_reduce(vec)
         values = vec.cpu().tolist()
-        per_cb_sums, (text, tokens, frames, steps, text_steps, samples) = values[:k], values[k:]
+        per_cb_sums, (text, tokens, frames, steps, text_steps, samples, step_s, wait_s) = values[:k], values[k:]
         out: dict[str, float] = {}
         if steps:
             per_cb = [v / steps for v in per_cb_sums]
@@ -139,6 +155,12 @@ class HiggsAudioTrainer(CheckpointingTrainer):
         out["samples_per_second"] = samples / elapsed
         out["tokens_per_second"] = tokens / elapsed
         out["audio_seconds_per_second"] = frames / self.frame_rate / elapsed
+        out["trained_samples"] = samples
+        out["trained_tokens"] = tokens
+        out["trained_audio_seconds"] = frames / self.frame_rate
+        ranks = max(self.args.world_size, 1)
+        out["step_seconds"] = step_s / ranks
+        out["data_wait_seconds"] = wait_s / ranks
         return out
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -156,6 +178,9 @@ class HiggsAudioTrainer(CheckpointingTrainer):
         super().log(logs, start_time)
 
     def _maybe_log_save_evaluate(self, tr_loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        if self._step_started is not None:  # the step's update is done: what follows is not step time
+            self._train.step_seconds += time.monotonic() - self._step_started
+            self._step_started = None
         super()._maybe_log_save_evaluate(tr_loss, *args, **kwargs)
         self.finish_pending_save(wait=False)  # a background write that has ended: logged, or its error raised
         if self._globalstep_last_logged == self.state.global_step:

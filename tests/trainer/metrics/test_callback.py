@@ -128,6 +128,25 @@ def test_skipped_samples_are_counted() -> None:
     assert sample(cb, "higgs_trainer_skipped_samples_total") == 7
 
 
+def test_window_totals_add_up_in_their_counters_and_skipped_steps_count_their_rises() -> None:
+    cb = offline()
+    window = {"trained_samples": 32.0, "trained_tokens": 4000.0, "trained_audio_seconds": 80.0,
+              "step_seconds": 6.0, "data_wait_seconds": 1.5}
+    for skipped in (0.0, 2.0, 2.0, 5.0):  # the trainer logs the attempt's running count
+        cb.on_log(None, state(), None, logs={**window, "nan_steps_skipped": skipped})
+    for key, value in window.items():
+        assert sample(cb, f"higgs_trainer_{key}_total") == 4 * value, key
+    assert sample(cb, "higgs_trainer_nan_steps_skipped_total") == 5
+    assert sample(cb, "higgs_trainer_nan_steps_skipped") == 5  # the deprecated gauge, still exported
+
+
+def test_every_optimizer_step_is_counted_on_rank_zero() -> None:
+    cb = offline()
+    for step in range(1, 4):
+        cb.on_step_end(None, state(step=step), None)
+    assert sample(cb, "higgs_trainer_optimizer_steps_total") == 3
+
+
 def test_step_end_records_progress() -> None:
     cb = offline()
     cb.on_step_end(None, state(step=40, max_steps=100, epoch=1.25), None)
@@ -196,7 +215,8 @@ def test_docs_table_lists_exactly_the_exported_series() -> None:
     cb.on_log(None, state(), None, logs={key: 1.0 for key in (
         "loss", "audio_loss", "text_loss", "codebook_0_loss", "eval_loss", "eval_audio_loss", "learning_rate",
         "grad_norm", "samples_per_second", "audio_seconds_per_second", "tokens_per_second", "checkpoint_step",
-        "skipped_samples", "nan_steps_skipped")})
+        "skipped_samples", "nan_steps_skipped", "trained_samples", "trained_tokens", "trained_audio_seconds",
+        "step_seconds", "data_wait_seconds")})
     cb.finish("succeeded", 0)
     exported = {
         s.name for registry in (cb.job.registry, cb.job.success, cb.ranks.registry)

@@ -136,6 +136,9 @@ def test_logs_carry_audio_text_and_codebook_losses_and_throughput(base_args) -> 
                     "tokens_per_second", "audio_seconds_per_second", "learning_rate", "grad_norm"):
             assert key in entry, key
         assert entry["audio_loss"] == pytest.approx(entry["codebook_0_loss"] + entry["codebook_1_loss"], rel=1e-6)
+        # the window's totals, and its step time with the data-loader wait inside it
+        assert entry["trained_samples"] > 0 and entry["trained_tokens"] > 0 and entry["trained_audio_seconds"] > 0
+        assert 0 < entry["data_wait_seconds"] < entry["step_seconds"]
         assert entry["loss"] == pytest.approx(entry["audio_loss"] + entry["text_loss"], rel=1e-3)
 
 
