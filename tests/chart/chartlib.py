@@ -192,7 +192,7 @@ V2_CRDS = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def v2_validator(kind: str):  # type: ignore[no-untyped-def]
     """A strict jsonschema validator of a Kubeflow Trainer v2 CRD (v1alpha1)."""
     try:

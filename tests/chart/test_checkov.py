@@ -15,7 +15,15 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart.chartlib import TOOLS_BIN, VALUE_FILES, helm_bin, pod_templates, render, runtime_pod_templates, value_id
+from tests.chart.chartlib import (
+    TOOLS_BIN,
+    VALUE_FILES,
+    helm_bin,
+    pod_templates,
+    render,
+    runtime_pod_templates,
+    value_id,
+)
 from tests.tooling import REPO, require_tool
 
 CONFIG = Path(__file__).with_name("checkov.yaml")
