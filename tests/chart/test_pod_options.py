@@ -96,3 +96,25 @@ def test_bad_pod_option_is_refused_naming_it(helm: str, value: str, named: str) 
                     value if named != "args" else "args=[1]")
     assert proc.returncode != 0, f"accepted {value}"
     assert named in proc.stderr or "/" + named.replace(".", "/") in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_preflight_init_container_runs_the_command_with_arguments_it_accepts(helm4: str, kind: str) -> None:
+    """The chart's arguments are parsed by the real command's parser, and the init container mounts the
+    output volume and /dev/shm it checks, with the trainer's env and GPUs."""
+    from trainer.commands.preflight import build_parser
+
+    sets = ("--set", f"kind={kind}", "--set", "preflight.minFreeSpace=20Gi", "--set", "gpu.count=4")
+    for t in job_pod_templates(render(helm4, None, *sets)).values():
+        (pre,) = [c for c in t["spec"]["initContainers"] if c["name"] == "preflight"]
+        assert pre["command"] == ["higgs-audio-trainer"] and pre["args"][0] == "preflight"
+        args = build_parser().parse_args(pre["args"][1:])
+        assert (args.expect_gpus, args.min_shm, args.min_free_space) == (4, 2**30, 20 * 2**30)
+        trainer = trainer_container(t)
+        assert pre["env"] == trainer["env"] and pre["resources"] == trainer["resources"]
+        assert {m["mountPath"] for m in pre["volumeMounts"]} >= {"/output", "/dev/shm", "/models", "/data"}
+
+
+def test_preflight_can_be_turned_off(helm4: str) -> None:
+    for t in job_pod_templates(render(helm4, None, "--set", "preflight.enabled=false")).values():
+        assert "initContainers" not in t["spec"]
