@@ -203,3 +203,11 @@ def test_plain_v2_manifests_pass_strict_v2_checks_and_name_their_runtime() -> No
     for obj in v2_objects(docs):
         assert v2_crd_errors(obj) == [] and v2_webhook_violations(obj) == [], obj["kind"]
     assert the(docs, "TrainJob")["spec"]["runtimeRef"]["name"] == the(docs, "TrainingRuntime")["metadata"]["name"]
+
+
+@pytest.mark.parametrize("values_file", V2_FILES, ids=value_id)
+def test_helm_lint_strict_passes_with_trainjob(helm: str, values_file: Path | None) -> None:
+    args = ["lint", "--strict", str(CHART), *TRAINJOB] + (["-f", str(values_file)] if values_file else [])
+    proc = run_helm(helm, *args)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 chart(s) failed" in proc.stdout

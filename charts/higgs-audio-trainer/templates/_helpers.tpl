@@ -549,10 +549,8 @@ spec:
 {{- with .Values.runPolicy.schedulingPolicy }}
 {{- fail "runPolicy.schedulingPolicy: a PyTorchJob field; under kind TrainJob gang scheduling comes from the runtime's podGroupPolicy or Kueue (kueue.queueName)" }}
 {{- end }}
-{{- if and .Values.trainJob.runtimeRef.name (or .Values.preflight.enabled .Values.initContainers .Values.extraContainers .Values.extraVolumes) }}
-{{- /* preflight.enabled is on by default: only the pod-shaping values a user set count. */}}
-{{- if or .Values.initContainers .Values.extraContainers .Values.extraVolumes }}
+{{- /* The pod-shaping values a user adds; the chart's own (preflight, volumes) are documented as the runtime's job. */}}
+{{- if and .Values.trainJob.runtimeRef.name (or .Values.initContainers .Values.extraContainers .Values.extraVolumes) }}
 {{- fail "trainJob.runtimeRef.name: with an existing runtime the chart sets only spec.trainer (image, command, args, env, resources); initContainers, extraContainers and extraVolumes belong to the runtime's pod template. Leave trainJob.runtimeRef.name empty to use the chart's own runtime" }}
-{{- end }}
 {{- end }}
 {{- end }}
