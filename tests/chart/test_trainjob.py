@@ -211,3 +211,10 @@ def test_helm_lint_strict_passes_with_trainjob(helm: str, values_file: Path | No
     proc = run_helm(helm, *args)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "0 chart(s) failed" in proc.stdout
+
+
+def test_notes_say_how_to_watch_a_trainjob(helm4: str) -> None:
+    proc = run_helm(helm4, "install", "--dry-run=client", "voice-a", str(CHART), *TRAINJOB)
+    notes = proc.stdout.split("NOTES:", 1)[1]
+    assert "TrainJob voice-a" in notes and "on TrainingRuntime voice-a" in notes
+    assert "get trainjob voice-a" in notes and "pytorchjob" not in notes.lower()
