@@ -108,8 +108,10 @@ def test_exit_code_restart_policy_fails_on_1_to_127_and_recreates_the_jobset_oth
     (rjob,) = spec["replicatedJobs"]
     job = rjob["template"]["spec"]
     assert job["backoffLimit"] == 0
-    fail, ignore = job["podFailurePolicy"]["rules"]
+    preflight, fail, ignore = job["podFailurePolicy"]["rules"]
     assert fail["onExitCodes"] == {"containerName": "node", "operator": "In", "values": list(range(1, 128))}
+    assert preflight["onExitCodes"] == {**fail["onExitCodes"], "containerName": "preflight"}
+    assert preflight["action"] == fail["action"] == "FailJob"
     assert ignore == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
     assert spec["ttlSecondsAfterFinished"] == 86400
 
