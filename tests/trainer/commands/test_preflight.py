@@ -4,6 +4,7 @@ a small tmpfs, a full volume, a missing path, no GPU, a closed port), one line e
 from __future__ import annotations
 
 import http.server
+import os
 import shutil
 import socket
 import subprocess
@@ -34,7 +35,9 @@ def preflight(base_args: dict[str, str], *args: str, mounts: dict[str, str] | No
         if unshare is None:
             missing("unshare (util-linux), for real tmpfs mounts")
         script = "".join(f"mount -t tmpfs -o {opts} tmpfs '{d}' && " for d, opts in mounts.items())
-        cmd = [unshare, "--user", "--map-root-user", "--mount", "sh", "-c", script + 'exec "$@"', "sh", *cmd]
+        # root needs no user namespace (some hosts forbid unprivileged ones); others map themselves to root
+        userns = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
+        cmd = [unshare, *userns, "--mount", "sh", "-c", script + 'exec "$@"', "sh", *cmd]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
     if mounts and "mount:" in proc.stderr:
         missing(f"permission to mount tmpfs in a user namespace ({proc.stderr.strip()})")
