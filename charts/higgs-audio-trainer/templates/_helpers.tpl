@@ -536,6 +536,9 @@ spec:
 {{- if and .Values.kueue.queueName .Values.runPolicy.suspend }}
 {{- fail "runPolicy.suspend: Kueue (kueue.queueName) suspends and resumes the job itself; leave suspend false" }}
 {{- end }}
+{{- if and .Values.hostNetwork (not (has .Values.dnsPolicy (list "ClusterFirstWithHostNet" "None"))) }}
+{{- fail "hostNetwork: with the node's network the pods resolve names through the node's DNS and cannot find the job's services (the rendezvous address); set dnsPolicy: ClusterFirstWithHostNet" }}
+{{- end }}
 {{- end }}
 
 {{/* Values a TrainJob cannot honour: refused by name rather than dropped. */}}
