@@ -120,6 +120,7 @@ def check_gpus(expected: int, visible: Callable[[], int]) -> list[str]:
 def check_inputs(cfg: Config) -> list[str]:
     """Each configured input path exists and can be read by this user."""
     failed = []
+    directories = ("model_path", "audio_tokenizer_path", "tokenizer_path")  # checkpoints: from_pretrained dirs
     for name, value in (("model_path", cfg.model.model_path), ("audio_tokenizer_path", cfg.model.audio_tokenizer_path),
                         ("tokenizer_path", cfg.model.tokenizer_path), ("train_data_file", cfg.data.train_data_file),
                         ("eval_data_file", cfg.data.eval_data_file)):
@@ -127,6 +128,9 @@ def check_inputs(cfg: Config) -> list[str]:
             continue
         where = f"{name} ({SPECS[name].env}) {value}"
         path = Path(value)
+        if name in directories and path.is_file():
+            failed.append(f"{where}: a file, expected the checkpoint's directory")
+            continue
         try:
             if path.is_dir():
                 next(iter(path.iterdir()), None)

@@ -115,6 +115,15 @@ def test_missing_input_paths_fail_one_line_each(ok_args: dict[str, str], tmp_pat
     assert "train_data_file (TRAIN_DATA_FILE)" in lines[1]
 
 
+def test_a_file_where_a_checkpoint_directory_belongs_fails(ok_args: dict[str, str], tmp_path: Path) -> None:
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"0")
+    proc = preflight(ok_args, *shm(tmp_path), "--min_shm=1", audio_tokenizer_path=str(weights))
+    assert proc.returncode == errors.CONFIG_ERROR
+    (line,) = failures(proc)
+    assert "audio_tokenizer_path (AUDIO_TOKENIZER_PATH)" in line and "expected the checkpoint's directory" in line
+
+
 def test_fewer_gpus_than_expected_fails_no_gpu_on_this_machine(ok_args: dict[str, str], tmp_path: Path) -> None:
     proc = preflight(ok_args, *shm(tmp_path), "--min_shm=1", "--expect_gpus=64")
     assert proc.returncode == errors.CONFIG_ERROR
