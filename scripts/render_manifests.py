@@ -3,8 +3,10 @@
 The chart is the only source: k8s/ is `helm template` of it with ci/plain-manifests-values.yaml (the
 defaults plus a Pushgateway and the alert rules), one file per object, named after its kind as in the
 chart's templates/. Objects of APIs that only the Prometheus Operator serves go to
-k8s/prometheus-operator/, so `kubectl apply -f k8s/` works on a cluster without it. A test runs this
-script with --check and fails when k8s/ has drifted from the chart.
+k8s/prometheus-operator/, so `kubectl apply -f k8s/` works on a cluster without it. k8s/trainer-v2/ is
+the same rendering with `kind=TrainJob`, for clusters with Kubeflow Trainer v2: every object but the
+Prometheus Operator's, which are the same under both kinds. A test runs this script with --check and
+fails when k8s/ has drifted from the chart.
 
 Usage: python scripts/render_manifests.py [--check] [--helm PATH]
 """
@@ -28,8 +30,10 @@ RELEASE = "higgs-audio-trainer"
 OPERATOR_APIS = ("monitoring.coreos.com/",)
 HEADER = (
     "# Rendered by scripts/render_manifests.py from charts/higgs-audio-trainer with\n"
-    "# charts/higgs-audio-trainer/ci/plain-manifests-values.yaml; do not edit: change the chart and re-run.\n"
+    "# charts/higgs-audio-trainer/ci/plain-manifests-values.yaml{extra}; do not edit: change the chart and re-run.\n"
 )
+# Folder -> extra `helm template` arguments of each variant.
+VARIANTS = {Path(): (), Path("trainer-v2"): ("--set", "kind=TrainJob")}
 
 
 def find_helm(explicit: str | None) -> str:
@@ -44,9 +48,20 @@ def find_helm(explicit: str | None) -> str:
 
 
 def render(helm: str) -> dict[Path, str]:
-    """Relative path -> file text of every manifest."""
+    """Relative path -> file text of every manifest, of every variant."""
+    files: dict[Path, str] = {}
+    for folder, extra in VARIANTS.items():
+        for path, text in render_variant(helm, extra).items():
+            if folder == Path() or path.parts[0] != "prometheus-operator":
+                files[folder / path] = text
+    return files
+
+
+def render_variant(helm: str, extra: tuple[str, ...]) -> dict[Path, str]:
+    """Relative path -> file text of every manifest of one `helm template`."""
+    header = HEADER.format(extra=f" and {' '.join(extra)}" if extra else "")
     out = subprocess.run(
-        [helm, "template", RELEASE, str(CHART), "-f", str(VALUES), "--skip-tests"],
+        [helm, "template", RELEASE, str(CHART), "-f", str(VALUES), "--skip-tests", *extra],
         check=True,
         capture_output=True,
         text=True,
@@ -63,7 +78,7 @@ def render(helm: str) -> dict[Path, str]:
         path = folder / f"{obj['kind'].lower()}.yaml"
         if path in files:
             raise SystemExit(f"two objects of kind {obj['kind']} in the chart: name the files apart")
-        files[path] = HEADER + body + "\n"
+        files[path] = header + body + "\n"
     return files
 
 

@@ -4,6 +4,7 @@
     prepare          check the dataset and fill the audio code cache, without training
     merge            fold a LoRA adapter into the base model and save a model `from_pretrained` loads
     make-tiny-model  write a tiny random Higgs Audio v2 checkpoint (demo and tests)
+    preflight        check the output volume, /dev/shm, GPUs, inputs and gateway before training (init container)
     options          print the option table (flag, env var, default, meaning) as Markdown
     launch           torchrun with the documented exit codes: the container's entrypoint, and the
                      multi-process run on a workstation (`launch --nproc_per_node 2 train ...`; see `launch --help`)
@@ -38,6 +39,7 @@ COMMANDS = {
     "merge": _command("trainer.commands.merge"),
     "make-tiny-model": _command("trainer.commands.tiny"),
     "options": _command("trainer.commands.options"),
+    "preflight": _command("trainer.commands.preflight"),
     "launch": _command("trainer.launch.launcher", "main"),
 }
 

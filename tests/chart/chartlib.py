@@ -25,6 +25,10 @@ TOOLS_BIN = REPO / ".cache" / "tools" / "bin"
 HELMS = ("helm3", "helm4")
 RELEASE = "test-run"
 VALUE_FILES: list[Path | None] = [None, *sorted(CI_DIR.glob("*.yaml"))]
+# The files that render a PyTorchJob (the v2 tests render every file again with kind=TrainJob).
+V1_VALUE_FILES = [
+    f for f in VALUE_FILES if f is None or (yaml.safe_load(f.read_text()) or {}).get("kind") != "TrainJob"
+]
 DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
@@ -78,8 +82,22 @@ def pod_templates(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def trainer_container(template: dict[str, Any]) -> dict[str, Any]:
-    (c,) = [c for c in template["spec"]["containers"] if c["name"] == "pytorch"]
+    """The trainer: container `pytorch` under a PyTorchJob, `node` under a TrainingRuntime."""
+    (c,) = [c for c in template["spec"]["containers"] if c["name"] in ("pytorch", "node")]
     return c
+
+
+def runtime_pod_templates(runtime: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Replicated job name -> pod template of a (Cluster)TrainingRuntime."""
+    jobs = runtime["spec"]["template"]["spec"]["replicatedJobs"]
+    return {j["name"]: j["template"]["spec"]["template"] for j in jobs}
+
+
+def job_pod_templates(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The trainer pod templates of a rendering, whichever kind of job it holds."""
+    if objects_of(docs, "TrainingRuntime"):
+        return runtime_pod_templates(the(docs, "TrainingRuntime"))
+    return pod_templates(the(docs, "PyTorchJob"))
 
 
 def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -163,4 +181,74 @@ def webhook_violations(job: dict[str, Any]) -> list[str]:
         errors.append("spec.nprocPerNode and spec.elasticPolicy.nProcPerNode are both set")
     if elastic is not None and not replicas.get("Worker"):
         errors.append("elasticPolicy needs a Worker replica spec")
+    return errors
+
+
+V2_RESERVED_ENV = ("PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "PET_MASTER_ADDR", "PET_MASTER_PORT")
+V2_CRDS = {
+    "TrainJob": "trainer.kubeflow.org_trainjobs.yaml",
+    "TrainingRuntime": "trainer.kubeflow.org_trainingruntimes.yaml",
+    "ClusterTrainingRuntime": "trainer.kubeflow.org_clustertrainingruntimes.yaml",
+}
+
+
+@functools.cache
+def v2_validator(kind: str):  # type: ignore[no-untyped-def]
+    """A strict jsonschema validator of a Kubeflow Trainer v2 CRD (v1alpha1)."""
+    try:
+        import jsonschema
+    except ImportError:
+        missing("the Python package jsonschema")
+    path = crds_dir() / V2_CRDS[kind]
+    if not path.is_file():
+        missing(f"the Kubeflow Trainer v2 CRD {path}")
+    crd = yaml.safe_load(path.read_text())
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1"]
+    return jsonschema.Draft7Validator(strict(copy.deepcopy(version["schema"]["openAPIV3Schema"])))
+
+
+def v2_crd_errors(obj: dict[str, Any]) -> list[str]:
+    return [
+        f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+        for e in v2_validator(obj["kind"]).iter_errors(obj)
+    ]
+
+
+def v2_webhook_violations(obj: dict[str, Any]) -> list[str]:
+    """Kubeflow Trainer v2's admission rules that its CRD schemas do not hold (kubeflow/trainer pkg/webhooks/
+    and the torch plugin's Validate, as ../shared/crds/README.md writes them down), plus the CEL rules of the
+    schema that jsonschema cannot run (numProcPerNode >= 1, one ML policy)."""
+    errors = []
+    name = obj.get("metadata", {}).get("name", "")
+    spec = obj.get("spec", {})
+    if obj["kind"] == "TrainJob":
+        # The JobSet and its headless Service take the TrainJob's name: a DNS-1035 label, with room for
+        # "-node-0-<index>".
+        if len(name) > 63 or not DNS1035.match(name):
+            errors.append(f"metadata.name {name!r} is not a DNS-1035 label")
+        if not (spec.get("runtimeRef") or {}).get("name"):
+            errors.append("spec.runtimeRef.name is required")
+        trainer = spec.get("trainer") or {}
+        reserved = sorted({e.get("name") for e in trainer.get("env") or []} & set(V2_RESERVED_ENV))
+        if reserved:
+            errors.append(f"spec.trainer.env must not set the torch plugin's reserved variables {reserved}")
+        if "numProcPerNode" in trainer and not (isinstance(trainer["numProcPerNode"], int)
+                                                and trainer["numProcPerNode"] >= 1):
+            errors.append("spec.trainer.numProcPerNode must be an integer >= 1")
+        return errors
+    policy = spec.get("mlPolicy") or {}
+    if sum(k in policy for k in ("torch", "mpi", "jax", "xgboost", "flux")) > 1:
+        errors.append("mlPolicy: only one of the policies can be configured")
+    for rjob in (spec.get("template") or {}).get("spec", {}).get("replicatedJobs") or []:
+        labels = (rjob.get("template") or {}).get("metadata", {}).get("labels") or {}
+        step = labels.get("trainer.kubeflow.org/trainjob-ancestor-step")
+        containers = rjob["template"]["spec"]["template"]["spec"].get("containers") or []
+        names = [c.get("name") for c in containers]
+        if step == "trainer":
+            if rjob.get("replicas", 1) != 1:
+                errors.append(f"replicatedJob {rjob['name']}: the trainer step must have replicas 1")
+            if "node" not in names:
+                errors.append(f"replicatedJob {rjob['name']}: the trainer step needs a container named node")
+        elif step in ("dataset-initializer", "model-initializer") and step not in names:
+            errors.append(f"replicatedJob {rjob['name']}: the {step} step needs a container named {step}")
     return errors

@@ -109,6 +109,17 @@ CASES = {
     ),
     "full-name-override-upper-case": ({"fullnameOverride": "Voice-A"}, "run", "fullnameOverride"),
     "name-override-with-a-dot": ({"nameOverride": "tts.trainer"}, "run", "nameOverride"),
+    "unknown-job-kind": ({"kind": "MPIJob"}, "run", "kind"),
+    "host-network-without-its-dns-policy": ({"hostNetwork": True}, "run", "hostNetwork"),
+    "bad-dns-policy": ({"dnsPolicy": "ClusterFirstWithHost"}, "run", "dnsPolicy"),
+    "container-without-image": ({"initContainers": [{"name": "x"}]}, "run", "initContainers"),
+    "bad-preflight-size": ({"preflight": {"minShm": "lots"}}, "run", "preflight.minShm"),
+    "trainjob-elastic": (
+        {"kind": "TrainJob", "workers": 1, "elastic": {"enabled": True},
+         "storage": {"output": {"accessModes": ["ReadWriteMany"]}}},
+        "run",
+        "elastic.enabled",
+    ),
     "pushgateway-service-name-not-dns-1035": (
         {"jobName": "run", "metrics": {"pushgateway": {"create": True}}},
         "v1.2",

@@ -15,7 +15,15 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart.chartlib import TOOLS_BIN, VALUE_FILES, helm_bin, pod_templates, render, value_id
+from tests.chart.chartlib import (
+    TOOLS_BIN,
+    VALUE_FILES,
+    helm_bin,
+    pod_templates,
+    render,
+    runtime_pod_templates,
+    value_id,
+)
 from tests.tooling import REPO, require_tool
 
 CONFIG = Path(__file__).with_name("checkov.yaml")
@@ -61,6 +69,10 @@ def replica_pods(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for job in (d for d in docs if d["kind"] == "PyTorchJob"):
         for rtype, template in pod_templates(job).items():
             meta = {**template.get("metadata", {}), "name": f"{job['metadata']['name']}-{rtype.lower()}"}
+            pods.append({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": template["spec"]})
+    for runtime in (d for d in docs if d["kind"] == "TrainingRuntime"):
+        for name, template in runtime_pod_templates(runtime).items():
+            meta = {**template.get("metadata", {}), "name": f"{runtime['metadata']['name']}-{name}"}
             pods.append({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": template["spec"]})
     return pods
 

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart.chartlib import VALUE_FILES, pod_templates, render, the, value_id
+from tests.chart.chartlib import VALUE_FILES, job_pod_templates, render, the, value_id
 from tests.tooling import REPO, missing
 
 # Chart.yaml's kubeVersion floor, and the newest schemas kubernetes-validate carries.
 K8S_VERSIONS = ("1.27.0", "1.37.0")
 # Served by the Prometheus Operator's CRDs, not by Kubernetes: checked in test_templates.py.
-OPERATOR_KINDS = {"PyTorchJob", "PodMonitor", "ServiceMonitor", "PrometheusRule"}
+OPERATOR_KINDS = {"PyTorchJob", "TrainJob", "TrainingRuntime", "PodMonitor", "ServiceMonitor", "PrometheusRule"}
 
 
 def validate(obj: dict[str, Any], version: str) -> None:
@@ -30,7 +30,7 @@ def validate(obj: dict[str, Any], version: str) -> None:
 def core_objects(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Core objects, plus each replica's pod template wrapped as a PodTemplate object."""
     objs = [d for d in docs if d["kind"] not in OPERATOR_KINDS]
-    for rtype, template in pod_templates(the(docs, "PyTorchJob")).items():
+    for rtype, template in job_pod_templates(docs).items():
         objs.append(
             {
                 "apiVersion": "v1",
@@ -55,13 +55,16 @@ def test_core_objects_and_pod_templates_validate_strictly(
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 def test_plain_manifests_validate_strictly(version: str) -> None:
-    files = sorted((REPO / "k8s").glob("*.yaml"))
-    assert files
-    for f in files:
-        obj = yaml.safe_load(f.read_text())
-        if obj["kind"] == "PyTorchJob":
-            obj = core_objects([obj])[-1]
-        validate(obj, version)
+    for folder in ("k8s", "k8s/trainer-v2"):
+        files = sorted((REPO / folder).glob("*.yaml"))
+        assert files
+        for f in files:
+            obj = yaml.safe_load(f.read_text())
+            if obj["kind"] in ("PyTorchJob", "TrainingRuntime"):
+                obj = core_objects([obj])[-1]
+            elif obj["kind"] in OPERATOR_KINDS:
+                continue
+            validate(obj, version)
 
 
 def test_strict_validation_rejects_an_unknown_field(helm4: str) -> None:

@@ -10,7 +10,7 @@ import yaml
 
 from tests.chart.chartlib import (
     CI_DIR,
-    VALUE_FILES,
+    V1_VALUE_FILES,
     crd_errors,
     pod_templates,
     render,
@@ -25,7 +25,7 @@ from tests.tooling import REPO
 K8S_JOB = REPO / "k8s" / "pytorchjob.yaml"
 
 
-@pytest.mark.parametrize("values_file", VALUE_FILES, ids=value_id)
+@pytest.mark.parametrize("values_file", V1_VALUE_FILES, ids=value_id)
 def test_pytorchjob_validates_against_crd_schema_with_unknown_fields_rejected(
     helm4: str, values_file: Path | None
 ) -> None:
@@ -50,7 +50,7 @@ def test_strict_crd_schema_rejects_an_unknown_field(helm4: str) -> None:
     assert any("cleanupPolicy" in e for e in errors), errors
 
 
-@pytest.mark.parametrize("values_file", VALUE_FILES, ids=value_id)
+@pytest.mark.parametrize("values_file", V1_VALUE_FILES, ids=value_id)
 def test_pytorchjob_passes_operator_webhook_rules(helm4: str, values_file: Path | None) -> None:
     job = the(render(helm4, values_file), "PyTorchJob")
     assert webhook_violations(job) == []
@@ -93,7 +93,7 @@ def test_webhook_rules_catch_each_violation(helm4: str, mutate, expected: str) -
     assert any(expected in v for v in webhook_violations(job)), webhook_violations(job)
 
 
-@pytest.mark.parametrize("values_file", VALUE_FILES, ids=value_id)
+@pytest.mark.parametrize("values_file", V1_VALUE_FILES, ids=value_id)
 def test_pod_and_service_names_of_every_replica_fit_a_dns_label(helm4: str, values_file: Path | None) -> None:
     """The operator names pods and services `<job>-<type>-<index>`; a service name fits in 63 characters."""
     job = the(render(helm4, values_file), "PyTorchJob")
@@ -135,7 +135,7 @@ def test_master_and_worker_share_one_pod_template(helm4: str) -> None:
     assert templates["Master"] == templates["Worker"]
 
 
-@pytest.mark.parametrize("values_file", VALUE_FILES, ids=value_id)
+@pytest.mark.parametrize("values_file", V1_VALUE_FILES, ids=value_id)
 def test_restart_policy_defaults_to_exit_code_on_every_replica(helm4: str, values_file: Path | None) -> None:
     job = the(render(helm4, values_file), "PyTorchJob")
     want = values_of(values_file).get("restartPolicy", "ExitCode")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.chart.chartlib import CHART, VALUE_FILES, helm_bin, render, run_helm, template_args, value_id
+from tests.chart.chartlib import CHART, VALUE_FILES, helm_bin, render, run_helm, template_args, value_id, values_of
 
 pytestmark = pytest.mark.parametrize("values_file", VALUE_FILES, ids=value_id)
 
@@ -22,7 +22,9 @@ def test_helm_lint_strict_passes(helm: str, values_file: Path | None) -> None:
 def test_helm_template_renders_the_job_and_its_objects(helm: str, values_file: Path | None) -> None:
     docs = render(helm, values_file)
     kinds = [d["kind"] for d in docs]
-    assert kinds.count("PyTorchJob") == 1
+    job = values_of(values_file).get("kind", "PyTorchJob")
+    assert kinds.count(job) == 1
+    assert kinds.count({"PyTorchJob": "TrainJob", "TrainJob": "PyTorchJob"}[job]) == 0
     assert kinds.count("Pod") == 1  # the helm test hook
     assert all(d["metadata"]["name"] for d in docs)
     assert len({(d["kind"], d["metadata"]["name"]) for d in docs}) == len(docs), "two objects share a name"
@@ -39,4 +41,5 @@ def test_helm4_install_dry_run_accepts_the_values(values_file: Path | None) -> N
     proc = run_helm(helm, "install", "--dry-run=client", *template_args(values_file))
     assert proc.returncode == 0, proc.stderr
     manifest = proc.stdout.split("MANIFEST:", 1)[1].split("NOTES:", 1)[0]
-    assert any(d and d["kind"] == "PyTorchJob" for d in yaml.safe_load_all(manifest))
+    job = values_of(values_file).get("kind", "PyTorchJob")
+    assert any(d and d["kind"] == job for d in yaml.safe_load_all(manifest))

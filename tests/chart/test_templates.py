@@ -15,6 +15,7 @@ from tests.chart.chartlib import (
     DNS1035,
     VALUE_FILES,
     env_of,
+    job_pod_templates,
     objects_of,
     pod_templates,
     render,
@@ -121,7 +122,7 @@ def test_elastic_replica_bounds_default_to_workers(helm4: str) -> None:
 
 @pytest.mark.parametrize("values_file", VALUE_FILES, ids=value_id)
 def test_trainer_pods_are_hardened(helm4: str, values_file: Path | None) -> None:
-    for t in pod_templates(the(render(helm4, values_file), "PyTorchJob")).values():
+    for t in job_pod_templates(render(helm4, values_file)).values():
         pod = t["spec"]["securityContext"]
         assert pod["runAsNonRoot"] is True
         assert (pod["runAsUser"], pod["runAsGroup"], pod["fsGroup"]) == (1000, 1000, 1000)
@@ -137,7 +138,7 @@ def test_trainer_pods_are_hardened(helm4: str, values_file: Path | None) -> None
 @pytest.mark.parametrize("values_file", VALUE_FILES, ids=value_id)
 def test_output_dir_is_on_the_mounted_output_claim(helm4: str, values_file: Path | None) -> None:
     docs = render(helm4, values_file)
-    for t in pod_templates(the(docs, "PyTorchJob")).values():
+    for t in job_pod_templates(docs).values():
         c = trainer_container(t)
         (mount,) = [m for m in c["volumeMounts"] if m["name"] == "output"]
         assert env_of(c)["OUTPUT_DIR"]["value"].startswith(mount["mountPath"].rstrip("/") + "/")
@@ -149,7 +150,7 @@ def test_output_dir_is_on_the_mounted_output_claim(helm4: str, values_file: Path
 
 @pytest.mark.parametrize("values_file", VALUE_FILES, ids=value_id)
 def test_dev_shm_is_a_memory_volume_and_inputs_are_read_only(helm4: str, values_file: Path | None) -> None:
-    t = next(iter(pod_templates(the(render(helm4, values_file), "PyTorchJob")).values()))
+    t = next(iter(job_pod_templates(render(helm4, values_file)).values()))
     volumes = {v["name"]: v for v in t["spec"]["volumes"]}
     assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
     mounts = {m["name"]: m for m in trainer_container(t)["volumeMounts"]}
@@ -326,6 +327,9 @@ def test_helm_test_pod_checks_inputs_without_the_output_claim(helm4: str) -> Non
         assert f"${var}" in script and var in env_of(c)
     assert "output" not in {m["name"] for m in c["volumeMounts"]}
     assert {m["name"] for m in c["volumeMounts"]} >= {"model", "data"}
+    # What it declares it mounts: a declared claim alone would hold the pod (and a ReadWriteOnce output
+    # claim's binding) until the claim could be attached.
+    assert {v["name"] for v in pod["spec"]["volumes"]} == {m["name"] for m in c["volumeMounts"]}
 
 
 def test_job_name_defaults_to_release_name_and_is_the_run_name(helm4: str) -> None:

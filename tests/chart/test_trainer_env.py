@@ -14,6 +14,7 @@ from tests.chart.chartlib import (
     CI_DIR,
     VALUE_FILES,
     env_of,
+    job_pod_templates,
     pod_templates,
     render,
     the,
@@ -32,9 +33,10 @@ OPTION_ENVS = {s.env: s for s in option_specs()}
 
 
 def containers(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The trainer container of every replica, and the helm test container that shares its env."""
-    job = the(docs, "PyTorchJob")
-    out = [trainer_container(t) for t in pod_templates(job).values()]
+    """The trainer container of every replica, the preflight, and the helm test container that share its env."""
+    templates = job_pod_templates(docs).values()
+    out = [trainer_container(t) for t in templates]
+    out += [c for t in templates for c in t["spec"].get("initContainers", []) if c["name"] == "preflight"]
     out += [c for d in docs if d["kind"] == "Pod" for c in d["spec"]["containers"]]
     return out
 

@@ -99,13 +99,14 @@ def nproc_per_node(env: Mapping[str, str], gpus: Callable[[], int] = visible_gpu
     # the flag outranks the variable, as a trainer flag outranks its variable
     ours = (NPROC_FLAG, flag.strip()) if flag is not None else _get(env, "NPROC_PER_NODE")
     operators = _get(env, "PET_NPROC_PER_NODE")
-    # the operator writes PET_NPROC_PER_NODE=auto into every pod unless spec.nprocPerNode says otherwise:
+    # the operator writes PET_NPROC_PER_NODE=auto into every pod unless spec.nprocPerNode says otherwise
+    # (Trainer v2's torch plugin likewise, unless the TrainJob's spec.trainer.numProcPerNode does):
     # that default gives way to the container's own choice; two explicit choices must agree
     if ours and operators and operators[1].lower() != "auto" and ours[1].lower() != operators[1].lower():
         mine = f"{NPROC_FLAG} {ours[1]!r} and environment variable" if flag is not None else (
             f"environment variables NPROC_PER_NODE={ours[1]!r} and")
-        raise ConfigError(f"{mine} PET_NPROC_PER_NODE={operators[1]!r} (the PyTorchJob's spec.nprocPerNode) "
-                          "disagree; set one")
+        raise ConfigError(f"{mine} PET_NPROC_PER_NODE={operators[1]!r} (the PyTorchJob's spec.nprocPerNode or the "
+                          "TrainJob's spec.trainer.numProcPerNode) disagree; set one")
     found = ours or operators or ("NPROC_PER_NODE", "auto")
     name, raw = found
     word = raw.lower()

@@ -219,6 +219,12 @@ runs of the same name in two namespaces push apart), options from Secrets, HOME,
 # go to the /tmp volume instead.
 - name: HOME
   value: /tmp
+{{- $nproc := include "higgs-audio-trainer.nprocPerNode" . }}
+{{- if and (eq (include "higgs-audio-trainer.kind" .) "TrainJob") (not (regexMatch "^[0-9]+$" $nproc)) }}
+# A TrainJob's numProcPerNode takes numbers only: the launcher reads the word from here.
+- name: NPROC_PER_NODE
+  value: {{ $nproc | quote }}
+{{- end }}
 {{- with .Values.hfToken.secretName }}
 - name: HF_TOKEN
   valueFrom:
@@ -229,6 +235,9 @@ runs of the same name in two namespaces push apart), options from Secrets, HOME,
 {{- range .Values.extraEnv }}
 {{- if has (lower .name) $known }}
 {{- fail (printf "extraEnv: %s is a trainer option; set trainer.%s instead, where the schema checks it" .name (lower .name)) }}
+{{- end }}
+{{- if and (eq (include "higgs-audio-trainer.kind" $) "TrainJob") (has .name (list "PET_NNODES" "PET_NPROC_PER_NODE" "PET_NODE_RANK" "PET_MASTER_ADDR" "PET_MASTER_PORT")) }}
+{{- fail (printf "extraEnv: %s is set by Kubeflow Trainer's torch plugin under kind TrainJob, and its webhook refuses a TrainJob that sets it; use workers and nprocPerNode" .name) }}
 {{- end }}
 {{- if has .name (list "HF_TOKEN" "HOME") }}
 {{- fail (printf "extraEnv: the chart sets %s itself (HF_TOKEN from hfToken.secretName, HOME for the read-only root filesystem)" .name) }}
@@ -345,11 +354,57 @@ which the API server rejects only when the operator creates the pods; this says 
 {{- end }}
 
 {{/*
-Pod template of a replica. Arguments: root (the chart context) and metrics (whether this replica
-declares the `metrics` port: the pod where rank 0 runs, which alone serves /metrics).
+Kind of the job: PyTorchJob (Kubeflow Training Operator v1) or TrainJob (Kubeflow Trainer v2).
+*/}}
+{{- define "higgs-audio-trainer.kind" -}}
+{{- .Values.kind | default "PyTorchJob" }}
+{{- end }}
+
+{{/*
+Name of the trainer container: the v1 operator looks for `pytorch`, the v2 torch plugin for `node`.
+*/}}
+{{- define "higgs-audio-trainer.containerName" -}}
+{{- ternary "node" "pytorch" (eq (include "higgs-audio-trainer.kind" .) "TrainJob") }}
+{{- end }}
+
+{{/*
+The preflight init container: the trainer's image, env and mounts, and its resources (an init container's
+requests do not add to the pod's, and it must see the GPUs it counts), running `higgs-audio-trainer
+preflight`, which exits 2 with one line per failed check.
+*/}}
+{{- define "higgs-audio-trainer.preflightContainer" -}}
+- name: preflight
+  image: {{ include "higgs-audio-trainer.image" . | quote }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  command:
+    - higgs-audio-trainer
+  args:
+    - preflight
+    - --expect_gpus={{ int .Values.gpu.count }}
+    - --min_shm={{ .Values.preflight.minShm }}
+    {{- with .Values.preflight.minFreeSpace }}
+    - --min_free_space={{ . }}
+    {{- end }}
+    - --gateway_timeout_seconds={{ .Values.preflight.gatewayTimeoutSeconds }}
+  env:
+    {{- include "higgs-audio-trainer.env" . | trim | nindent 4 }}
+  resources:
+    {{- include "higgs-audio-trainer.resources" . | trim | nindent 4 }}
+  securityContext:
+    {{- toYaml .Values.securityContext | nindent 4 }}
+  volumeMounts:
+    {{- include "higgs-audio-trainer.volumeMounts" (dict "root" . "output" true) | trim | nindent 4 }}
+    - name: dshm
+      mountPath: /dev/shm
+{{- end }}
+
+{{/*
+Pod template of a replica, for both kinds. Arguments: root (the chart context) and metrics (whether this
+replica declares the `metrics` port: the pod where rank 0 runs, which alone serves /metrics).
 */}}
 {{- define "higgs-audio-trainer.podTemplate" -}}
 {{- $root := .root }}
+{{- $v2 := eq (include "higgs-audio-trainer.kind" $root) "TrainJob" }}
 {{- with $root }}
 metadata:
   labels:
@@ -358,11 +413,20 @@ metadata:
     {{- with .Values.podLabels }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
-  {{- with .Values.podAnnotations }}
+  {{- $annotations := deepCopy (.Values.podAnnotations | default dict) }}
+  {{- if .Values.disableIstioSidecar }}
+  {{- /* Istio's sidecar intercepts the rendezvous and NCCL ports and outlives the trainer container. */}}
+  {{- $_ := set $annotations "sidecar.istio.io/inject" "false" }}
+  {{- end }}
+  {{- with $annotations }}
   annotations:
     {{- toYaml . | nindent 4 }}
   {{- end }}
 spec:
+  {{- if $v2 }}
+  {{- /* A JobSet's pods belong to batch Jobs: Never, or OnFailure (restarts in place). */}}
+  restartPolicy: {{ ternary "OnFailure" "Never" (eq .Values.restartPolicy "OnFailure") }}
+  {{- end }}
   {{- with .Values.serviceAccountName }}
   serviceAccountName: {{ . }}
   {{- end }}
@@ -392,20 +456,58 @@ spec:
   affinity:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+  {{- with .Values.topologySpreadConstraints }}
+  topologySpreadConstraints:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.runtimeClassName }}
+  runtimeClassName: {{ . }}
+  {{- end }}
+  {{- with .Values.schedulerName }}
+  schedulerName: {{ . }}
+  {{- end }}
+  {{- if .Values.hostNetwork }}
+  hostNetwork: true
+  {{- end }}
+  {{- with .Values.dnsPolicy }}
+  dnsPolicy: {{ . }}
+  {{- end }}
+  {{- if or .Values.preflight.enabled .Values.initContainers }}
+  initContainers:
+    {{- if .Values.preflight.enabled }}
+    {{- include "higgs-audio-trainer.preflightContainer" . | trim | nindent 4 }}
+    {{- end }}
+    {{- with .Values.initContainers }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- end }}
   containers:
-    - name: pytorch
+    - name: {{ include "higgs-audio-trainer.containerName" . }}
       image: {{ include "higgs-audio-trainer.image" . | quote }}
       imagePullPolicy: {{ .Values.image.pullPolicy }}
+      {{- with .Values.command }}
+      command:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with .Values.args }}
+      args:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- if or (not $v2) (and $.metrics .Values.metrics.podMonitor.enabled) }}
       ports:
-        # The operator reads MASTER_PORT from the port of this name.
+        {{- if not $v2 }}
+        # The operator reads MASTER_PORT from the port of this name. Under a TrainJob the torch plugin
+        # adds its own port (29400) and sets PET_MASTER_PORT to it.
         - name: pytorchjob-port
           containerPort: 23456
           protocol: TCP
+        {{- end }}
         {{- if and $.metrics .Values.metrics.podMonitor.enabled }}
         - name: metrics
           containerPort: {{ .Values.metrics.podMonitor.port }}
           protocol: TCP
         {{- end }}
+      {{- end }}
       env:
         {{- include "higgs-audio-trainer.env" . | trim | nindent 8 }}
       resources:
@@ -417,7 +519,41 @@ spec:
         # NCCL and the data loader workers share memory through /dev/shm, 64 MiB by default.
         - name: dshm
           mountPath: /dev/shm
+    {{- with .Values.extraContainers }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
   volumes:
     {{- include "higgs-audio-trainer.volumes" . | trim | nindent 4 }}
+{{- end }}
+{{- end }}
+
+{{/* Checks of values that hold for both kinds of job. */}}
+{{- define "higgs-audio-trainer.jobChecks" -}}
+{{- $workers := int .Values.workers }}
+{{- if and (gt $workers 0) (not .Values.storage.output.existingClaim) (not (has "ReadWriteMany" .Values.storage.output.accessModes)) }}
+{{- fail (printf "storage.output.accessModes: %v cannot be mounted by pods on %d nodes; add ReadWriteMany, or use storage.output.existingClaim" .Values.storage.output.accessModes (add1 $workers)) }}
+{{- end }}
+{{- if and .Values.kueue.queueName .Values.runPolicy.suspend }}
+{{- fail "runPolicy.suspend: Kueue (kueue.queueName) suspends and resumes the job itself; leave suspend false" }}
+{{- end }}
+{{- if and .Values.hostNetwork (not (has .Values.dnsPolicy (list "ClusterFirstWithHostNet" "None"))) }}
+{{- fail "hostNetwork: with the node's network the pods resolve names through the node's DNS and cannot find the job's services (the rendezvous address); set dnsPolicy: ClusterFirstWithHostNet" }}
+{{- end }}
+{{- end }}
+
+{{/* Values a TrainJob cannot honour: refused by name rather than dropped. */}}
+{{- define "higgs-audio-trainer.trainJobChecks" -}}
+{{- if .Values.elastic.enabled }}
+{{- fail "elastic.enabled: Kubeflow Trainer v2 (kind TrainJob) has no elastic training; use kind PyTorchJob, or turn elastic off" }}
+{{- end }}
+{{- if eq .Values.restartPolicy "Always" }}
+{{- fail "restartPolicy: Always is not allowed under kind TrainJob (its pods belong to batch Jobs); use ExitCode, OnFailure or Never" }}
+{{- end }}
+{{- with .Values.runPolicy.schedulingPolicy }}
+{{- fail "runPolicy.schedulingPolicy: a PyTorchJob field; under kind TrainJob gang scheduling comes from the runtime's podGroupPolicy or Kueue (kueue.queueName)" }}
+{{- end }}
+{{- /* The pod-shaping values a user adds; the chart's own (preflight, volumes) are documented as the runtime's job. */}}
+{{- if and .Values.trainJob.runtimeRef.name (or .Values.initContainers .Values.extraContainers .Values.extraVolumes) }}
+{{- fail "trainJob.runtimeRef.name: with an existing runtime the chart sets only spec.trainer (image, command, args, env, resources); initContainers, extraContainers and extraVolumes belong to the runtime's pod template. Leave trainJob.runtimeRef.name empty to use the chart's own runtime" }}
 {{- end }}
 {{- end }}

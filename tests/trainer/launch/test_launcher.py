@@ -50,7 +50,8 @@ def test_nproc_per_node_words_and_errors_name_the_variable() -> None:
     with pytest.raises(ConfigError, match=r"NPROC_PER_NODE.*at least 1.*'0'"):
         nproc_per_node({"NPROC_PER_NODE": "0"}, lambda: 0)
     with pytest.raises(ConfigError, match=r"NPROC_PER_NODE='2' and PET_NPROC_PER_NODE='4' \(the PyTorchJob's "
-                                          r"spec.nprocPerNode\) disagree"):
+                                          r"spec.nprocPerNode or the TrainJob's spec.trainer.numProcPerNode\) "
+                                          r"disagree"):
         nproc_per_node({"NPROC_PER_NODE": "2", "PET_NPROC_PER_NODE": "4"}, lambda: 0)
 
 
@@ -67,7 +68,8 @@ def test_the_nproc_per_node_flag_outranks_the_variable_and_must_agree_with_the_o
     with pytest.raises(ConfigError, match=r"^--nproc_per_node: gpu asks for one process per GPU, but no GPU"):
         nproc_per_node({}, lambda: 0, flag="gpu")
     with pytest.raises(ConfigError, match=r"--nproc_per_node '2' and environment variable PET_NPROC_PER_NODE='4' "
-                                          r"\(the PyTorchJob's spec.nprocPerNode\) disagree"):
+                                          r"\(the PyTorchJob's spec.nprocPerNode or the TrainJob's "
+                                          r"spec.trainer.numProcPerNode\) disagree"):
         nproc_per_node({"PET_NPROC_PER_NODE": "4"}, lambda: 0, flag="2")
 
 
