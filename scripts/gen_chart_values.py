@@ -47,6 +47,10 @@ DERIVED = {
     "pushgateway_url": "the address of the Pushgateway of metrics.pushgateway.create, when it creates one",
     "metrics_port": "metrics.podMonitor.port, when metrics.podMonitor.enabled",
     "metrics_namespace": "the pod's namespace (downward API)",
+    "job_name": "the job's name",
+    "job_kind": "`kind` (PyTorchJob by default)",
+    "job_namespace": "the pod's namespace (downward API)",
+    "events": "events.enabled",
     "signal_save_timeout_seconds": "terminationGracePeriodSeconds minus 20 (the launcher's time to collect the "
     "ranks' reasons and exit); a value set here must be below terminationGracePeriodSeconds",
 }

@@ -22,6 +22,7 @@ elif needs "tests/image/"; then bash scripts/ci/install_docker_tools.sh --lint-o
 fi
 needs "tests/chart/" && bash scripts/ci/install_k8s_tools.sh
 needs "tests/monitoring/|tests/trainer/metrics/" && bash scripts/ci/install_monitoring_tools.sh
+needs "tests/trainer/commands/test_status.py" && bash scripts/ci/install_apiserver.sh
 .venv/bin/ruff check .
 set +e
 .venv/bin/python -m pytest "$@"

@@ -8,6 +8,7 @@
     options          print the option table (flag, env var, default, meaning) as Markdown
     launch           torchrun with the documented exit codes: the container's entrypoint, and the
                      multi-process run on a workstation (`launch --nproc_per_node 2 train ...`; see `launch --help`)
+    status           what a job on the cluster is doing and why it stopped (`status NAME [-n NS] [--watch|--wait]`)
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ COMMANDS = {
     "options": _command("trainer.commands.options"),
     "preflight": _command("trainer.commands.preflight"),
     "launch": _command("trainer.launch.launcher", "main"),
+    "status": _command("trainer.commands.status"),
 }
 
 

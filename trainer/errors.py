@@ -16,6 +16,7 @@ CONFIG_ERROR = 2  # a flag, environment variable, YAML key or path is wrong; the
 DATA_ERROR = 3  # the dataset has bad samples (all listed) or no usable samples
 DIVERGED = 4  # the training loss became NaN or infinite (--nan_policy stop); nothing new was saved
 DISK_FULL = 5  # a checkpoint did not fit on its filesystem; the message names the path and the space needed
+RETRIES_SPENT = 6  # the retry budget: the last attempts all failed (retryably) without a new checkpoint
 
 # Retried. 128 + N means "stopped by signal N", as in a shell; custom codes start at 160, above them all.
 SIGNAL_BASE = 128
@@ -32,6 +33,8 @@ TABLE = {
     "for that step, the newest complete checkpoint stays the resume point",
     DISK_FULL: "out of disk space while saving a checkpoint (the message names the path and the space needed); "
     "the partial checkpoint is removed, earlier ones are intact",
+    RETRIES_SPENT: "retry budget spent: the last attempts (`--retry_budget`) each ended with a retried code and "
+    "saved no new complete checkpoint; the launcher stops here so that the operator stops restarting",
     INTERRUPTED: "stopped by SIGINT; a checkpoint was saved if training had started (retried)",
     PREEMPTED: "stopped by SIGTERM (preemption, eviction, `docker stop`); a checkpoint was saved if training "
     "had started (retried)",

@@ -131,7 +131,7 @@ def test_trainer_pods_are_hardened(helm4: str, values_file: Path | None) -> None
         assert sc["allowPrivilegeEscalation"] is False
         assert sc["readOnlyRootFilesystem"] is True
         assert sc["capabilities"] == {"drop": ["ALL"]}
-        assert t["spec"]["automountServiceAccountToken"] is False
+        assert t["spec"]["automountServiceAccountToken"] is True  # events.enabled (default): the Events need it
         assert t["spec"]["terminationGracePeriodSeconds"] > 0
 
 
@@ -313,7 +313,9 @@ def test_the_output_claim_keeps_the_name_earlier_chart_versions_gave_it(helm4: s
 
 def test_default_install_has_the_pushgateway_and_no_operator_objects_without_the_operator(helm4: str) -> None:
     kinds = {d["kind"] for d in render(helm4)}
-    assert kinds == {"PyTorchJob", "PersistentVolumeClaim", "ConfigMap", "Pod", "Deployment", "Service"}
+    # The ServiceAccount, Role and RoleBinding of the Events (events.enabled) are on by default.
+    assert kinds == {"PyTorchJob", "PersistentVolumeClaim", "ConfigMap", "Pod", "ServiceAccount", "Role", "RoleBinding",
+                     "Deployment", "Service"}
 
 
 def test_helm_test_pod_checks_inputs_without_the_output_claim(helm4: str) -> None:

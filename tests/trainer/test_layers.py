@@ -21,6 +21,7 @@ LAYERS = {
     "errors": 0,
     "rank_reports": 1, "fsmode": 1, "dist": 1,
     "config": 2,
+    "cluster": 2,
     "data": 3,
     "encode": 4,
     "model": 5,

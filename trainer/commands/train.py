@@ -105,15 +105,19 @@ def main(cfg: Config) -> dict[str, float]:
     `errors.Stopped` (exit code 128 + signal) is raised instead of writing the final adapter.
     """
     from trainer.metrics.callback import MetricsCallback, status_of
+    from trainer.train.job_events import CheckpointEvents
     from trainer.train.signals import StopOnSignal
 
     metrics = MetricsCallback.from_config(cfg)  # first, so that a run failing in preparation reports it
+    events = CheckpointEvents.from_config(cfg)  # rank 0's checkpoint Events on the job; None off a cluster
     code = errors.FAILURE
     try:
         with StopOnSignal(cfg.train.save_on_signal, cfg.train.signal_save_timeout_seconds) as stop:
             trainer, tokenizer, resume = build(cfg)
             trainer.add_callback(stop)
             trainer.add_callback(metrics)
+            if events is not None:
+                trainer.add_callback(events)
             trainer.warn_if_short_of_disk()
             result = trainer.train(resume_from_checkpoint=resume)
             stop.raise_if_stopped()
@@ -124,6 +128,8 @@ def main(cfg: Config) -> dict[str, float]:
         raise
     finally:
         metrics.finish(status_of(code), code)  # never raises; retries the final push, deletes the group if asked to
+        if events is not None:
+            events.close()  # bounded wait for the last checkpoint Event
     return result.metrics
 
 

@@ -341,6 +341,42 @@ class MetricsArgs:
 
 
 @dataclass
+class ClusterArgs:
+    """On Kubernetes: Events on the job object, and the retry budget that bounds restarts (docs/kubernetes.md)."""
+
+    events: bool = opt(
+        True,
+        "Record Kubernetes Events on the job (started or resumed, checkpoint saved, stopped, failed, "
+        "succeeded) with the pod's service account. Best effort: bounded time, a failure is counted and "
+        "logged, never stops training. Off outside a cluster (no job_name, or no in-cluster credentials).",
+        "bool",
+    )
+    job_name: str | None = opt(
+        None, "Name of the PyTorchJob or TrainJob this run belongs to, the object the Events are about "
+        "(the chart sets it); unset: no Events.",
+    )
+    job_kind: str = opt(
+        "PyTorchJob", "Kind of that job object.", "choice", choices=("PyTorchJob", "TrainJob"),
+    )
+    job_namespace: str | None = opt(
+        None, "Namespace of that job (the chart sets it from the pod's namespace); unset: the service "
+        "account's namespace.",
+    )
+    events_timeout_seconds: float = opt(
+        5.0, "Timeout of one request to the Kubernetes API: a slower API server costs a counted failure, "
+        "never training time.", "float", minimum=0.0, exclusive_min=True,
+    )
+    retry_budget: int = opt(
+        3,
+        "Attempts in a row that may end with a retried exit code (128 and above) without saving a new "
+        "complete checkpoint; the next attempt then ends at once with exit code 6, which the operator does "
+        "not retry. SIGTERM and SIGINT stops (preemption, eviction, deletion) do not count. 0 turns the "
+        "budget off. The launcher keeps the attempts in OUTPUT_DIR/launch-attempts.jsonl.",
+        "int", minimum=0,
+    )
+
+
+@dataclass
 class Config:
     """The whole configuration, one sub-tree per concern."""
 
@@ -349,8 +385,10 @@ class Config:
     data: DataArgs = field(default_factory=DataArgs)
     train: TrainArgs = field(default_factory=TrainArgs)
     metrics: MetricsArgs = field(default_factory=MetricsArgs)
+    cluster: ClusterArgs = field(default_factory=ClusterArgs)
 
 
 GROUPS: dict[str, type] = {
-    "model": ModelArgs, "lora": LoraArgs, "data": DataArgs, "train": TrainArgs, "metrics": MetricsArgs
+    "model": ModelArgs, "lora": LoraArgs, "data": DataArgs, "train": TrainArgs, "metrics": MetricsArgs,
+    "cluster": ClusterArgs,
 }

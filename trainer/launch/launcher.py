@@ -207,7 +207,7 @@ def main(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int:
             from trainer.config.cli import parse_train_args
 
             _misplaced_nproc(args)
-            parse_train_args(args, env)  # a bad value stops here, before torchrun starts
+            cfg = parse_train_args(args, env)  # a bad value stops here, before torchrun starts
             topo = topology_from_env(env, nproc_flag=nproc_flag)
             cmd, local_processes = torchrun_command(topo, [command, *args]), topo.nproc_per_node
         else:
@@ -216,13 +216,24 @@ def main(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int:
         return finish(errors.CONFIG_ERROR, f"configuration error: {err}", env)
     except errors.Stopped as err:
         return finish(err.code, err.reason, env)
+    torchrun = command == "train"
+    attempt = None
+    if torchrun:  # the retry ledger and the job's Events (node 0 keeps them)
+        from trainer.launch.attempt import TrainingAttempt
+
+        attempt = TrainingAttempt(cfg, env, keeper=topo.standalone or topo.node_rank == 0)
+        spent = attempt.begin()
+        if spent:
+            attempt.end(errors.RETRIES_SPENT, spent)
+            return finish(errors.RETRIES_SPENT, spent, env)
     print(f"higgs-audio-trainer launch: {' '.join(cmd)}", file=sys.stderr, flush=True)
     from trainer.launch.supervise import Supervisor
 
-    torchrun = command == "train"
     with _outcome_dir() as outcome_dir:
         supervisor = Supervisor(cmd, child_env(env, outcome_dir), to_children=torchrun)
         returncode = supervisor.run()
         outcomes = rank_reports.collect(outcome_dir) if outcome_dir else []
     code, reason = decide(returncode, outcomes, supervisor.received, expected=local_processes, torchrun=torchrun)
+    if attempt is not None:
+        attempt.end(code, reason)
     return finish(code, reason, env)

@@ -90,6 +90,16 @@ leading digit, dots): with jobName set they get this far.
 {{- end }}
 
 {{/* Image reference: a digest wins over a tag; the tag defaults to the chart's appVersion. */}}
+{{/* The trainer pods' service account: serviceAccount.name, else the full name when the chart creates it,
+else empty (the namespace's default). */}}
+{{- define "higgs-audio-trainer.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- .Values.serviceAccount.name | default (include "higgs-audio-trainer.fullname" .) }}
+{{- else }}
+{{- .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
 {{- define "higgs-audio-trainer.image" -}}
 {{- if .Values.image.digest }}
 {{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
@@ -153,6 +163,9 @@ trainer does not read.
 {{- $job := include "higgs-audio-trainer.jobName" . }}
 {{- $mount := .Values.storage.output.mountPath | trimSuffix "/" }}
 {{- $derived := dict "output_dir" (printf "%s/%s" $mount $job) "run_name" $job }}
+{{- $_ := set $derived "job_name" $job }}
+{{- $_ := set $derived "job_kind" (.Values.kind | default "PyTorchJob") }}
+{{- $_ := set $derived "events" .Values.events.enabled }}
 {{- if .Values.metrics.pushgateway.create }}
 {{- $_ := set $derived "pushgateway_url" (printf "http://%s:9091" (include "higgs-audio-trainer.pushgatewayName" .)) }}
 {{- end }}
@@ -203,6 +216,12 @@ runs of the same name in two namespaces push apart), options from Secrets, HOME,
 {{- end }}
 {{- if and (has "metrics_namespace" $known) (not (hasKey $opts "metrics_namespace")) (not (hasKey (.Values.trainerFromSecret | default dict) "metrics_namespace")) }}
 - name: METRICS_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+{{- end }}
+{{- if and (has "job_namespace" $known) (not (hasKey $opts "job_namespace")) (not (hasKey (.Values.trainerFromSecret | default dict) "job_namespace")) }}
+- name: JOB_NAMESPACE
   valueFrom:
     fieldRef:
       fieldPath: metadata.namespace
@@ -427,11 +446,11 @@ spec:
   {{- /* A JobSet's pods belong to batch Jobs: Never, or OnFailure (restarts in place). */}}
   restartPolicy: {{ ternary "OnFailure" "Never" (eq .Values.restartPolicy "OnFailure") }}
   {{- end }}
-  {{- with .Values.serviceAccountName }}
+  {{- with include "higgs-audio-trainer.serviceAccountName" . }}
   serviceAccountName: {{ . }}
   {{- end }}
-  # The trainer never calls the Kubernetes API.
-  automountServiceAccountToken: false
+  # The token is there only for the job's Events (events.enabled); otherwise the trainer never calls the API.
+  automountServiceAccountToken: {{ .Values.events.enabled }}
   # Service links would add *_PORT/*_HOST variables for every service in the namespace.
   enableServiceLinks: false
   terminationGracePeriodSeconds: {{ .Values.terminationGracePeriodSeconds }}

@@ -1,0 +1,179 @@
+"""`higgs-audio-trainer status NAME [-n NAMESPACE] [--watch | --wait]`: what a run on the cluster is doing,
+and why it stopped, without reading pod logs.
+
+Reads the PyTorchJob (or TrainJob), its pods and its Events with the kubeconfig (or in-cluster) credentials:
+the job's conditions, each pod's phase, restarts and last exit code decoded with the project's exit table
+and its termination message, the trainer's progress from its Events, and one line saying what happens next.
+`--watch` prints each change until the job ends; `--wait` prints nothing until then. Both exit 0 when the
+job succeeded and 1 when it failed; a cluster that cannot be reached, a missing job or a refused read is one
+line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from trainer import errors
+from trainer.cluster.client import KINDS, ClusterUnavailable, api_client, default_namespace
+from trainer.cluster.events import CHECKPOINT, FAILED, RESUMED, STARTED, STOPPED, SUCCEEDED
+from trainer.cluster.jobs import JobReadError, JobView, annotation, read, trainer_events
+
+SUCCESS_TYPES = ("Succeeded", "Complete")
+
+
+def conditions(job: dict) -> list[dict]:
+    return [c for c in (job.get("status") or {}).get("conditions") or [] if c.get("status") == "True"]
+
+
+def outcome(job: dict) -> str | None:
+    """"succeeded", "failed" or None while the job runs."""
+    types = {c.get("type") for c in conditions(job)}
+    if types & set(SUCCESS_TYPES):
+        return "succeeded"
+    if "Failed" in types:
+        return "failed"
+    return None
+
+
+def meaning(code: int) -> str:
+    if code in errors.TABLE:
+        return errors.TABLE[code]
+    return f"killed by signal {code - errors.SIGNAL_BASE}" if code > errors.SIGNAL_BASE else "exit code"
+
+
+def last_exit(pod: Any) -> tuple[int, str] | None:
+    """(exit code, termination message) of the pod's trainer container's last ending, if any."""
+    for status in (pod.status and pod.status.container_statuses) or []:
+        for state in (status.state, status.last_state):
+            term = state and state.terminated
+            if term is not None:
+                return int(term.exit_code), " ".join((term.message or term.reason or "").split())
+    return None
+
+
+def pod_line(pod: Any) -> str:
+    labels = pod.metadata.labels or {}
+    role = labels.get("training.kubeflow.org/replica-type") or labels.get("jobset.sigs.k8s.io/replicatedjob-name")
+    index = labels.get("training.kubeflow.org/replica-index") or labels.get("jobset.sigs.k8s.io/job-index")
+    restarts = sum(s.restart_count or 0 for s in (pod.status.container_statuses or []))
+    line = f"  {role or 'pod'}-{index or 0} {pod.metadata.name}: {pod.status.phase}, {restarts} restarts"
+    ended = last_exit(pod)
+    if ended:
+        code, message = ended
+        line += f"; last exit {code} ({meaning(code)})" + (f": {message}" if message else "")
+    return line
+
+
+def progress(events: list[Any]) -> dict[str, str]:
+    """step, max-steps, checkpoint, loss, output, exit-code: the newest value of each in the trainer's Events."""
+    found: dict[str, str] = {}
+    for event in events:
+        for key in ("step", "max-steps", "checkpoint", "loss", "output", "exit-code"):
+            value = annotation(event, key)
+            if value is not None:
+                found[key] = value
+    return found
+
+
+def next_line(view: JobView) -> str:
+    """One sentence: what happens next."""
+    job, events = view.job, trainer_events(view)
+    done, info = outcome(job), progress(events)
+    step = info.get("step")
+    at = f" at step {step}" if step else ""
+    checkpoint = info.get("checkpoint")
+    resume = f"it resumes from {checkpoint}" if checkpoint else "it starts again from the beginning (no checkpoint)"
+    if done == "succeeded":
+        return "done: succeeded" + (f"; the result is in {info['output']}" if "output" in info else "")
+    failed = [c for c in conditions(job) if c.get("type") == "Failed"]
+    if done == "failed":
+        why = failed[0].get("message") or failed[0].get("reason") or ""
+        return f"done: failed{at}; the operator does not restart it" + (f" ({why})" if why else "")
+    types = {c.get("type") for c in conditions(job)}
+    if "Suspended" in types:
+        return "suspended: no pods until the job is resumed"
+    last = events[-1] if events else None
+    if "Restarting" in types or (last is not None and last.reason in (STOPPED, FAILED)):
+        code = annotation(last, "exit-code") if last is not None else None
+        if code is not None and int(code) < errors.SIGNAL_BASE:
+            return f"exit code {code} ({meaning(int(code))}){at}: not retried, the job fails"
+        what = "preempted" if code == str(errors.PREEMPTED) else f"stopped (exit code {code})" if code else "restarting"
+        return f"{what}{at}; the operator restarts it and {resume}"
+    if "Running" in types:
+        of = f" of {info['max-steps']}" if "max-steps" in info else ""
+        return f"training{at}{of}" if step else "running: the trainer is starting"
+    return "waiting: the job has no running pods yet"
+
+
+def render(view: JobView, name: str, namespace: str) -> str:
+    kind, job = view.kind.kind, view.job
+    lines = [f"{kind} {namespace}/{name}: {outcome(job) or 'running'}"]
+    for c in (job.get("status") or {}).get("conditions") or []:
+        text = f"  {c.get('type')}={c.get('status')}"
+        extra = ": ".join(x for x in (c.get("reason"), c.get("message")) if x)
+        lines.append(text + (f" ({extra})" if extra else "") + (f" since {c['lastTransitionTime']}"
+                                                                  if c.get("lastTransitionTime") else ""))
+    if not (job.get("status") or {}).get("conditions"):
+        lines.append("  no conditions yet (the operator has not seen the job)")
+    if view.pods_error:
+        lines.append(f"pods: not readable ({view.pods_error})")
+    else:
+        lines.append(f"pods: {len(view.pods)}")
+        lines += [pod_line(p) for p in view.pods]
+    if view.events_error:
+        lines.append(f"progress: Events not readable ({view.events_error})")
+    else:
+        info = progress(trainer_events(view))
+        parts = [f"step {info['step']}" + (f" of {info['max-steps']}" if "max-steps" in info else "")
+                 if "step" in info else "no step reported yet"]
+        parts += [f"last checkpoint {info['checkpoint']}"] if "checkpoint" in info else []
+        parts += [f"loss {info['loss']}"] if "loss" in info else []
+        lines.append("progress: " + ", ".join(parts))
+        lines += [f"  {e.reason}: {e.message}" for e in trainer_events(view)[-5:]
+                  if e.reason in (STARTED, RESUMED, CHECKPOINT, STOPPED, FAILED, SUCCEEDED)]
+    lines.append("next: " + next_line(view))
+    return "\n".join(lines)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="higgs-audio-trainer status", description=__doc__.split("\n\n")[0])
+    p.add_argument("name", help="the PyTorchJob's or TrainJob's name")
+    p.add_argument("-n", "--namespace", help="its namespace (default: the kubeconfig context's)")
+    p.add_argument("--kind", choices=tuple(KINDS), help="look for this kind only (default: both)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--watch", action="store_true", help="print every change until the job ends")
+    mode.add_argument("--wait", action="store_true", help="print nothing; exit 0 on success, 1 on failure")
+    p.add_argument("--interval", type=float, default=10.0, help="seconds between two reads (--watch, --wait)")
+    return p
+
+
+def run(argv: Sequence[str]) -> int:
+    args = parser().parse_args(list(argv))
+    try:
+        api, target = api_client()
+    except ClusterUnavailable as err:
+        print(f"higgs-audio-trainer status: no cluster to ask: {err}", file=sys.stderr)
+        return errors.CONFIG_ERROR
+    namespace = args.namespace or default_namespace()
+    kinds = (args.kind,) if args.kind else tuple(KINDS)
+    shown = None
+    while True:
+        try:
+            view = read(api, args.name, namespace, kinds, target)
+        except JobReadError as err:
+            print(f"higgs-audio-trainer status: {err}", file=sys.stderr)
+            return errors.CONFIG_ERROR
+        kinds = (view.kind.kind,)
+        text, done = render(view, args.name, namespace), outcome(view.job)
+        if not args.wait and text != shown:
+            print(text + ("\n" if args.watch else ""), flush=True)
+            shown = text
+        if not (args.watch or args.wait):
+            return errors.OK
+        if done:
+            return errors.OK if done == "succeeded" else errors.FAILURE
+        time.sleep(args.interval)
