@@ -5,6 +5,7 @@
     merge            fold a LoRA adapter into the base model and save a model `from_pretrained` loads
     make-tiny-model  write a tiny random Higgs Audio v2 checkpoint (demo and tests)
     options          print the option table (flag, env var, default, meaning) as Markdown
+    synthesize       speak a text (or a JSONL file of texts) with a model and an optional adapter
     launch           torchrun with the documented exit codes: the container's entrypoint, and the
                      multi-process run on a workstation (`launch --nproc_per_node 2 train ...`; see `launch --help`)
 """
@@ -39,6 +40,7 @@ COMMANDS = {
     "make-tiny-model": _command("trainer.commands.tiny"),
     "options": _command("trainer.commands.options"),
     "launch": _command("trainer.launch.launcher", "main"),
+    "synthesize": _command("trainer.commands.synthesize"),
 }
 
 
