@@ -6,6 +6,7 @@
     make-tiny-model  write a tiny random Higgs Audio v2 checkpoint (demo and tests)
     options          print the option table (flag, env var, default, meaning) as Markdown
     synthesize       speak a text (or a JSONL file of texts) with a model and an optional adapter
+    evaluate         word/character error rates and speaker similarity of a folder of generated clips
     launch           torchrun with the documented exit codes: the container's entrypoint, and the
                      multi-process run on a workstation (`launch --nproc_per_node 2 train ...`; see `launch --help`)
 """
@@ -41,6 +42,7 @@ COMMANDS = {
     "options": _command("trainer.commands.options"),
     "launch": _command("trainer.launch.launcher", "main"),
     "synthesize": _command("trainer.commands.synthesize"),
+    "evaluate": _command("trainer.commands.evaluate"),
 }
 
 
