@@ -42,6 +42,10 @@ class SampleArgs:
         "int", minimum=0,
     )
     sample_at_checkpoints: bool = opt(False, "Synthesize the prompts at every checkpoint too.", "bool")
+    sample_max_audio_seconds: float = opt(
+        10.0, "Longest sample clip: generation stops there unless the audio stream ends first.", "float",
+        minimum=0.0, exclusive_min=True,
+    )
 
 
 @dataclass

@@ -123,8 +123,8 @@ class DataArgs:
         "path",
     )
     max_audio_seconds: float = opt(
-        30.0, "Longest clip accepted; longer ones are bad samples. Also the longest clip synthesize and the "
-        "training samples generate.", "float", minimum=0.0, exclusive_min=True
+        30.0, "Longest clip accepted; longer ones are bad samples. For synthesize: the longest clip it "
+        "generates.", "float", minimum=0.0, exclusive_min=True
     )
     min_audio_seconds: float = opt(
         MIN_AUDIO_SECONDS,

@@ -169,6 +169,24 @@ class MetricsCallback(TrainerCallback):
             job.set("last_checkpoint_size_bytes", logs.get("checkpoint_bytes", 0.0))
         if "skipped_samples" in logs:
             job.skipped_samples.inc(float(logs["skipped_samples"]))
+        self._on_samples(logs)
+
+    def _on_samples(self, logs: dict[str, float]) -> None:
+        """The sample set's scores (trainer.generate.sampler), and the best so far for the regression alert."""
+        job = self.job
+        for key in ("sample_wer", "sample_cer", "sample_speaker_similarity", "sample_step"):
+            if key in logs:
+                job.set(key, logs[key])
+        if "sample_wer" in logs:
+            self._best_wer = min(logs["sample_wer"], getattr(self, "_best_wer", float("inf")))
+            job.set("sample_best_wer", self._best_wer)
+        if "sample_speaker_similarity" in logs:
+            self._best_sim = max(logs["sample_speaker_similarity"], getattr(self, "_best_sim", -float("inf")))
+            job.set("sample_best_speaker_similarity", self._best_sim)
+        if "generated_clips" in logs:
+            job.generated_clips.inc(float(logs["generated_clips"]))
+        if "sample_failures" in logs:
+            job.sample_failures.inc(float(logs["sample_failures"]))
 
     # ---- end of the run ---------------------------------------------------------------------------
     def finish(self, status: Status, exit_code: int | None = None) -> bool:

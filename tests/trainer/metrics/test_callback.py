@@ -196,7 +196,8 @@ def test_docs_table_lists_exactly_the_exported_series() -> None:
     cb.on_log(None, state(), None, logs={key: 1.0 for key in (
         "loss", "audio_loss", "text_loss", "codebook_0_loss", "eval_loss", "eval_audio_loss", "learning_rate",
         "grad_norm", "samples_per_second", "audio_seconds_per_second", "tokens_per_second", "checkpoint_step",
-        "skipped_samples", "nan_steps_skipped")})
+        "skipped_samples", "nan_steps_skipped",
+        "sample_wer", "sample_cer", "sample_speaker_similarity", "sample_step", "generated_clips", "sample_failures")})
     cb.finish("succeeded", 0)
     exported = {
         s.name for registry in (cb.job.registry, cb.job.success, cb.ranks.registry)
