@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's first command: set up, build a tiny random Higgs Audio v2 checkpoint, and fine-tune it
 # with LoRA on the bundled real speech with two DDP processes on the CPU (torchrun, gloo), offline.
-# Output: demo-output/run/checkpoint-N/lora_adapters/ and demo-output/run/lora_adapters/.
+# Output: demo-output/run/checkpoint-N/lora_adapters/ and demo-output/run/lora_adapters/; the last line
+# printed is the synthesize command that speaks with the adapter.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
@@ -23,3 +24,6 @@ rm -rf "$OUT/run"  # RESUME=never refuses an OUTPUT_DIR that holds checkpoints: 
 echo
 echo "demo done. Adapter checkpoints:"
 find "$OUT/run" -name adapter_model.safetensors | sort
+echo
+echo "Listen to it (docs/synthesis.md):"
+echo ".venv/bin/higgs-audio-trainer synthesize --model_path $MODEL_PATH --audio_tokenizer_path $AUDIO_TOKENIZER_PATH --adapter_path $OUT/run/lora_adapters --text \"The kettle whistled on the stove.\" --output $OUT/hello.wav"

@@ -21,7 +21,7 @@ if needs "tests/image/test_image.py"; then bash scripts/ci/install_docker_tools.
 elif needs "tests/image/"; then bash scripts/ci/install_docker_tools.sh --lint-only
 fi
 needs "tests/chart/" && bash scripts/ci/install_k8s_tools.sh
-needs "tests/monitoring/|tests/trainer/metrics/" && bash scripts/ci/install_monitoring_tools.sh
+needs "tests/monitoring/|tests/trainer/metrics/|tests/trainer/generate/" && bash scripts/ci/install_monitoring_tools.sh
 needs "tests/trainer/commands/test_status.py" && bash scripts/ci/install_apiserver.sh
 .venv/bin/ruff check .
 set +e

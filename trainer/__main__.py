@@ -6,6 +6,8 @@
     make-tiny-model  write a tiny random Higgs Audio v2 checkpoint (demo and tests)
     preflight        check the output volume, /dev/shm, GPUs, inputs and gateway before training (init container)
     options          print the option table (flag, env var, default, meaning) as Markdown
+    synthesize       speak a text (or a JSONL file of texts) with a model and an optional adapter
+    evaluate         word/character error rates and speaker similarity of a folder of generated clips
     launch           torchrun with the documented exit codes: the container's entrypoint, and the
                      multi-process run on a workstation (`launch --nproc_per_node 2 train ...`; see `launch --help`)
     status           what a job on the cluster is doing and why it stopped (`status NAME [-n NS] [--watch|--wait]`)
@@ -43,6 +45,8 @@ COMMANDS = {
     "preflight": _command("trainer.commands.preflight"),
     "launch": _command("trainer.launch.launcher", "main"),
     "status": _command("trainer.commands.status"),
+    "synthesize": _command("trainer.commands.synthesize"),
+    "evaluate": _command("trainer.commands.evaluate"),
 }
 
 

@@ -104,6 +104,7 @@ def main(cfg: Config) -> dict[str, float]:
     On SIGTERM/SIGINT every rank stops at the same step end after saving a checkpoint there, and
     `errors.Stopped` (exit code 128 + signal) is raised instead of writing the final adapter.
     """
+    from trainer.generate.sampler import SampleCallback, build_sampler
     from trainer.metrics.callback import MetricsCallback, status_of
     from trainer.train.job_events import CheckpointEvents
     from trainer.train.signals import StopOnSignal
@@ -113,11 +114,15 @@ def main(cfg: Config) -> dict[str, float]:
     code = errors.FAILURE
     try:
         with StopOnSignal(cfg.train.save_on_signal, cfg.train.signal_save_timeout_seconds) as stop:
+            prompts = SampleCallback.prompts_from_config(cfg)  # a bad prompts file fails before anything loads
             trainer, tokenizer, resume = build(cfg)
             trainer.add_callback(stop)
             trainer.add_callback(metrics)
             if events is not None:
                 trainer.add_callback(events)
+            sampler = build_sampler(cfg, trainer, tokenizer, prompts)
+            if sampler is not None:
+                trainer.add_callback(sampler)
             trainer.warn_if_short_of_disk()
             result = trainer.train(resume_from_checkpoint=resume)
             stop.raise_if_stopped()

@@ -41,13 +41,20 @@ def _metavar(spec: OptionSpec) -> str:
     }.get(spec.kind, "TEXT")
 
 
-def build_parser(prog: str = "higgs-audio-trainer train") -> argparse.ArgumentParser:
-    """The `train` parser: one flag per option; its help shows the env var and the default."""
+COMMON_HELP = (
+    "Every flag can also be set by the environment variable shown (precedence: flag > env var > --config YAML > "
+    "default). Booleans take true/false/1/0/yes/no; a bare boolean flag means true."
+)
+
+
+def build_parser(
+    prog: str = "higgs-audio-trainer train", names: Sequence[str] | None = None, description: str = ""
+) -> argparse.ArgumentParser:
+    """The parser of `train` (all training options) or of a command that reads only the options `names`: one
+    flag per option; its help shows the env var and the default."""
     parser = _Parser(
         prog=prog,
-        description="Fine-tune Higgs Audio v2. Every flag can also be set by the environment variable shown "
-        "(precedence: flag > env var > --config YAML > default). Booleans take true/false/1/0/yes/no; a "
-        "bare boolean flag means true.",
+        description=(description or "Fine-tune Higgs Audio v2.") + " " + COMMON_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         add_help=True,
     )
@@ -55,7 +62,8 @@ def build_parser(prog: str = "higgs-audio-trainer train") -> argparse.ArgumentPa
         "--config", metavar="FILE", default=None, help=f"YAML file of option: value pairs [env: {CONFIG_ENV}]"
     )
     groups: dict[str, argparse._ArgumentGroup] = {}
-    for spec in option_specs():
+    specs = option_specs() if names is None else [SPECS[n] for n in names]
+    for spec in specs:
         group = groups.setdefault(spec.group, parser.add_argument_group(f"{spec.group} options"))
         default = spec.default_text()
         suffix = f"[env: {spec.env}]" + (f" (default: {default})" if default else "")
@@ -94,20 +102,35 @@ def load_yaml(path: str) -> dict[str, Any]:
 
 def parse_train_args(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
     """Resolve flags, environment and YAML into a validated `Config`, or raise `ConfigError`."""
-    ns = vars(build_parser().parse_args(list(argv)))
+    cfg = _resolve(build_parser(), argv, environ, [s.name for s in option_specs()])
+    check_paths(cfg)
+    return cfg
+
+
+def parse_command_args(
+    argv: Sequence[str], environ: Mapping[str, str], prog: str, names: Sequence[str], description: str,
+    required: Sequence[str] = (),
+) -> Config:
+    """Like `parse_train_args`, for a command that reads only the options `names` (its flags, their env
+    vars, their YAML keys); the others keep their defaults, and of the required options only `required` count
+    (`output_dir`, say, is required for training, not for every command that reads it)."""
+    return _resolve(build_parser(prog, names, description), argv, environ, names, required)
+
+
+def _resolve(parser: argparse.ArgumentParser, argv: Sequence[str], environ: Mapping[str, str],
+             names: Sequence[str], required: Sequence[str] | None = None) -> Config:
+    ns = vars(parser.parse_args(list(argv)))
     config_file = ns.pop("config", None) or environ.get(CONFIG_ENV) or None
     values: dict[str, Any] = {}
     if config_file:
-        values.update(load_yaml(config_file))
-    for spec in SPECS.values():
+        values.update({k: v for k, v in load_yaml(config_file).items() if k in names})
+    for spec in (SPECS[n] for n in names):
         raw = environ.get(spec.env)
         if raw is not None and raw.strip() != "":
             values[spec.name] = parse_value(spec, raw, f"environment variable {spec.env}")
     for name, raw in ns.items():
         values[name] = parse_value(SPECS[name], raw, SPECS[name].flag)
-    cfg = build_config(values)
-    check_paths(cfg)
-    return cfg
+    return build_config(values, required=names if required is None else required)
 
 
 def check_paths(cfg: Config) -> None:

@@ -7,42 +7,10 @@ option docs and the chart's values (tests compare them). No torch here: a bad va
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
 
+from trainer.config.declare import MIN_AUDIO_SECONDS, ValueKind, opt  # noqa: F401  (re-exported)
+from trainer.config.generation import GenerationArgs, QualityArgs, SampleArgs, SynthesisArgs
 from trainer.errors import ConfigError
-
-ValueKind = Literal["str", "path", "int", "float", "bool", "tristate", "list", "choice"]
-
-
-# The shortest clip the audio tokenizer encodes with room to spare: its convolutions need a few frames, and
-# a clip of a few milliseconds crashes it.
-MIN_AUDIO_SECONDS = 0.1
-
-
-def opt(
-    default: Any,
-    help: str,
-    kind: ValueKind = "str",
-    *,
-    required: bool = False,
-    choices: tuple[str, ...] | None = None,
-    minimum: float | None = None,
-    maximum: float | None = None,
-    exclusive_min: bool = False,
-) -> Any:
-    """Declare one option: a dataclass field whose metadata drives parsing, validation and docs."""
-    metadata = {
-        "help": help,
-        "kind": kind,
-        "required": required,
-        "choices": choices,
-        "minimum": minimum,
-        "maximum": maximum,
-        "exclusive_min": exclusive_min,
-    }
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=metadata)
-    return field(default=default, metadata=metadata)
 
 
 @dataclass
@@ -155,7 +123,8 @@ class DataArgs:
         "path",
     )
     max_audio_seconds: float = opt(
-        30.0, "Longest clip accepted; longer ones are bad samples.", "float", minimum=0.0, exclusive_min=True
+        30.0, "Longest clip accepted; longer ones are bad samples. For synthesize: the longest clip it "
+        "generates.", "float", minimum=0.0, exclusive_min=True
     )
     min_audio_seconds: float = opt(
         MIN_AUDIO_SECONDS,
@@ -195,7 +164,8 @@ class TrainArgs:
 
     output_dir: str | None = opt(
         None,
-        "Where checkpoints (checkpoint-N/) and the final adapter (lora_adapters/) are written.",
+        "Where checkpoints (checkpoint-N/) and the final adapter (lora_adapters/) are written; synthesize "
+        "--input writes its clips here.",
         "path",
         required=True,
     )
@@ -233,7 +203,7 @@ class TrainArgs:
         "multiple of eval_steps).", "bool",
     )
     disable_eval: bool = opt(False, "Run no evaluation at all and build no evaluation set.", "bool")
-    seed: int = opt(42, "Seed of model initialisation, dropout and data order.", "int")
+    seed: int = opt(42, "Seed of model initialisation, dropout and data order; of sampling in synthesize.", "int")
     report_to: str = opt(
         "none", "Comma-separated Trainer integrations to log to (none, tensorboard, wandb, ...).",
     )
@@ -386,9 +356,16 @@ class Config:
     train: TrainArgs = field(default_factory=TrainArgs)
     metrics: MetricsArgs = field(default_factory=MetricsArgs)
     cluster: ClusterArgs = field(default_factory=ClusterArgs)
+    generation: GenerationArgs = field(default_factory=GenerationArgs)
+    samples: SampleArgs = field(default_factory=SampleArgs)
+    quality: QualityArgs = field(default_factory=QualityArgs)
+    synthesis: SynthesisArgs = field(default_factory=SynthesisArgs)
 
 
 GROUPS: dict[str, type] = {
     "model": ModelArgs, "lora": LoraArgs, "data": DataArgs, "train": TrainArgs, "metrics": MetricsArgs,
     "cluster": ClusterArgs,
 }
+GROUPS.update(generation=GenerationArgs, samples=SampleArgs, quality=QualityArgs)
+# Options of single commands (synthesize, evaluate): in their --help and docs, not in train's or the chart's.
+COMMAND_GROUPS: dict[str, type] = {"synthesis": SynthesisArgs}

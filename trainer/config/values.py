@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from trainer.config.options import GROUPS, Config, ValueKind
+from trainer.config.options import COMMAND_GROUPS, GROUPS, Config, ValueKind
 from trainer.errors import ConfigError
 
 
@@ -49,17 +50,18 @@ class OptionSpec:
         return str(self.default)
 
 
-def option_specs() -> list[OptionSpec]:
-    """All options in declaration order."""
+def option_specs(groups: Mapping[str, type] = GROUPS) -> list[OptionSpec]:
+    """All options of `groups` (default: those of training, which the chart exposes) in declaration order."""
     specs = []
-    for group, cls in GROUPS.items():
+    for group, cls in groups.items():
         for f in dataclasses.fields(cls):
             default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
             specs.append(OptionSpec(name=f.name, group=group, default=default, **f.metadata))
     return specs
 
 
-SPECS: dict[str, OptionSpec] = {s.name: s for s in option_specs()}
+ALL_GROUPS: dict[str, type] = {**GROUPS, **COMMAND_GROUPS}
+SPECS: dict[str, OptionSpec] = {s.name: s for s in option_specs(ALL_GROUPS)}
 TRUE_WORDS = ("true", "1", "yes", "on")
 FALSE_WORDS = ("false", "0", "no", "off")
 
@@ -150,19 +152,22 @@ def _check_range(spec: OptionSpec, value: float, source: str, raw: Any) -> float
     return value
 
 
-def build_config(values: dict[str, Any]) -> Config:
-    """Assemble a `Config` from already-parsed values keyed by option name, then validate it."""
-    groups: dict[str, dict[str, Any]] = {g: {} for g in GROUPS}
+def build_config(values: dict[str, Any], required: Collection[str] | None = None) -> Config:
+    """Assemble a `Config` from already-parsed values keyed by option name, then validate it (`required`: the
+    names whose `required` flag counts, for a command that reads only some options; default: all)."""
+    groups: dict[str, dict[str, Any]] = {g: {} for g in ALL_GROUPS}
     for name, value in values.items():
         groups[SPECS[name].group][name] = value
-    cfg = Config(**{g: GROUPS[g](**kw) for g, kw in groups.items()})
-    validate(cfg)
+    cfg = Config(**{g: ALL_GROUPS[g](**kw) for g, kw in groups.items()})
+    validate(cfg, required)
     return cfg
 
 
-def validate(cfg: Config) -> None:
+def validate(cfg: Config, required: Collection[str] | None = None) -> None:
     """Cross-field rules. Each error names the options involved and how to fix them."""
     for spec in SPECS.values():
+        if required is not None and spec.name not in required:
+            continue
         if spec.required and getattr(getattr(cfg, spec.group), spec.name) in (None, ""):
             raise ConfigError(
                 f"{spec.flag} / {spec.env}: required, not set ({spec.help.split('.')[0].lower()})"

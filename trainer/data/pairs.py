@@ -70,14 +70,24 @@ def _pair_candidate(
     items = [{"type": "audio", "path": p} for p in (ref[1] if ref else None, audio) if p is not None]
     if problems or text is None or audio is None:
         return Candidate(source, problems, items)
+    messages = pair_messages(system_prompt, text, audio, ref, scene)
+    conversation = Conversation(sample_id, source, messages, len(messages) - 1, speaker)
+    return Candidate(source, problems, items, conversation)
+
+
+def pair_messages(
+    system_prompt: str, text: str, audio: str, ref: tuple[str, str] | None = None, scene: str | None = None
+) -> list[dict]:
+    """The conversation of one transcript and clip: system [+ scene] [+ user ref text + assistant ref audio] +
+    user text + assistant audio. Training lays out its samples with it, and `synthesize` its prompts, so that
+    a model is prompted exactly as it was trained."""
     messages = [text_message("system", system_prompt)]
     if scene and scene.strip():
         messages.append(text_message("scene", scene.strip()))
-    for turn_text, item in zip([ref[0]] if ref else [], items, strict=False):
-        messages += [text_message("user", turn_text), {"role": "assistant", "content": [item]}]
-    messages += [text_message("user", text), {"role": "assistant", "content": [items[-1]]}]
-    conversation = Conversation(sample_id, source, messages, len(messages) - 1, speaker)
-    return Candidate(source, problems, items, conversation)
+    for turn_text, path in ([ref] if ref else []) + [(text, audio)]:
+        audio_item = {"type": "audio", "path": path}
+        messages += [text_message("user", turn_text), {"role": "assistant", "content": [audio_item]}]
+    return messages
 
 
 def _reference(

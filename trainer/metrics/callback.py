@@ -181,6 +181,24 @@ class MetricsCallback(TrainerCallback):
         if (skipped := logs.get("nan_steps_skipped")) is not None and skipped > self._nan_steps_skipped:
             job.counters["nan_steps_skipped"].inc(skipped - self._nan_steps_skipped)
             self._nan_steps_skipped = skipped
+        self._on_samples(logs)
+
+    def _on_samples(self, logs: dict[str, float]) -> None:
+        """The sample set's scores (trainer.generate.sampler), and the best so far for the regression alert."""
+        job = self.job
+        for key in ("sample_wer", "sample_cer", "sample_speaker_similarity", "sample_step"):
+            if key in logs:
+                job.set(key, logs[key])
+        if "sample_wer" in logs:
+            self._best_wer = min(logs["sample_wer"], getattr(self, "_best_wer", float("inf")))
+            job.set("sample_best_wer", self._best_wer)
+        if "sample_speaker_similarity" in logs:
+            self._best_sim = max(logs["sample_speaker_similarity"], getattr(self, "_best_sim", -float("inf")))
+            job.set("sample_best_speaker_similarity", self._best_sim)
+        if "generated_clips" in logs:
+            job.generated_clips.inc(float(logs["generated_clips"]))
+        if "sample_failures" in logs:
+            job.sample_failures.inc(float(logs["sample_failures"]))
 
     # ---- end of the run ---------------------------------------------------------------------------
     def finish(self, status: Status, exit_code: int | None = None) -> bool:

@@ -48,6 +48,12 @@ JOB_GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "nan_steps_skipped": ("Optimizer steps this attempt skipped for a NaN or infinite loss (--nan_policy skip).",
                           ()),
     "exit_code": ("Exit code this attempt ended with (docs/exit-codes.md); absent while it runs.", ()),
+    "sample_wer": ("Word error rate of the last sample set (mean over its prompts; docs/synthesis.md).", ()),
+    "sample_cer": ("Character error rate of the last sample set (mean over its prompts).", ()),
+    "sample_speaker_similarity": ("Speaker similarity of the last sample set to its references (mean).", ()),
+    "sample_best_wer": ("Lowest sample_wer so far in this run.", ()),
+    "sample_best_speaker_similarity": ("Highest sample_speaker_similarity so far in this run.", ()),
+    "sample_step": ("Optimizer step of the last sample set.", ()),
 }
 # job counters (name without prefix and `_total` -> help text); trainer.metrics.callback feeds them
 JOB_COUNTERS = {
@@ -137,6 +143,13 @@ class JobSeries:
             name: Counter(name, doc, namespace=NAMESPACE, registry=self.registry)
             for name, doc in JOB_COUNTERS.items()
         }
+        self.generated_clips = Counter(
+            "generated_clips", "Clips synthesized as training samples.", namespace=NAMESPACE, registry=self.registry,
+        )
+        self.sample_failures = Counter(
+            "sample_failures", "Sample sets that failed (logged; training goes on).", namespace=NAMESPACE,
+            registry=self.registry,
+        )
         self.success_gauges = GaugeSet(SUCCESS_GAUGES)
         self.success = CollectorRegistry(auto_describe=False)
         self.success.register(self.success_gauges)

@@ -216,7 +216,8 @@ def test_docs_table_lists_exactly_the_exported_series() -> None:
         "loss", "audio_loss", "text_loss", "codebook_0_loss", "eval_loss", "eval_audio_loss", "learning_rate",
         "grad_norm", "samples_per_second", "audio_seconds_per_second", "tokens_per_second", "checkpoint_step",
         "skipped_samples", "nan_steps_skipped", "trained_samples", "trained_tokens", "trained_audio_seconds",
-        "step_seconds", "data_wait_seconds")})
+        "step_seconds", "data_wait_seconds",
+        "sample_wer", "sample_cer", "sample_speaker_similarity", "sample_step", "generated_clips", "sample_failures")})
     cb.finish("succeeded", 0)
     exported = {
         s.name for registry in (cb.job.registry, cb.job.success, cb.ranks.registry)

@@ -1,0 +1,1 @@
+"""Speech synthesis with a trained model: prompts laid out as in training, generation, WAV files."""

@@ -1,0 +1,1 @@
+"""Objective quality of generated speech: error rates through a local speech recognizer, speaker similarity."""

@@ -1,0 +1,42 @@
+"""Speaker similarity: cosine similarity of x-vector speaker embeddings (a WavLM speaker-verification checkpoint
+through transformers' `AutoModelForAudioXVector`) of a generated clip and its reference clip.
+
+1.0 is the same direction; real speaker-verification models put the same speaker well above different ones,
+and a threshold is model-specific. With a tiny random model (the tests) the value only shows the path runs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from trainer.quality.intelligibility import check_model_dir, resample
+
+
+class SpeakerEncoder:
+    """A local x-vector model: samples -> one embedding."""
+
+    def __init__(self, path: str, option: str = "--speaker_model_path / SPEAKER_MODEL_PATH") -> None:
+        import torch
+        from transformers import AutoFeatureExtractor, AutoModelForAudioXVector
+
+        check_model_dir(path, option)
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.extractor = AutoFeatureExtractor.from_pretrained(path)
+        self.model = AutoModelForAudioXVector.from_pretrained(path).to(self.device).eval()
+        self.rate = int(self.extractor.sampling_rate)
+
+    def embed(self, samples: np.ndarray, rate: int) -> np.ndarray:
+        import torch
+
+        inputs = self.extractor(resample(samples, rate, self.rate), sampling_rate=self.rate, return_tensors="pt")
+        with torch.inference_mode():
+            out = self.model(**{k: v.to(self.device) for k, v in inputs.items()})
+        return out.embeddings[0].float().cpu().numpy()
+
+    def similarity(self, a: np.ndarray, rate_a: int, b: np.ndarray, rate_b: int) -> float:
+        return cosine(self.embed(a, rate_a), self.embed(b, rate_b))
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    denom = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(np.dot(a, b) / denom) if denom > 0 else 0.0
