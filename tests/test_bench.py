@@ -35,6 +35,9 @@ PLANTS = {
     # The metrics pusher's thread burns CPU until it is stopped, then pushes as usual.
     "spinning_pusher": "from trainer.metrics import delivery as d; run = d.Pusher._run; "
                        "d.Pusher._run = lambda self: ([None for _ in iter(self._stop.is_set, True)], run(self))",
+    # The synthesizer decodes no audio from the codes it generated.
+    "silent_decode": "import numpy as np; from trainer.generate.synthesizer import Synthesizer as S; "
+                     "S.decode = lambda self, codes: np.zeros(0, dtype=np.float32)",
 }
 
 
@@ -231,3 +234,31 @@ def test_cpu_step_benchmark_reports_the_profile_the_matmul_fraction_and_variants
     assert "aten::mm" in out["profile_self_cpu_share"] and sum(out["profile_self_cpu_share"].values()) <= 1.001
     assert set(out["variants_speedup"]) == {"adamw_foreach", "adamw_for_loop", "clip_foreach", "attention_eager"}
     assert all(gap <= 1e-4 for gap in out["variants_max_relative_loss_gap"].values())
+
+
+GENERATE_TOY = ["--models", "tiny", "--prompts", "2", "--max_audio_seconds", "1", "--max_ratio", "1000"]
+
+
+def test_generate_benchmark_reports_rtf_and_frame_rate_of_synthesize_at_batch_1_and_batch_n(tmp_path) -> None:
+    out = _run("bench_generate.py", *GENERATE_TOY, "--workdir", str(tmp_path), tmp_path=tmp_path)
+    tiny = out["models"]["tiny"]
+    assert (tiny["hidden_size"], tiny["num_layers"], tiny["num_codebooks"]) == (32, 2, 2)
+    assert tiny["batch_is_sequential"] is True
+    for batch, clips in (("batch_1", 1), ("batch_2", 2)):
+        r = tiny[batch]
+        assert r["clips"] == clips == sum(r["stopped"].values()) and r["broken"] == []
+        assert 0 < r["audio_seconds"] <= clips * 1.0
+        assert r["frames"] == pytest.approx(r["audio_seconds"] * 25, abs=clips)  # 25 frames/s
+        assert r["rtf"] == pytest.approx(r["seconds"] / r["audio_seconds"], rel=0.05)
+        assert r["frames_per_second"] == pytest.approx(r["frames"] / r["seconds"], rel=0.05)
+        assert 0 < r["generate_seconds"] <= r["seconds"] and r["ratio_to_generate"] >= 1
+    assert sorted(p.name for p in (tmp_path / "clips-tiny").glob("*.wav")) == ["one.wav", "p1.wav", "p2.wav"]
+    assert out["target"] == {"max_ratio_to_generate": 1000, "met": True, "missed": []}
+
+
+def test_generate_benchmark_fails_when_the_synthesizer_decodes_no_audio(tmp_path) -> None:
+    proc = _run_planted("silent_decode", "bench_generate.py", *GENERATE_TOY, "--workdir", str(tmp_path))
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "generation is broken" in proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["target"]["met"] is False and out["models"]["tiny"]["batch_1"]["audio_seconds"] == 0
