@@ -21,6 +21,7 @@ from tests.chart.chartlib import (
     pod_templates,
     render,
     run_helm,
+    runtime_pod_templates,
     template_args,
     the,
     trainer_container,
@@ -38,10 +39,11 @@ def metrics_path(docs: list[dict]) -> str | None:
     A path is: every trainer pod pushes to a gateway the release deploys, or one it names itself; or rank 0
     serves /metrics on a port a PodMonitor of the release scrapes.
     """
-    templates = pod_templates(the(docs, "PyTorchJob"))
+    runtimes = objects_of(docs, "TrainingRuntime")
+    templates = runtime_pod_templates(runtimes[0]) if runtimes else pod_templates(the(docs, "PyTorchJob"))
     envs = {r: env_of(trainer_container(t)) for r, t in templates.items()}
     if all("PUSHGATEWAY_URL" in e for e in envs.values()):
-        url = envs["Master" if "Master" in envs else "Worker"]["PUSHGATEWAY_URL"].get("value", "")
+        url = next(iter(envs.values()))["PUSHGATEWAY_URL"].get("value", "")
         services = {f"http://{s['metadata']['name']}:{s['spec']['ports'][0]['port']}"
                     for s in objects_of(docs, "Service")}
         return "chart pushgateway" if url in services else "own pushgateway"

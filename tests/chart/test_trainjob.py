@@ -64,7 +64,12 @@ def test_runtime_holds_the_pytorchjob_pod_template(helm4: str, values_file: Path
     v2 = copy.deepcopy(v2)
     assert trainer_container(v2)["name"] == "node"
     assert v2["spec"].pop("restartPolicy") == "Never"
-    for t in (v1, v2):
+    for t, kind in ((v1, "PyTorchJob"), (v2, "TrainJob")):
+        for c in t["spec"]["containers"] + t["spec"].get("initContainers", []):
+            # the job's kind, which the Events name, is the one variable that must differ
+            kinds = [e for e in c.get("env", []) if e["name"] == "JOB_KIND"]
+            assert kinds in ([], [{"name": "JOB_KIND", "value": kind}]), c["name"]
+            c["env"] = [e for e in c.get("env", []) if e["name"] != "JOB_KIND"]
         c = trainer_container(t)
         c.pop("name")
         c["ports"] = [p for p in c.get("ports", []) if p["name"] != "pytorchjob-port"]

@@ -169,7 +169,7 @@ def test_each_exit_code_gives_its_final_status_and_is_exported() -> None:
     from trainer.metrics.callback import status_of
 
     assert {code: status_of(code) for code in errors.TABLE} == {
-        0: "succeeded", 1: "failed", 2: "failed", 3: "failed", 4: "failed", 5: "failed",
+        0: "succeeded", 1: "failed", 2: "failed", 3: "failed", 4: "failed", 5: "failed", 6: "failed",
         130: "stopped", 143: "stopped", 160: "failed",
     }
     cb = offline()
