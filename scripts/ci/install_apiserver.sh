@@ -23,23 +23,9 @@ PACKAGE="golang-k8s-apiextensions-apiserver-dev"
 BIN="$CACHE/bin/apiextensions-apiserver"
 
 # ---- etcd, and openssl for the tests' client certificates ------------------------------------------------
-packages=()
-command -v etcd >/dev/null || packages+=(etcd-server)
-command -v openssl >/dev/null || packages+=(openssl)
-if ((${#packages[@]})); then
-  if [[ $(id -u) -ne 0 ]]; then
-    echo "missing Debian packages: ${packages[*]}; run this script as root, or install them" >&2
-    exit 1
-  fi
-  # The package would start etcd as a service where an init system runs; the tests start their own.
-  policy=/usr/sbin/policy-rc.d
-  if [[ ! -e $policy ]]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy"
-    trap 'rm -f "$policy"' EXIT
-  fi
-  apt-get update -q
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${packages[@]}"
-fi
+# shellcheck source=../lib/apt.sh
+source "$REPO/scripts/lib/apt.sh"
+apt_install_services etcd-server openssl
 echo "etcd: $(etcd --version | head -n 1)"
 
 if [[ -x "$BIN" ]]; then

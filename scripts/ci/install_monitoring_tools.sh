@@ -19,27 +19,11 @@ GRAFANA_SCHEMA_VERSION="13.2.3"
 TYPESCRIPT_VERSION="7.0.2"
 
 # ---- Debian packages -------------------------------------------------------------------------------
-packages=()
-command -v prometheus >/dev/null || packages+=(prometheus)  # brings promtool
-command -v promtool >/dev/null || packages+=(prometheus)
-command -v prometheus-pushgateway >/dev/null || packages+=(prometheus-pushgateway)
-command -v openssl >/dev/null || packages+=(openssl)
-command -v npm >/dev/null || packages+=(nodejs npm)
-if ((${#packages[@]})); then
-  if [[ $(id -u) -ne 0 ]]; then
-    echo "missing Debian packages: ${packages[*]}; run this script as root, or install them" >&2
-    exit 1
-  fi
-  # Where an init system runs, the packages would start Prometheus and the Pushgateway as services on all
-  # addresses; the tests start their own on loopback. policy-rc.d answering 101 stops that start.
-  policy=/usr/sbin/policy-rc.d
-  if [[ ! -e $policy ]]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy"
-    trap 'rm -f "$policy"' EXIT
-  fi
-  apt-get update -q
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${packages[@]}"
-fi
+# shellcheck source=../lib/apt.sh
+source "$REPO/scripts/lib/apt.sh"
+node=()
+command -v npm >/dev/null || node=(nodejs npm)  # some Node.js builds carry their own npm, not packaged apart
+apt_install_services prometheus prometheus-pushgateway openssl "${node[@]}"
 echo "prometheus: $(prometheus --version 2>&1 | head -n 1)"
 echo "pushgateway: $(prometheus-pushgateway --version 2>&1 | head -n 1)"
 

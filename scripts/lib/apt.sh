@@ -11,3 +11,16 @@ apt_install_missing() {
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
+
+# apt_install_services PKG...: apt_install_missing for packages that ship a daemon. Where an init system
+# runs, installing them would start the daemon (on all addresses); the tests start their own on loopback,
+# so a policy-rc.d answering 101 stops that start for the length of the install.
+apt_install_services() {
+  local policy=/usr/sbin/policy-rc.d added=0 status=0
+  if [[ ! -e $policy && $(id -u) -eq 0 ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && added=1
+  fi
+  apt_install_missing "$@" || status=$?
+  (( added )) && rm -f "$policy"
+  return "$status"
+}
