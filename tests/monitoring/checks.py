@@ -176,7 +176,8 @@ def assert_two_rank_run_reported(gateway: Pushgateway, prom_url: str, run_name: 
     assert_run_metrics(prom_url, run_name, world_size=2, namespace=namespace, codebooks=2,
                        skipped_samples=skipped_samples)
     wait_for(prom_url, f'DCGM_FI_DEV_GPU_UTIL{{job="dcgm-{run_name}"}}')
-    wait_for(prom_url, f'count_over_time(higgs_trainer_generated_clips_total{{job="{run_name}"}}[1m]) > 1')
+    # the pushed sample values, not the trainer's own zero-valued counters, scraped twice (for rates)
+    wait_for(prom_url, f'count_over_time(higgs_trainer_sample_step{{job="{run_name}"}}[1m]) > 1')
     assert_dashboard_queries(prom_url, run_name, namespace)
 
 

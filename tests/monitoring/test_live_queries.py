@@ -75,7 +75,8 @@ def healthy(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> str:
     stack.prometheus.wait_for(f'higgs_trainer_run_status{{job="{run}", status="succeeded"}} == 1')
     push_sample_series(stack.gateway.url, run, NAMESPACE)
     stack.prometheus.wait_for(f'DCGM_FI_DEV_GPU_UTIL{{job="dcgm-{run}"}}')
-    stack.prometheus.wait_for(f'count_over_time(higgs_trainer_generated_clips_total{{job="{run}"}}[1m]) > 1')
+    # the pushed values, not the trainer's own zero-valued counter, must have been scraped (twice, for rates)
+    stack.prometheus.wait_for(f'count_over_time(higgs_trainer_sample_step{{job="{run}"}}[1m]) > 1')
     return run
 
 
