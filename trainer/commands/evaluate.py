@@ -4,7 +4,8 @@
 
 Reads the folder's `samples.jsonl` (written by `synthesize --input` and by the samples taken while training),
 scores every clip with the local models given, writes the scores back into `samples.jsonl` and prints
-their means. Both models are optional; at least one is needed.
+their means and corpus rates. Both models are optional; at least one is needed. docs/synthesis.md says which
+checkpoints reproduce the published protocol.
 """
 
 from __future__ import annotations
@@ -17,52 +18,64 @@ from pathlib import Path
 from trainer import errors
 from trainer.errors import AudioError, ConfigError
 
-OPTIONS = ("samples_dir", "asr_model_path", "speaker_model_path", "log_level")
+OPTIONS = ("samples_dir", "asr_model_path", "speaker_model_path", "language", "strip_diacritics", "log_level")
 
 
 def run(argv: Sequence[str]) -> int:
     from trainer.config.cli import parse_command_args
-    from trainer.data.audio import load_audio
+    from trainer.data.audio import audio_info, load_audio
     from trainer.generate.wav import INDEX, read_index, write_index
-    from trainer.quality.intelligibility import check_model_dir
-    from trainer.quality.scoring import Scorer, means
+    from trainer.quality.intelligibility import ASR_OPTION, check_asr_dir
+    from trainer.quality.scoring import Scorer, corpus_rates, means
+    from trainer.quality.similarity import SPEAKER_OPTION, check_speaker_dir
 
     cfg = parse_command_args(argv, os.environ, "higgs-audio-trainer evaluate", OPTIONS,
                              "Score generated clips: error rates and speaker similarity.", ("samples_dir",))
-    q, d = cfg.quality, cfg.synthesis.samples_dir
+    q, s = cfg.quality, cfg.synthesis
+    d = s.samples_dir
     if not d:
         raise ConfigError("--samples_dir / SAMPLES_DIR: required, not set (a folder with samples.jsonl)")
     if not (Path(d) / INDEX).is_file():
         raise ConfigError(f"--samples_dir / SAMPLES_DIR ({d}): no {INDEX}; expected a folder written by "
                           "synthesize --input or OUTPUT_DIR/samples/step-N of a training run")
     if not (q.asr_model_path or q.speaker_model_path):
-        raise ConfigError("--asr_model_path / ASR_MODEL_PATH or --speaker_model_path / SPEAKER_MODEL_PATH: give at "
-                          "least one model directory (nothing to compute without)")
-    for option, path in (("--asr_model_path / ASR_MODEL_PATH", q.asr_model_path),
-                         ("--speaker_model_path / SPEAKER_MODEL_PATH", q.speaker_model_path)):
-        if path:
-            check_model_dir(path, option)
+        raise ConfigError(f"{ASR_OPTION} or {SPEAKER_OPTION}: give at least one model directory (nothing to "
+                          "compute without)")
+    if s.language is not None:
+        from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+        from trainer.quality.normalize import language_code
+
+        if language_code(s.language) not in LANGUAGES:
+            raise ConfigError(f"--language / LANGUAGE: unknown language {s.language!r}; expected a Whisper language "
+                              "code or name (en, zh, ar, french, ...)")
+    if q.asr_model_path:
+        check_asr_dir(q.asr_model_path)
+    if q.speaker_model_path:
+        check_speaker_dir(q.speaker_model_path)
     try:
         rows = read_index(d)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"--samples_dir / SAMPLES_DIR: {Path(d) / INDEX} is not JSON lines: {err}") from None
-    scorer = Scorer.load(q.asr_model_path, q.speaker_model_path)
-    import soundfile as sf
-
-    for row in rows:
-        path = Path(d) / row["file"]
+    scorer = Scorer.load(q.asr_model_path, q.speaker_model_path, s.language, s.strip_diacritics)
+    for lineno, row in enumerate(rows, start=1):
+        path = Path(d) / str(row.get("file"))
         try:
-            samples, rate = sf.read(str(path), dtype="float32")
-        except (sf.SoundFileError, RuntimeError) as err:
-            raise ConfigError(f"{Path(d) / INDEX}: clip {path} unreadable: {err}") from None
+            rate = audio_info(path)[1]
+            samples = load_audio(path, rate)  # every channel mixed to one; each model resamples to its own rate
+        except AudioError as err:
+            raise ConfigError(f"{Path(d) / INDEX} (clip {lineno}): {err}") from None
         reference = None
         if row.get("reference_audio") and scorer.speakers is not None:
             try:
                 reference = (load_audio(row["reference_audio"], rate), rate)
             except AudioError as err:
-                raise ConfigError(f"{Path(d) / INDEX}: reference of {row['file']}: {err}") from None
-        row.update(scorer.score(row["text"], samples, rate, reference))
+                raise ConfigError(f"{Path(d) / INDEX} (clip {lineno}): reference of {row['file']}: {err}") from None
+        row.update(scorer.score(str(row.get("text", "")), samples, rate, reference))
     write_index(d, rows)
-    summary = means(rows)
-    print(json.dumps({"clips": len(rows), **{k: round(v, 4) for k, v in summary.items()}}))
+    summary = {**means(rows), **corpus_rates(rows)}
+    out = {"clips": len(rows), **{k: round(v, 4) for k, v in summary.items()}}
+    if scorer.transcriber is not None:
+        out["text_normalizer"] = scorer.rules.describe()
+    print(json.dumps(out))
     return errors.OK

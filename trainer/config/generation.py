@@ -76,7 +76,19 @@ class SynthesisArgs:
     text: str | None = opt(None, "Text to speak.")
     reference_audio: str | None = opt(None, "Audio file of the voice to clone (needs reference_text).", "path")
     reference_text: str | None = opt(None, "Transcript of reference_audio.")
+    max_reference_seconds: float = opt(
+        30.0, "Longest reference clip synthesize accepts (it is encoded into the prompt whole).", "float",
+        minimum=0.0, exclusive_min=True,
+    )
+    max_synthesis_seconds: float = opt(
+        30.0, "Longest clip synthesize generates: generation stops there unless the audio stream ends first "
+        "(replaces max_audio_seconds, which synthesize still reads with a deprecation line).", "float",
+        minimum=0.0, exclusive_min=True,
+    )
     output: str | None = opt(None, "WAV file to write (with text).", "path")
+    overwrite: bool = opt(
+        False, "Replace existing clips (output, or output_dir's <id>.wav and samples.jsonl); unset: refuse.", "bool"
+    )
     input: str | None = opt(
         None,
         "Batch: JSONL file, one {\"text\", \"reference_audio\"?, \"reference_text\"?, \"id\"?} per line; "
@@ -85,4 +97,14 @@ class SynthesisArgs:
     )
     samples_dir: str | None = opt(
         None, "evaluate: a folder of generated clips with its samples.jsonl (synthesize's or training's).", "path"
+    )
+    language: str | None = opt(
+        None,
+        "evaluate: the language of the texts (a Whisper code or name: en, zh, ar, ...): forces the recognizer's "
+        "decoding language and picks the normalization (en: Whisper's English normalizer; zh, ja, ko: scored "
+        "by character); unset: the recognizer detects it, and Han/kana/Hangul texts are scored by character.",
+    )
+    strip_diacritics: bool = opt(
+        False, "evaluate: remove diacritics (accents, Arabic harakat) before comparing texts other than English.",
+        "bool",
     )

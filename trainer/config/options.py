@@ -123,8 +123,7 @@ class DataArgs:
         "path",
     )
     max_audio_seconds: float = opt(
-        30.0, "Longest clip accepted; longer ones are bad samples. For synthesize: the longest clip it "
-        "generates.", "float", minimum=0.0, exclusive_min=True
+        30.0, "Longest clip accepted; longer ones are bad samples.", "float", minimum=0.0, exclusive_min=True
     )
     min_audio_seconds: float = opt(
         MIN_AUDIO_SECONDS,

@@ -9,26 +9,38 @@ from __future__ import annotations
 
 import numpy as np
 
-from trainer.quality.intelligibility import check_model_dir, resample
+from trainer.quality.intelligibility import check_model_dir, load_errors, load_failure, prepare
+
+SPEAKER_OPTION = "--speaker_model_path / SPEAKER_MODEL_PATH"
+
+
+def check_speaker_dir(path: str, option: str = SPEAKER_OPTION) -> None:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_AUDIO_XVECTOR_MAPPING_NAMES
+
+    check_model_dir(path, option, dict(MODEL_FOR_AUDIO_XVECTOR_MAPPING_NAMES),
+                    "a speaker-verification x-vector checkpoint (AutoModelForAudioXVector, such as WavLM-SV)")
 
 
 class SpeakerEncoder:
     """A local x-vector model: samples -> one embedding."""
 
-    def __init__(self, path: str, option: str = "--speaker_model_path / SPEAKER_MODEL_PATH") -> None:
+    def __init__(self, path: str, option: str = SPEAKER_OPTION) -> None:
         import torch
         from transformers import AutoFeatureExtractor, AutoModelForAudioXVector
 
-        check_model_dir(path, option)
+        check_speaker_dir(path, option)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.extractor = AutoFeatureExtractor.from_pretrained(path)
-        self.model = AutoModelForAudioXVector.from_pretrained(path).to(self.device).eval()
+        try:
+            self.extractor = AutoFeatureExtractor.from_pretrained(path)
+            self.model = AutoModelForAudioXVector.from_pretrained(path).to(self.device).eval()
+        except load_errors() as err:
+            raise load_failure(option, path, err) from None
         self.rate = int(self.extractor.sampling_rate)
 
     def embed(self, samples: np.ndarray, rate: int) -> np.ndarray:
         import torch
 
-        inputs = self.extractor(resample(samples, rate, self.rate), sampling_rate=self.rate, return_tensors="pt")
+        inputs = self.extractor(prepare(samples, rate, self.rate), sampling_rate=self.rate, return_tensors="pt")
         with torch.inference_mode():
             out = self.model(**{k: v.to(self.device) for k, v in inputs.items()})
         return out.embeddings[0].float().cpu().numpy()
