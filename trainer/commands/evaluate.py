@@ -57,13 +57,16 @@ def run(argv: Sequence[str]) -> int:
         rows = read_index(d)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"--samples_dir / SAMPLES_DIR: {Path(d) / INDEX} is not JSON lines: {err}") from None
+    import soundfile as sf
+
     scorer = Scorer.load(q.asr_model_path, q.speaker_model_path, s.language, s.strip_diacritics)
     for lineno, row in enumerate(rows, start=1):
         path = Path(d) / str(row.get("file"))
         try:
             rate = audio_info(path)[1]
-            samples = load_audio(path, rate)  # every channel mixed to one; each model resamples to its own rate
-        except AudioError as err:
+            # (frames, channels) as stored: each model mixes to mono and resamples to its own rate itself
+            samples, _ = sf.read(str(path), dtype="float32", always_2d=True)
+        except (AudioError, sf.SoundFileError, RuntimeError) as err:
             raise ConfigError(f"{Path(d) / INDEX} (clip {lineno}): {err}") from None
         reference = None
         if row.get("reference_audio") and scorer.speakers is not None:
