@@ -5,14 +5,16 @@
     higgs-audio-trainer synthesize ... --input prompts.jsonl --output_dir clips/
 
 Options come from the option table (flags, the same names as env vars, `--config` YAML); see docs/synthesis.md.
+Every input is checked before the model loads (`trainer.generate.inputs`); progress goes to stderr.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
-import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from trainer import errors, fsmode
@@ -21,13 +23,32 @@ from trainer.errors import ConfigError
 
 OPTIONS = (
     "model_path", "audio_tokenizer_path", "tokenizer_path", "attn_implementation", "adapter_path",
-    "text", "reference_audio", "reference_text", "output", "input", "output_dir",
-    "max_audio_seconds", "temperature", "top_k", "top_p", "seed", "system_prompt", "log_level",
+    "text", "reference_audio", "reference_text", "max_reference_seconds", "output", "input", "output_dir",
+    "overwrite", "max_synthesis_seconds", "max_audio_seconds", "temperature", "top_k", "top_p", "seed",
+    "system_prompt", "log_level",
 )
 REQUIRED = ("model_path", "audio_tokenizer_path")
+DEPRECATED_LIMIT = "--max_audio_seconds / MAX_AUDIO_SECONDS"
 
 
-def parse(argv: Sequence[str], environ: dict[str, str] | os._Environ[str]) -> Config:
+def _given(name: str, argv: Sequence[str], environ: Mapping[str, str]) -> bool:
+    """Whether the option was set on the command line or in the environment (not left at its default)."""
+    flag = f"--{name}"
+    return any(a == flag or a.startswith(flag + "=") for a in argv) or bool(environ.get(name.upper(), "").strip())
+
+
+def generation_limit(cfg: Config, argv: Sequence[str], environ: Mapping[str, str]) -> float:
+    """--max_synthesis_seconds; the training option --max_audio_seconds still works here, with a deprecation line."""
+    if _given("max_audio_seconds", argv, environ) and not _given("max_synthesis_seconds", argv, environ):
+        from trainer.generate.progress import say
+
+        say(f"{DEPRECATED_LIMIT} is deprecated for synthesize (it is the training clip limit); use "
+            f"--max_synthesis_seconds / MAX_SYNTHESIS_SECONDS ({cfg.data.max_audio_seconds:g} taken from it)")
+        return cfg.data.max_audio_seconds
+    return cfg.synthesis.max_synthesis_seconds
+
+
+def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
     from trainer.config.cli import parse_command_args
 
     cfg = parse_command_args(argv, environ, "higgs-audio-trainer synthesize", OPTIONS,
@@ -41,10 +62,12 @@ def parse(argv: Sequence[str], environ: dict[str, str] | os._Environ[str]) -> Co
     return cfg
 
 
-def plan(cfg: Config) -> tuple[list, Path, bool]:
-    """(prompts, where clips go, batch?) from the options, all checked before any model loads."""
+def plan(cfg: Config) -> tuple[list, list[str], Path, bool]:
+    """(prompts, where each comes from, where clips go, batch?), with every file input and output checked."""
+    from trainer.generate.inputs import check_outputs, check_reference, prompt_lines
     from trainer.generate.prompts import make_prompt, read_prompts
     from trainer.generate.synthesizer import check_adapter_dir
+    from trainer.generate.wav import INDEX
 
     s = cfg.synthesis
     if s.adapter_path:
@@ -56,9 +79,16 @@ def plan(cfg: Config) -> tuple[list, Path, bool]:
         if not cfg.train.output_dir:
             raise ConfigError("--output_dir / OUTPUT_DIR: required with --input (where the clips are written)")
         prompts = read_prompts(s.input, "--input / INPUT")
+        lines = prompt_lines(s.input)
+        wheres = [f"--input / INPUT ({s.input}:{lines.get(p.id, '?')})" for p in prompts]
+        for p, where in zip(prompts, wheres, strict=True):
+            if p.reference_audio:
+                check_reference(p.reference_audio, f"{where}: field 'reference_audio'", s.max_reference_seconds)
         out = Path(cfg.train.output_dir)
         fsmode.ensure_writable_dir(out, "--output_dir / OUTPUT_DIR")
-        return prompts, out, True
+        check_outputs([out / INDEX, *(out / f"{p.id}.wav" for p in prompts)], "--output_dir / OUTPUT_DIR",
+                      s.overwrite)
+        return prompts, wheres, out, True
     if not s.output:
         raise ConfigError("--output / OUTPUT: required with --text (the WAV file to write); or give --input "
                           "and --output_dir for a batch")
@@ -67,33 +97,48 @@ def plan(cfg: Config) -> tuple[list, Path, bool]:
     where = {"text": "--text / TEXT", "reference_audio": "--reference_audio / REFERENCE_AUDIO",
              "reference_text": "--reference_text / REFERENCE_TEXT"}
     prompt = make_prompt(Path(s.output).stem, s.text, s.reference_audio, s.reference_text, where)
+    if prompt.reference_audio:
+        check_reference(prompt.reference_audio, where["reference_audio"], s.max_reference_seconds)
     out = Path(s.output).absolute().parent
     fsmode.ensure_writable_dir(out, "--output / OUTPUT")
-    return [prompt], out, False
+    check_outputs([Path(s.output)], "--output / OUTPUT", s.overwrite)
+    return [prompt], [where["text"]], out, False
 
 
 def run(argv: Sequence[str]) -> int:
+    from trainer.generate.inputs import check_prompt_lengths
+    from trainer.generate.progress import ClipProgress, say
     from trainer.generate.synthesizer import Synthesizer
     from trainer.generate.wav import write_index, write_wav
+    from trainer.model.load import load_parts
 
     cfg = parse(argv, os.environ)
     logging.basicConfig(level=getattr(logging, cfg.train.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    prompts, out, batch = plan(cfg)  # every input checked: nothing has loaded yet
+    limit = generation_limit(cfg, argv, os.environ)
+    prompts, wheres, out, batch = plan(cfg)
+    # the tokenizer and configs only: a text the model cannot hold is named before the weights are read
+    check_prompt_lengths(prompts, wheres, load_parts(cfg.model), cfg.data.system_prompt, limit)
+    say(f"loading the model from {cfg.model.model_path}" + (f" with the adapter {cfg.synthesis.adapter_path}"
+                                                           if cfg.synthesis.adapter_path else ""))
+    started = time.monotonic()
     synth = Synthesizer.load(cfg.model, cfg.synthesis.adapter_path, cfg.data.system_prompt)
+    say(f"model loaded in {time.monotonic() - started:.1f} s")
+    max_frames = max(1, math.floor(limit * synth.frame_rate)) + synth.layout.num_codebooks
     rows = []
-    from tqdm import tqdm
-
-    for i, prompt in enumerate(tqdm(prompts, desc="synthesize", unit="clip", disable=not batch, file=sys.stderr)):
-        clip = synth.synthesize(prompt, cfg.generation, cfg.data.max_audio_seconds, cfg.train.seed + i)
+    for i, prompt in enumerate(prompts):
+        progress = ClipProgress(f"clip {i + 1}/{len(prompts)} ({prompt.id})", max_frames, synth.frame_rate)
+        clip = synth.synthesize(prompt, cfg.generation, limit, cfg.train.seed + i, streamer=progress)
         path = out / f"{prompt.id}.wav" if batch else Path(cfg.synthesis.output or "")
         write_wav(path, clip.samples, clip.sample_rate)
         rows.append({
             "id": prompt.id, "file": path.name, "text": prompt.text, "reference_audio": prompt.reference_audio,
             "reference_text": prompt.reference_text, "seconds": round(clip.seconds, 3), "stopped": clip.stopped,
         })
+        if batch:  # indexed as soon as it is written: a failure on a later line leaves this one findable
+            write_index(out, rows)
         print(f"{path}: {clip.seconds:.2f} s at {clip.sample_rate} Hz, stopped at "
-              f"{'the end of the audio' if clip.stopped == 'end_of_audio' else '--max_audio_seconds'}")
+              f"{'the end of the audio' if clip.stopped == 'end_of_audio' else '--max_synthesis_seconds'}")
     if batch:
-        print(f"index: {write_index(out, rows)}")
+        print(f"index: {out / 'samples.jsonl'}")
     return errors.OK

@@ -119,8 +119,10 @@ class Synthesizer:
             self._reference_codes[path] = encode_waveform(self.codec, wave)
         return self._reference_codes[path]
 
-    def synthesize(self, prompt: Prompt, gen: GenerationArgs, max_seconds: float, seed: int) -> Clip:
-        """One clip, at most `max_seconds` long; sampling is seeded with `seed` (greedy at temperature 0)."""
+    def synthesize(self, prompt: Prompt, gen: GenerationArgs, max_seconds: float, seed: int,
+                   streamer: Any = None) -> Clip:
+        """One clip, at most `max_seconds` long; sampling is seeded with `seed` (greedy at temperature 0);
+        `streamer` (a transformers streamer, such as a progress counter) sees each generated step."""
         import torch
 
         reference = None
@@ -140,6 +142,8 @@ class Synthesizer:
         max_new = max_codes + self.layout.num_codebooks
         sampling = gen.temperature > 0
         options: dict[str, Any] = {"do_sample": sampling, "max_new_tokens": max_new}
+        if streamer is not None:
+            options["streamer"] = streamer
         if sampling:
             options.update(temperature=gen.temperature, top_k=gen.top_k or None, top_p=gen.top_p)
         torch.manual_seed(seed)

@@ -196,3 +196,14 @@ def test_evaluate_refuses_a_wrong_model_in_one_line_naming_the_option(which, tmp
     assert main(["evaluate", "--samples_dir", str(folder), option, str(model)]) == errors.CONFIG_ERROR
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and option in err[0] and str(model) in err[0], err
+
+
+def test_evaluate_refuses_a_language_whisper_does_not_know_before_loading(tmp_path, capsys) -> None:
+    folder = _folder(tmp_path / "clips", [("a", *_speech(1.0), "hi")])
+    broken = tmp_path / "asr"
+    broken.mkdir()
+    (broken / "config.json").write_text(json.dumps({"model_type": "whisper"}))  # no weights: nothing may load
+    assert main(["evaluate", "--samples_dir", str(folder), "--asr_model_path", str(broken), "--language",
+                 "klingon"]) == errors.CONFIG_ERROR
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "--language / LANGUAGE: unknown language 'klingon'" in err[0], err

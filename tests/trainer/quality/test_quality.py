@@ -65,7 +65,7 @@ def test_evaluate_scores_a_folder_of_synthesized_clips_into_its_index(tiny_ckpt,
                        + json.dumps({"text": "Good morning."}) + "\n")
     out = tmp_path / "clips"
     assert main(["synthesize", "--model_path", str(model_dir), "--audio_tokenizer_path", str(codec_dir),
-                 "--input", str(prompts), "--output_dir", str(out), "--max_audio_seconds", "1"]) == 0
+                 "--input", str(prompts), "--output_dir", str(out), "--max_synthesis_seconds", "1"]) == 0
     capsys.readouterr()
     assert main(["evaluate", "--samples_dir", str(out), "--asr_model_path", str(models[0]),
                  "--speaker_model_path", str(models[1])]) == 0

@@ -1,0 +1,49 @@
+"""Progress of synthesis on stderr: one line when a clip starts, a line every few seconds while it generates
+(frames so far, seconds of audio, elapsed time), one when it ends. Plain lines, so a log file reads as well as
+a terminal; the command that prints them runs in one process, so no rank needs to be chosen.
+
+It is a transformers streamer: `generate` hands it each step's tokens and it only counts them, so a clip is the
+same with it as without it.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import IO, Any
+
+from transformers.generation.streamers import BaseStreamer
+
+
+def say(message: str, out: IO[str] | None = None) -> None:
+    print(f"synthesize: {message}", file=out or sys.stderr, flush=True)
+
+
+class ClipProgress(BaseStreamer):
+    """Counts the frames of one clip; `put` is called once with the prompt, then once per generated frame."""
+
+    def __init__(self, label: str, max_frames: int, frame_rate: float, interval: float = 5.0,
+                 out: IO[str] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.label, self.max_frames, self.frame_rate = label, max_frames, frame_rate
+        self.interval, self.out, self.clock = interval, out, clock
+        self.frames, self._prompt_seen = 0, False
+        self.start = self.last = clock()
+        say(f"{label}: generating, at most {max_frames} frames", out)
+
+    def _line(self, now: float) -> str:
+        return (f"{self.label}: {self.frames}/{self.max_frames} frames ({self.frames / self.frame_rate:.1f} s of "
+                f"audio) in {now - self.start:.1f} s")
+
+    def put(self, value: Any) -> None:
+        if not self._prompt_seen:  # generate's first call hands over the prompt itself
+            self._prompt_seen = True
+            return
+        self.frames += 1
+        now = self.clock()
+        if now - self.last >= self.interval:
+            self.last = now
+            say(self._line(now), self.out)
+
+    def end(self) -> None:
+        say(self._line(self.clock()) + ", done", self.out)
