@@ -106,17 +106,19 @@ def plan(cfg: Config) -> tuple[list, list[str], Path, bool]:
 
 
 def run(argv: Sequence[str]) -> int:
-    from trainer.generate.inputs import check_prompt_lengths
     from trainer.generate.progress import ClipProgress, say
-    from trainer.generate.synthesizer import Synthesizer
-    from trainer.generate.wav import write_index, write_wav
-    from trainer.model.load import load_parts
 
     cfg = parse(argv, os.environ)
     logging.basicConfig(level=getattr(logging, cfg.train.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     limit = generation_limit(cfg, argv, os.environ)
-    prompts, wheres, out, batch = plan(cfg)
+    prompts, wheres, out, batch = plan(cfg)  # files only: torch and transformers are not imported yet
+    say(f"{len(prompts)} prompt(s), their files checked; reading the text tokenizer to check their length")
+    from trainer.generate.inputs import check_prompt_lengths
+    from trainer.generate.synthesizer import Synthesizer
+    from trainer.generate.wav import write_index, write_wav
+    from trainer.model.load import load_parts
+
     # the tokenizer and configs only: a text the model cannot hold is named before the weights are read
     check_prompt_lengths(prompts, wheres, load_parts(cfg.model), cfg.data.system_prompt, limit)
     say(f"loading the model from {cfg.model.model_path}" + (f" with the adapter {cfg.synthesis.adapter_path}"

@@ -2,8 +2,9 @@
 (frames so far, seconds of audio, elapsed time), one when it ends. Plain lines, so a log file reads as well as
 a terminal; the command that prints them runs in one process, so no rank needs to be chosen.
 
-It is a transformers streamer: `generate` hands it each step's tokens and it only counts them, so a clip is the
-same with it as without it.
+It is a transformers streamer (the `put`/`end` pair `generate` calls; transformers itself is not imported, so
+a bad input is still named in a fraction of a second): `generate` hands it each step's tokens and it only counts
+them, so a clip is the same with it as without it.
 """
 
 from __future__ import annotations
@@ -13,14 +14,12 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from transformers.generation.streamers import BaseStreamer
-
 
 def say(message: str, out: IO[str] | None = None) -> None:
     print(f"synthesize: {message}", file=out or sys.stderr, flush=True)
 
 
-class ClipProgress(BaseStreamer):
+class ClipProgress:
     """Counts the frames of one clip; `put` is called once with the prompt, then once per generated frame."""
 
     def __init__(self, label: str, max_frames: int, frame_rate: float, interval: float = 5.0,
