@@ -11,8 +11,9 @@ For each, the prompts go through what `synthesize` runs (`trainer.commands.synth
 - batch 8: `--input prompts.jsonl --output_dir DIR`, `--prompts` clips. `synthesize` generates one prompt
   at a time, so batch 8 is 8 sequential generations, timed as a whole (the model load is not timed).
 One untimed clip first pays for the first call's set-up. Texts are the bundled demo transcripts; sampling
-uses the command's defaults and `--max_audio_seconds` (random weights rarely end the audio themselves, so
-most clips stop at that limit: the stop reason of every clip is in the result).
+uses the command's defaults and `--max_audio_seconds`, passed as synthesize's `--max_synthesis_seconds`
+(random weights rarely end the audio themselves, so most clips stop at that limit: the stop reason of every
+clip is in the result).
 
 Figures: `rtf` (seconds of compute per second of audio; below 1 is faster than real time), `frames_per_second`
 (audio frames kept per second, every codebook of a frame together; `generate_steps` counts the decoding
@@ -68,7 +69,8 @@ def run_synthesize(argv: list[str]) -> dict[str, Any]:
     from trainer.generate.wav import write_wav
 
     cfg = parse(argv, {})
-    prompts, out, batch = plan(cfg)
+    prompts, _, out, batch = plan(cfg)
+    limit = cfg.synthesis.max_synthesis_seconds
     synth = Synthesizer.load(cfg.model, cfg.synthesis.adapter_path, cfg.data.system_prompt)
     inner = synth.model.generate
     in_generate: list[float] = []
@@ -82,13 +84,13 @@ def run_synthesize(argv: list[str]) -> dict[str, Any]:
         return out
 
     synth.model.generate = timed_generate
-    synth.synthesize(prompts[0], cfg.generation, cfg.data.max_audio_seconds, cfg.train.seed)  # warm-up
+    synth.synthesize(prompts[0], cfg.generation, limit, cfg.train.seed)  # warm-up
     in_generate.clear()
     steps.clear()
     clips = []
     start = time.perf_counter()
     for i, prompt in enumerate(prompts):  # as `synthesize.run` does, without its progress bar and prints
-        clip = synth.synthesize(prompt, cfg.generation, cfg.data.max_audio_seconds, cfg.train.seed + i)
+        clip = synth.synthesize(prompt, cfg.generation, limit, cfg.train.seed + i)
         path = out / f"{prompt.id}.wav" if batch else Path(cfg.synthesis.output or "")
         write_wav(path, clip.samples, clip.sample_rate)
         clips.append((path, clip))
@@ -147,7 +149,7 @@ def main() -> None:
 
         config = AutoConfig.from_pretrained(model)
         common = ["--model_path", str(model), "--audio_tokenizer_path", str(codec),
-                  "--max_audio_seconds", str(ns.max_audio_seconds), "--log_level", "warning"]
+                  "--max_synthesis_seconds", str(ns.max_audio_seconds), "--log_level", "warning"]
         out_dir = work / f"clips-{name}"
         shutil.rmtree(out_dir, ignore_errors=True)
         out_dir.mkdir(parents=True)
