@@ -24,8 +24,8 @@ def prompt_lines(path: str) -> dict[str, int]:
     p, lines = Path(path), {}
     for lineno, line in enumerate(p.read_text(encoding="utf-8-sig").splitlines(), start=1):
         if line.strip():
-            record = json.loads(line)
-            lines[str(record.get("id") or f"{p.stem}-{lineno}")] = lineno
+            given = json.loads(line).get("id")
+            lines[str(given) if given is not None and str(given) else f"{p.stem}-{lineno}"] = lineno
     return lines
 
 
