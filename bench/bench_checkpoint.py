@@ -1,8 +1,9 @@
 """Checkpoint size and time: LoRA (adapter + what resuming needs) against a full-model checkpoint, and the
 training time a save takes away.
 
-Every checkpoint comes from `HiggsAudioTrainer._save_checkpoint` on the benchmark model after a few
-optimizer steps (so the optimizer state exists): everything a resume needs plus the completeness marker.
+Every checkpoint comes from the Trainer's `_save_checkpoint` with `HiggsAudioTrainer`'s checkpoint writer,
+on the benchmark model after a few optimizer steps (so the optimizer state exists): everything a resume
+needs plus the completeness marker.
 A LoRA save with `--async_save` (the default) blocks training only while the adapter is written; the
 optimizer and scheduler state, the marker and rotation follow on a background thread. The bench times
 both: `blocking_seconds` (training waits) and `complete_seconds` (until the marker, waited for at once).
@@ -50,16 +51,19 @@ from common import (
 
 
 def save_checkpoint(trainer, out: Path) -> tuple[float, float, int, bool]:
-    """Seconds `_save_checkpoint` blocks training, seconds until the checkpoint is complete (its background
+    """Seconds a save blocks training (the writer's `begin`, the Trainer's `_save_checkpoint`, the writer's
+    `on_save`: what a step end that saves runs), seconds until the checkpoint is complete (its background
     write waited for right away), its bytes (a new directory each call), and whether it was already complete
-    when `_save_checkpoint` returned (a synchronous save)."""
+    when the save returned (a synchronous save)."""
     from trainer.train.checkpoint import dir_size, is_complete
 
     trainer.state.global_step += 1
     path = out / f"checkpoint-{trainer.state.global_step}"
     os.sync()  # the earlier saves' dirty pages are on disk: each save pays for its own write-back only
     start = time.perf_counter()
+    trainer.checkpoints.begin()
     trainer._save_checkpoint(trainer.model, None)
+    trainer.checkpoints.on_save(trainer.args, trainer.state, trainer.control)
     blocking = time.perf_counter() - start
     complete_on_return = is_complete(path)
     trainer.finish_pending_save()

@@ -25,11 +25,12 @@ if [[ ! -x .venv/bin/python ]]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
 fi
 
-# Reinstall only when the dependency declaration changed (the stamp holds its hash).
+# Reinstall only when the dependency declaration or the tested pins changed (the stamp holds their hash).
+# constraints.txt holds the versions the tests run against: a fresh install gets those, not the newest.
 extra=""; (( WANT_TEST )) && extra="[test]"
-stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)${extra:+-test}"
+stamp=".venv/.installed-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)${extra:+-test}"
 if [[ ! -f "$stamp" ]]; then
-  .venv/bin/python -m pip install --quiet -e ".${extra}"
+  .venv/bin/python -m pip install --quiet -c constraints.txt -e ".${extra}"
   touch "$stamp"
 fi
 echo "setup done: $(.venv/bin/python -c 'import torch, transformers, peft; print("torch", torch.__version__, "transformers", transformers.__version__, "peft", peft.__version__)')"

@@ -82,7 +82,7 @@ def test_trainer_overhead_benchmark_reports_a_ratio_against_our_step_under_ddp(t
     ddp = out["ddp"]  # read from the trainer's wrapped model, not restated by the bench
     assert ddp["wrapped"] is True and ddp["world_size"] == 1 and ddp["backend"] == "gloo"
     assert ddp["find_unused_parameters"] is False and ddp["bucket_cap_mb"] > 0 and ddp["static_graph"] is False
-    assert ddp["gradient_as_bucket_view"] is True  # HiggsAudioTrainer._build_accelerator_args
+    assert ddp["gradient_as_bucket_view"] is True  # HiggsAudioTrainer.create_accelerator_and_postprocess
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from trainer import errors
@@ -188,3 +188,55 @@ def raise_if_peer_stopped() -> None:
     name = signal.Signals(signum).name
     raise Stopped(errors.for_signal(signum),
                   f"stopped by {name} on rank {peer} before training started; nothing to save")
+
+
+# ---- per-step agreement: the one place that runs a collective for training code ----------------------
+
+
+def _group_size() -> int:
+    """Ranks in the process group; 1 without one."""
+    import torch.distributed as tdist
+
+    if not (tdist.is_available() and tdist.is_initialized()):
+        return 1
+    return tdist.get_world_size()
+
+
+def collective_device() -> Any:
+    """Where a collective's tensor must live: this rank's GPU under NCCL, the CPU under gloo."""
+    import torch
+    import torch.distributed as tdist
+
+    if tdist.is_available() and tdist.is_initialized() and tdist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def max_over_ranks(flags: Sequence[Any]) -> list[int]:
+    """For each per-step flag (an int, or a 0-d tensor on any device), the largest value any rank holds,
+    in one MAX all_reduce: "did any rank see a NaN?", "which signal did any rank get?" (0: none did).
+
+    Every rank must call it at the same point with as many flags. Without a process group it is the
+    local values and no collective.
+    """
+    import torch
+
+    if _group_size() == 1:
+        return [int(v) for v in flags]
+    import torch.distributed as tdist
+
+    device = collective_device()
+    vec = torch.stack([torch.as_tensor(v).reshape(()).to(device=device, dtype=torch.int64) for v in flags])
+    tdist.all_reduce(vec, op=tdist.ReduceOp.MAX)
+    return [int(v) for v in vec.tolist()]
+
+
+def sum_over_ranks(values: Any) -> Any:
+    """`values` (a 1-d float tensor) summed over ranks, on the host; itself without a process group."""
+    if _group_size() == 1:
+        return values.cpu()
+    import torch.distributed as tdist
+
+    vec = values.to(collective_device())
+    tdist.all_reduce(vec)
+    return vec.cpu()

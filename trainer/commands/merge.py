@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from trainer import errors
-from trainer.errors import ConfigError
 
 
 def has_text_head(model_path: str) -> bool:
@@ -32,24 +31,21 @@ def has_text_head(model_path: str) -> bool:
 
 def merge(model_path: str, adapter_path: str, output_dir: str) -> Path:
     """Load base + adapter, merge, save (atomically) to `output_dir`."""
-    from peft import PeftModel
-    from transformers import AutoTokenizer, HiggsAudioV2ForConditionalGeneration
+    from transformers import AutoTokenizer
 
     from trainer.fsmode import ensure_writable_dir
-    from trainer.model.assemble import quiet_peft
-    from trainer.model.load import MODEL_TYPE, check_checkpoint_dir
+    from trainer.model.load import MODEL_TYPE, check_adapter_dir, check_checkpoint_dir, load_weights
     from trainer.train.checkpoint import atomic_dir, recover_final_outputs
 
     check_checkpoint_dir(model_path, MODEL_TYPE, "model_path")
-    if not (Path(adapter_path) / "adapter_config.json").is_file():
-        raise ConfigError(f"--adapter_path ({adapter_path}): no adapter_config.json; point it at a lora_adapters/ dir")
+    check_adapter_dir(adapter_path)
     out = Path(output_dir)
     # The merged model is written beside where it goes, then renamed: that directory must take writes, which is
     # checked before the model loads rather than found out after the merge.
     ensure_writable_dir(out.absolute().parent, f"--output_dir ({output_dir})")
-    base = HiggsAudioV2ForConditionalGeneration.from_pretrained(model_path, use_text_head=has_text_head(model_path))
-    with quiet_peft():
-        merged = PeftModel.from_pretrained(base, adapter_path).merge_and_unload()
+    # The same loading as train and synthesize: an adapter of another base model is one line and exit code 2.
+    merged = load_weights(model_path, use_text_head=has_text_head(model_path), adapter_path=adapter_path)
+    merged = merged.merge_and_unload()
     # a merge killed while writing left a half-written copy (a whole model) or the previous one moved aside
     recover_final_outputs(out.parent, names=(out.name,))
     with atomic_dir(out) as tmp:

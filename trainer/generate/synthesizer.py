@@ -8,11 +8,9 @@ model it trains (`from_parts`) to take samples; `synthesize` loads one from disk
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +22,7 @@ from trainer.encode.collator import Layout
 from trainer.errors import AudioError, ConfigError
 from trainer.generate.layout import generated_codes, prompt_arrays
 from trainer.generate.prompts import Prompt
+from trainer.model.load import attach_adapter, check_adapter_dir  # noqa: F401  (synthesize checks adapters early)
 
 log = logging.getLogger(__name__)
 
@@ -43,39 +42,6 @@ class Clip:
         return len(self.samples) / self.sample_rate
 
 
-def check_adapter_dir(path: str) -> None:
-    """A LoRA adapter folder, checked before any model loads."""
-    d = Path(path)
-    if not d.is_dir():
-        raise ConfigError(f"--adapter_path / ADAPTER_PATH: adapter folder not found: {path}")
-    cfg = d / "adapter_config.json"
-    if not cfg.is_file():
-        raise ConfigError(f"--adapter_path / ADAPTER_PATH ({path}): no adapter_config.json; expected a "
-                          "lora_adapters/ folder (a checkpoint's checkpoint-N/lora_adapters or the final one)")
-    try:
-        json.loads(cfg.read_text())
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"--adapter_path / ADAPTER_PATH ({path}): adapter_config.json is not valid JSON: {err}") \
-            from None
-
-
-def attach_adapter(model: Any, path: str) -> Any:
-    """The model with the LoRA adapter at `path` loaded; an adapter of another base model is a ConfigError."""
-    from peft import PeftModel
-
-    from trainer.model.assemble import quiet_peft
-
-    try:
-        with quiet_peft():
-            return PeftModel.from_pretrained(model, path)
-    except (RuntimeError, ValueError, KeyError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(
-            f"--adapter_path / ADAPTER_PATH ({path}): the adapter does not fit this base model "
-            f"(--model_path): {first[:300]}"
-        ) from None
-
-
 class Synthesizer:
     """Text (+ voice reference) -> speech, with the prompt laid out as in training."""
 
@@ -90,20 +56,14 @@ class Synthesizer:
     def load(cls, args: ModelArgs, adapter_path: str | None, system_prompt: str) -> Synthesizer:
         """From disk: bf16 on GPU, fp32 on CPU. Directories are checked before anything heavy is read."""
         import torch
-        from transformers import HiggsAudioV2ForConditionalGeneration
 
-        from trainer.model.load import load_audio_tokenizer, load_parts
+        from trainer.model.load import load_audio_tokenizer, load_parts, load_weights
 
         parts = load_parts(args)
-        if adapter_path:
-            check_adapter_dir(adapter_path)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.bfloat16 if device == "cuda" else torch.float32
-        model = HiggsAudioV2ForConditionalGeneration.from_pretrained(
-            args.model_path, dtype=dtype, attn_implementation=args.attn_implementation
-        )
-        if adapter_path:
-            model = attach_adapter(model, adapter_path)
+        model = load_weights(args.model_path, dtype=dtype, attn_implementation=args.attn_implementation,
+                             adapter_path=adapter_path)
         model = model.to(device).eval()
         codec = load_audio_tokenizer(args, device)
         return cls(model, codec, parts.tokenizer, Layout.from_model(parts.model_config, parts.tokenizer),

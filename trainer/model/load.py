@@ -132,17 +132,61 @@ def check_vocabulary(model_config: Any, tokenizer: Any, codec_config: Any) -> No
 
 
 def load_model(args: ModelArgs, dtype: torch.dtype):
-    """`HiggsAudioV2ForConditionalGeneration` from `model_path`, with the text head when asked for."""
-    from transformers import HiggsAudioV2ForConditionalGeneration
-
-    model = HiggsAudioV2ForConditionalGeneration.from_pretrained(
-        args.model_path,
-        use_text_head=args.use_text_head,
-        dtype=dtype,
-        attn_implementation=args.attn_implementation,
-    )
+    """`HiggsAudioV2ForConditionalGeneration` from `model_path` for training, with the text head when asked for."""
+    model = load_weights(args.model_path, dtype=dtype, use_text_head=args.use_text_head,
+                         attn_implementation=args.attn_implementation)
     model.config.use_cache = False  # no KV cache in training; it only costs memory
     return model
+
+
+def load_weights(model_path: str, *, dtype: Any = None, use_text_head: bool = False,
+                 attn_implementation: str | None = None, adapter_path: str | None = None) -> Any:
+    """The one way train, synthesize and merge load a model: the base from `model_path`, and with `adapter_path`
+    its LoRA adapter (checked first, attached with `attach_adapter`), so that each mistake gets the same line."""
+    from transformers import HiggsAudioV2ForConditionalGeneration
+
+    if adapter_path:
+        check_adapter_dir(adapter_path)
+    kwargs: dict[str, Any] = {"use_text_head": use_text_head}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    model = HiggsAudioV2ForConditionalGeneration.from_pretrained(model_path, **kwargs)
+    return attach_adapter(model, adapter_path) if adapter_path else model
+
+
+def check_adapter_dir(path: str) -> None:
+    """A LoRA adapter folder, checked before any model loads."""
+    d = Path(path)
+    if not d.is_dir():
+        raise ConfigError(f"--adapter_path / ADAPTER_PATH: adapter folder not found: {path}")
+    cfg = d / "adapter_config.json"
+    if not cfg.is_file():
+        raise ConfigError(f"--adapter_path / ADAPTER_PATH ({path}): no adapter_config.json; expected a "
+                          "lora_adapters/ folder (a checkpoint's checkpoint-N/lora_adapters or the final one)")
+    try:
+        json.loads(cfg.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"--adapter_path / ADAPTER_PATH ({path}): adapter_config.json is not valid JSON: {err}") \
+            from None
+
+
+def attach_adapter(model: Any, path: str) -> Any:
+    """The model with the LoRA adapter at `path` loaded; an adapter of another base model is a ConfigError."""
+    from peft import PeftModel
+
+    from trainer.model.assemble import quiet_peft
+
+    try:
+        with quiet_peft():
+            return PeftModel.from_pretrained(model, path)
+    except (RuntimeError, ValueError, KeyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(
+            f"--adapter_path / ADAPTER_PATH ({path}): the adapter does not fit this base model "
+            f"(--model_path): {first[:300]}"
+        ) from None
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Most of a LoRA checkpoint, and most of the save's time, is the optimizer state: with `--async_save` (the
 default) a `PendingCheckpoint` writes it while training goes on, and the guarantees of a synchronous save
-stand, because the marker is still the last thing written.
+stand, because the marker is still the last thing written (docs/design/checkpoints.md).
 """
 
 from __future__ import annotations
@@ -80,9 +80,8 @@ class PendingCheckpoint:
     the copies, flushes the checkpoint, writes the marker, and calls `rotate`, which returns the
     checkpoints it removed.
 
-    The guarantees of a synchronous save stand, because the marker is still the last thing written:
-    - a process killed before the write ends leaves a checkpoint without a marker, which the next start
-      ignores and removes (checkpoint.py); an earlier checkpoint is rotated away only after the new marker;
+    The guarantees of a synchronous save stand, because the marker is still the last thing written
+    (docs/design/checkpoints.md):
     - one write at most is in flight: the next save waits for it, and so do the end of training, the reload
       of the best checkpoint and every other way out of `train()`, a signal stop included, so that the
       checkpoint a run reports is complete before the process ends;

@@ -2,7 +2,7 @@
 
 A checkpoint directory counts only once its marker file exists (`write_marker`), and the final adapter
 (or model) is swapped in whole (`atomic_dir`): what a process killed on the way leaves, the next start
-ignores and removes, or puts back.
+ignores and removes, or puts back. Why the marker is written last: docs/design/checkpoints.md.
 """
 
 from __future__ import annotations
@@ -79,10 +79,7 @@ def dir_size(path: Path) -> int:
 def write_marker(ckpt: Path, step: int) -> int:
     """Mark `ckpt` complete: a JSON file written to a temporary name, flushed, then renamed into place.
 
-    A checkpoint directory counts only once its marker file exists. The marker is written last, after
-    every rank has finished writing (optimizer, scheduler, RNG states, trainer state, adapter), through a
-    temporary file and an atomic rename; a process killed at any point before that leaves a directory
-    without a marker, which resumption ignores and removes.
+    The marker is written last (docs/design/checkpoints.md says why and what comes before it).
 
     Returns the checkpoint's bytes on disk, the marker included (what `dir_size` would now say), so that
     the caller need not walk the directory again.

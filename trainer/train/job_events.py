@@ -1,7 +1,7 @@
 """The checkpoint Events of rank 0: the one part of the job's story only a training process knows.
 
 The launcher records the start, resume and ending of each attempt (`trainer.launch.attempt`); a saved
-checkpoint is seen here, in the `checkpoint_*` values `CheckpointingTrainer` logs once a checkpoint is
+checkpoint is seen here, in the `checkpoint_*` values `CheckpointWriter` logs once a checkpoint is
 complete, with the step count and the last training loss beside it (at most one Event a minute).
 """
 

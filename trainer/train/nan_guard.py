@@ -13,6 +13,7 @@ from typing import Any, Literal
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from trainer import dist as ranks
 from trainer import errors
 from trainer.errors import Stopped
 from trainer.train import checkpoint as ckpt
@@ -25,8 +26,8 @@ class NanGuard(TrainerCallback):
 
     `HiggsAudioTrainer.compute_loss` hands every training micro-batch's loss to `NanGuard.observe`, which keeps a
     flag on the loss's device (no host sync per micro-batch). Right before the optimizer step the ranks agree
-    through one MAX all_reduce whether any of them saw a non-finite loss in this step, so that all of them take
-    the same branch and none is left waiting in a collective:
+    whether any of them saw a non-finite loss in this step (`StepAgreement`, the same collective as the stop
+    signal's), so that all of them take the same branch and none is left waiting in a collective:
 
     - `stop` (the default): raise `errors.Stopped` with exit code 4 (`errors.DIVERGED`, not retried: a
       restart would diverge again) before the optimizer touches the weights. Nothing new is saved, so the
@@ -42,17 +43,24 @@ class NanGuard(TrainerCallback):
         self.before_stop = before_stop  # runs before the stop names the resume point (a save may be finishing)
         self.skipped = 0
         self._losses: list[torch.Tensor] = []
+        self.agreed: int | None = None  # this step's agreement of every rank (`StepAgreement`)
 
     def observe(self, loss: torch.Tensor) -> None:
         """Note one training micro-batch's loss (kept on its device until the optimizer step)."""
         self._losses.append(loss.detach())
 
+    def step_flag(self) -> Any:
+        """1 (as a tensor on the loss's device: no host sync here) when a loss of this step was not finite."""
+        if not self._losses:
+            return 0
+        return torch.stack([~torch.isfinite(v.float()).all() for v in self._losses]).any()
+
     def on_pre_optimizer_step(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        losses, self._losses = self._losses, []
-        local = torch.stack([~torch.isfinite(v.float()).all() for v in losses]).any() if losses else None
-        if not self._agreed(args, local):
+        agreed = self.agreed if self.agreed is not None else ranks.max_over_ranks([self.step_flag()])[0]
+        losses, self._losses, self.agreed = self._losses, [], None
+        if not agreed:
             return
         step = state.global_step + 1
         bad = [float(v) for v in losses if not math.isfinite(float(v))]
@@ -73,15 +81,3 @@ class NanGuard(TrainerCallback):
                 p.grad = None
         self.skipped += 1
         log.warning("step %d skipped: %s (--nan_policy skip; %d skipped so far)", step, what, self.skipped)
-
-    def _agreed(self, args: TrainingArguments, local: torch.Tensor | None) -> bool:
-        """Whether any rank saw a non-finite loss in this step: one MAX all_reduce."""
-        import torch.distributed as dist
-
-        mine = int(local.item()) if local is not None else 0
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-            return mine != 0
-        device = args.device if dist.get_backend() == "nccl" else torch.device("cpu")
-        flag = torch.tensor([mine], dtype=torch.int32, device=device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return int(flag.item()) != 0

@@ -14,9 +14,9 @@ import threading
 from types import FrameType
 from typing import Any, Literal
 
-import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from trainer import dist as ranks
 from trainer import errors
 from trainer.dist import tell_peers
 from trainer.errors import Stopped
@@ -31,8 +31,9 @@ class StopOnSignal(TrainerCallback):
     The launcher passes the signal on to every rank. A checkpoint cannot be written from inside a signal
     handler (a rank may be in the middle of a collective), so the handler only notes the signal and this
     `TrainerCallback` acts on it at the next optimizer step end (or right after an evaluation the signal
-    interrupted): the ranks agree through one all_reduce (so they all stop at the same step and none is left
-    waiting in a collective), the Trainer saves a checkpoint there and stops, and `commands.train.main` raises
+    interrupted): the ranks agree in the step's one collective (`StepAgreement`: they all stop at the same
+    step and none is left waiting in a collective), the Trainer saves a checkpoint there and stops, and
+    `commands.train.main` raises
     `errors.Stopped` (exit code 128 + the signal number: retried) instead of writing the final adapter.
 
     `--save_on_signal false` (`save`) makes the ranks stop at the agreed step end without saving a checkpoint
@@ -57,6 +58,7 @@ class StopOnSignal(TrainerCallback):
         self.due_save = False  # --save_on_signal false, and a regular checkpoint was due at the stop step anyway
         self._previous: dict[int, Any] = {}
         self._watchdog: threading.Timer | None = None
+        self.agreed: int | None = None  # this step's agreement of every rank (`StepAgreement`)
 
     # ---- handlers --------------------------------------------------------------------------------
     def __enter__(self) -> StopOnSignal:
@@ -157,16 +159,15 @@ class StopOnSignal(TrainerCallback):
         self.phase = "after"
 
     # ---- decisions -------------------------------------------------------------------------------
-    def _agreed(self, args: TrainingArguments) -> bool:
-        """Whether any rank got a signal: one MAX all_reduce of the signal number, every step."""
-        import torch.distributed as dist
+    def step_flag(self) -> int:
+        """This rank's signal number, 0 without one (`StepAgreement` reduces it with the step's other flags)."""
+        return self.received or 0
 
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-            return self.received is not None
-        device = args.device if dist.get_backend() == "nccl" else torch.device("cpu")
-        flag = torch.tensor([self.received or 0], dtype=torch.int32, device=device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        agreed = int(flag.item())
+    def _agreed(self, args: TrainingArguments) -> bool:
+        """Whether any rank got a signal: this step's agreement, or (without one: a signal during evaluation,
+        a trainer without `StepAgreement`) one collective of its own."""
+        agreed = self.agreed if self.agreed is not None else ranks.max_over_ranks([self.step_flag()])[0]
+        self.agreed = None
         if agreed and self.received is None:
             self.received = agreed  # a peer was signalled: stop with its signal's code
         return agreed != 0

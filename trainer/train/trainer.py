@@ -1,48 +1,94 @@
-"""`HiggsAudioTrainer`: transformers' `Trainer` with the Higgs Audio v2 loss, logging and NaN policy.
+"""`HiggsAudioTrainer`: transformers' `Trainer` with the Higgs Audio v2 loss, logging, NaN policy and checkpoints.
 
-Only hooks are overridden; the class docstring says what each one adds.
+It extends the Trainer through its public methods and callbacks; the three private methods it still
+overrides are listed, with their reasons, in `PRIVATE_OVERRIDES` (checked against the installed transformers
+by tests/trainer/train/test_private_surface.py).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from trainer import dist as ranks
 from trainer.encode.collator import IGNORE, Layout
+from trainer.train import checkpoint as ckpt
+from trainer.train.agreement import StepAgreement
+from trainer.train.background_save import OPTIMIZER_FILE, SCHEDULER_FILE, host_copy
 from trainer.train.losses import LossWindow, audio_codebook_losses
 from trainer.train.nan_guard import NanGuard
-from trainer.train.saving import CheckpointingTrainer
+from trainer.train.saving import CheckpointWriter
 
 log = logging.getLogger(__name__)
 
+# The Trainer's private methods overridden here, each for want of a public hook that does its job.
+PRIVATE_OVERRIDES = {
+    "_save_optimizer_and_scheduler": "with --async_save and LoRA the optimizer state goes to the background writer",
+    "_get_train_sampler": "length-grouped order from the samples' known lengths, without a pass over the data",
+    "_load_from_checkpoint": "a resumed LoRA run loads its adapter from lora_adapters/, not the checkpoint's root",
+}
 
-class HiggsAudioTrainer(CheckpointingTrainer):
+
+class RunHooks(TrainerCallback):
+    """What the trainer does at the Trainer's events: a resumed run's intervals, its max-steps guard, step time."""
+
+    def __init__(self, trainer: HiggsAudioTrainer) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       **kwargs: Any) -> None:
+        # A resumed TrainerState brings the logging, evaluation and save intervals of the run that wrote it,
+        # and Trainer keeps those (it only warns): a restart with a new SAVE_STEPS, say to save more often
+        # before another preemption, would still save at the old interval. This run's options decide.
+        resumed = {kind: getattr(state, f"{kind}_steps") for kind in ("logging", "eval", "save")}
+        state.compute_steps(args, state.max_steps)
+        for kind, before in resumed.items():
+            now = getattr(state, f"{kind}_steps")
+            if now != before:
+                log.info("%s_steps: %s from this run's options (the resumed checkpoint had %s)", kind, now, before)
+        # Resumed from a checkpoint taken at max_steps (the run died writing its final output): Trainer would
+        # skip the trained batches and still take one more step before it checks the limit.
+        # `HiggsAudioTrainer.get_batch_samples` fetches nothing once training is to stop.
+        if state.max_steps > 0 and state.global_step >= state.max_steps:
+            control.should_training_stop = True
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    **kwargs: Any) -> None:
+        self.trainer.end_step_timer()
+
+
+class HiggsAudioTrainer(Trainer):
     """A `Trainer` for Higgs Audio v2.
 
-    Only hooks are overridden, each calling `super()` where there is one:
+    Public methods overridden, each calling `super()`:
     - `compute_loss`: the audio loss is the sum over codebooks of each codebook's mean cross-entropy over
       its target frames, computed here from the logits. The model's own loss divides by the
       `num_items_in_batch` the Trainer counts from the *text* labels, which changes the audio loss's scale
       with the number of text labels; ours does not (`loss_is_scaled_for_ga = False`: the Trainer then
       averages micro-batches over gradient accumulation).
+    - `training_step`: with `--nan_policy skip` a non-finite loss is kept out of the Trainer's running sum
+      (which only ever subtracts itself to reset, so a NaN would stay in every later window) and added back
+      to the logged `loss` of its own window, which shows it.
     - `log`: adds audio, text and per-codebook losses and throughput (summed over ranks) to each log, the
       window's totals (`trained_samples`, `trained_tokens`, `trained_audio_seconds`, summed over ranks) and
       timings (`step_seconds`, `data_wait_seconds`: seconds of the window's optimizer steps and, of those,
       seconds waiting for the data loader, mean over ranks), and with `--nan_policy skip` the count of
       skipped steps (`nan_steps_skipped`).
     - `get_batch_samples`: times the wait for each optimizer step's batches (the data-loader wait); the
-      step's time runs from there to the end of its update (`_maybe_log_save_evaluate`, before logging,
-      saving or evaluating, which are not step time).
-    - `_maybe_log_save_evaluate`: each logging window's running loss starts from 0, even after a NaN.
-    - a NaN or infinite training loss stops the run or skips the step (`trainer.train.nan_guard.NanGuard`).
-    - saving, finishing and loading checkpoints: the hooks of `trainer.train.saving.CheckpointingTrainer`.
-    - `_init_training_state`: a resumed run logs, evaluates and saves at the intervals of its own options,
-      not at those stored in the checkpoint it resumes.
+      step's time runs from there to `on_step_end`, before logging, saving or evaluating. Once training is
+      to stop before a step (`RunHooks.on_train_begin`), it fetches nothing, so no step is taken.
     - `evaluate`: with evaluation disabled it runs nothing and returns `{}`.
-    - `_build_accelerator_args`: DDP keeps the gradients as views of its all-reduce buckets.
+    - `save_model`: the LoRA adapter of a checkpoint goes to `lora_adapters/`.
+    - `train`: the checkpoint writer is the last callback; every way out waits for the last background write.
+    - `create_accelerator_and_postprocess`: DDP keeps the gradients as views of its all-reduce buckets.
+
+    Callbacks it owns: `CheckpointWriter` (`self.checkpoints`), `StepAgreement` (one collective per step for
+    every per-step flag), `NanGuard` (`--nan_policy`), `RunHooks`.
     """
 
     def __init__(
@@ -55,12 +101,23 @@ class HiggsAudioTrainer(CheckpointingTrainer):
         skipped_samples: int = 0,
         group_by_length: bool = False,
         nan_policy: str = "stop",
+        keep_checkpoints: int = 0,
+        async_save: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.checkpoints = CheckpointWriter(self, keep_checkpoints, async_save)
+        # The Trainer's own reload of the best model looks for a LoRA adapter in the checkpoint's root, where
+        # ours is not: the writer reloads it at the end of training instead.
+        self.reload_best_adapter = bool(self.args.load_best_model_at_end and self.checkpoints.peft_model is not None)
+        if self.reload_best_adapter:
+            self.args.load_best_model_at_end = False
+        self.add_callback(StepAgreement(lambda: self.callback_handler.callbacks))
         # Before it names the checkpoint a diverged run resumes from, the last save's background write ends.
-        self.nan_guard = NanGuard(nan_policy, before_stop=self._settle_pending_save)  # type: ignore[arg-type]
+        self.nan_guard = NanGuard(nan_policy, before_stop=self.checkpoints.settle)  # type: ignore[arg-type]
         self.add_callback(self.nan_guard)
+        self.add_callback(RunHooks(self))
+        self.add_callback(self.checkpoints)
         self.layout = layout
         self.frame_rate = frame_rate
         self.text_loss_weight = text_loss_weight
@@ -73,6 +130,7 @@ class HiggsAudioTrainer(CheckpointingTrainer):
         self._train = LossWindow(layout.num_codebooks)
         self._eval = LossWindow(layout.num_codebooks)
         self._step_started: float | None = None
+        self._nonfinite: torch.Tensor | None = None  # --nan_policy skip: this window's non-finite losses, summed
 
     # ---- loss -------------------------------------------------------------------------------------
     def compute_loss(
@@ -108,6 +166,15 @@ class HiggsAudioTrainer(CheckpointingTrainer):
             window.samples += inputs["input_ids"].shape[0]
         return (loss, outputs) if return_outputs else loss
 
+    def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.nan_guard.policy != "skip":
+            return loss
+        finite = torch.isfinite(loss)  # on the device: no host sync per micro-batch
+        bad = torch.where(finite, torch.zeros_like(loss), loss)
+        self._nonfinite = bad if self._nonfinite is None else self._nonfinite + bad
+        return torch.where(finite, loss, torch.zeros_like(loss))
+
     # ---- batching ---------------------------------------------------------------------------------
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         """Length-grouped order from the samples' known lengths (no pass over the data to measure them)."""
@@ -121,6 +188,8 @@ class HiggsAudioTrainer(CheckpointingTrainer):
 
     def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: Any) -> Any:
         """Fetches an optimizer step's batches, timing the wait: the number that says a run is input-bound."""
+        if self.control.should_training_stop:  # decided before this step (RunHooks.on_train_begin): take none
+            return [], None
         started = time.monotonic()
         batches = super().get_batch_samples(epoch_iterator, num_batches, device)
         self._step_started = started
@@ -134,16 +203,15 @@ class HiggsAudioTrainer(CheckpointingTrainer):
         sums = window.sums if window.sums is not None else torch.zeros(k + 3, dtype=torch.float64)
         counts = torch.tensor([window.steps, window.text_steps, window.samples, window.step_seconds,
                                window.data_wait_seconds], dtype=torch.float64)
-        vec = torch.cat([sums, counts.to(sums.device)])
-        if self.args.world_size > 1:
-            import torch.distributed as dist
-
-            device = self.args.device if dist.get_backend() == "nccl" else torch.device("cpu")
-            vec = vec.to(device)
-            dist.all_reduce(vec)
-        values = vec.cpu().tolist()
-        per_cb_sums, (text, tokens, frames, steps, text_steps, samples, step_s, wait_s) = values[:k], values[k:]
+        parts = [sums, counts.to(sums.device)]
+        if window is self._train and self._nonfinite is not None:  # only under --nan_policy skip
+            parts.append(self._nonfinite.detach().to(sums.device, torch.float64).reshape(1))
+            self._nonfinite = None
+        values = ranks.sum_over_ranks(torch.cat(parts)).tolist()
         out: dict[str, float] = {}
+        if len(values) > k + 8:
+            out["nonfinite_loss"] = values.pop()
+        per_cb_sums, (text, tokens, frames, steps, text_steps, samples, step_s, wait_s) = values[:k], values[k:]
         if steps:
             per_cb = [v / steps for v in per_cb_sums]
             out["audio_loss"] = float(sum(per_cb))
@@ -158,14 +226,17 @@ class HiggsAudioTrainer(CheckpointingTrainer):
         out["trained_samples"] = samples
         out["trained_tokens"] = tokens
         out["trained_audio_seconds"] = frames / self.frame_rate
-        ranks = max(self.args.world_size, 1)
-        out["step_seconds"] = step_s / ranks
-        out["data_wait_seconds"] = wait_s / ranks
+        world = max(self.args.world_size, 1)
+        out["step_seconds"] = step_s / world
+        out["data_wait_seconds"] = wait_s / world
         return out
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and "eval_loss" not in logs:
-            logs = {**logs, **self._reduce(self._train)}
+            extra = self._reduce(self._train)
+            if "nonfinite_loss" in extra:  # a skipped step's NaN shows in its own window's loss, on every rank
+                logs = {**logs, "loss": logs["loss"] + extra.pop("nonfinite_loss")}
+            logs = {**logs, **extra}
             self._train.reset()
             if self._skipped_samples is not None:
                 logs["skipped_samples"] = float(self._skipped_samples)
@@ -177,37 +248,11 @@ class HiggsAudioTrainer(CheckpointingTrainer):
             self._eval.reset()
         super().log(logs, start_time)
 
-    def _maybe_log_save_evaluate(self, tr_loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
-        if self._step_started is not None:  # the step's update is done: what follows is not step time
+    def end_step_timer(self) -> None:
+        """The step's update is done (`on_step_end`): what follows, logging, saving, evaluating, is not step time."""
+        if self._step_started is not None:
             self._train.step_seconds += time.monotonic() - self._step_started
             self._step_started = None
-        super()._maybe_log_save_evaluate(tr_loss, *args, **kwargs)
-        self.finish_pending_save(wait=False)  # a background write that has ended: logged, or its error raised
-        if self._globalstep_last_logged == self.state.global_step:
-            # The Trainer resets the running loss with `tr_loss -= tr_loss`, which keeps a NaN forever: after
-            # a skipped NaN step (--nan_policy skip) the next logging window must start from 0.
-            tr_loss.nan_to_num_(0.0, 0.0, 0.0)
-
-    def _init_training_state(self, max_steps: int, *args: Any, **kwargs: Any) -> tuple[int, int]:
-        # A resumed TrainerState brings the logging, evaluation and save intervals of the run that wrote it,
-        # and Trainer keeps those (it only warns): a restart with a new SAVE_STEPS, say to save more often
-        # before another preemption, would still save at the old interval. This run's options decide.
-        started = super()._init_training_state(max_steps, *args, **kwargs)
-        resumed = {kind: getattr(self.state, f"{kind}_steps") for kind in ("logging", "eval", "save")}
-        self.state.compute_steps(self.args, max_steps)
-        for kind, before in resumed.items():
-            now = getattr(self.state, f"{kind}_steps")
-            if now != before:
-                log.info("%s_steps: %s from this run's options (the resumed checkpoint had %s)", kind, now, before)
-        return started
-
-    def _run_epoch(self, *args: Any, **kwargs: Any) -> None:
-        # Resumed from a checkpoint taken at max_steps (the run died writing its final output): Trainer
-        # would skip the trained batches and still take one more step before it checks the limit.
-        if self.state.max_steps > 0 and self.state.global_step >= self.state.max_steps:
-            self.control.should_training_stop = True
-            return
-        super()._run_epoch(*args, **kwargs)
 
     # ---- evaluation -------------------------------------------------------------------------------
     def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
@@ -217,8 +262,74 @@ class HiggsAudioTrainer(CheckpointingTrainer):
         self._eval.reset()
         return super().evaluate(*args, **kwargs)
 
+    # ---- checkpoints --------------------------------------------------------------------------------
+    @property
+    def is_peft(self) -> bool:
+        return self.checkpoints.peft_model is not None
+
+    @property
+    def saves_in_background(self) -> bool:
+        """Whether a checkpoint is finished on a background thread of rank 0 (`CheckpointWriter.in_background`)."""
+        return self.checkpoints.in_background
+
+    def finish_pending_save(self, *, wait: bool = True) -> None:
+        """`CheckpointWriter.finish`: end (with `wait=False`, only deal with an ended) background write."""
+        self.checkpoints.finish(wait=wait)
+
+    def warn_if_short_of_disk(self) -> None:
+        self.checkpoints.warn_if_short_of_disk()
+
+    def saved_weight_bytes(self) -> int:
+        return self.checkpoints.saved_weight_bytes()
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        peft = self.checkpoints.peft_model
+        if peft is None or self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return super().save_model(output_dir, _internal_call)
+        if self.args.should_save:
+            out = Path(output_dir if output_dir is not None else self.args.output_dir)
+            peft.save_pretrained(str(out / ckpt.ADAPTER_DIR), safe_serialization=True)
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        if not (self.saves_in_background and self.is_peft and self.args.should_save):
+            # Full fine-tuning writes it here: a host copy would be the model's size twice over.
+            return super()._save_optimizer_and_scheduler(output_dir)
+        # The optimizer's live tensors: the background thread copies them, and the next optimizer step waits for
+        # that copy (PendingCheckpoint's guard). The scheduler's few numbers are copied here.
+        self.checkpoints.resume_state = {
+            OPTIMIZER_FILE: self.optimizer.state_dict(),
+            SCHEDULER_FILE: host_copy(self.lr_scheduler.state_dict()),
+        }
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
+        if not self.is_peft:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        self.checkpoints.load_adapter(Path(resume_from_checkpoint), model if model is not None else self.model)
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        # Last, so that every other callback has asked for a save (or not) before the writer makes way for it.
+        self.pop_callback(self.checkpoints)
+        self.add_callback(self.checkpoints)
+        # Whatever ends training, the last checkpoint's background write ends first: a run that stops (a
+        # signal, a diverged loss, a lost peer) leaves that checkpoint complete, and the first error stands.
+        try:
+            result = super().train(*args, **kwargs)
+        except BaseException as err:
+            answer = self.checkpoints.failed(err)
+            self.checkpoints.settle()
+            if answer is err:
+                raise
+            raise answer from err
+        self.checkpoints.finish()
+        if self.saves_in_background:
+            # Only rank 0 waited above. The others must not leave before it: a rank that exits (a signal stop
+            # exits with 143) makes torchrun stop the rest, and rank 0 would be killed mid-write. A normal end
+            # is a point every rank reaches; an exception above may not be, so no barrier there.
+            self.accelerator.wait_for_everyone()
+        return result
+
     # ---- distributed ------------------------------------------------------------------------------
-    def _build_accelerator_args(self, **kwargs: Any) -> dict[str, Any]:
+    def create_accelerator_and_postprocess(self) -> None:
         # DDP copies every gradient into its all-reduce buckets after backward. With the gradients as views
         # of the buckets there is no copy and no second copy of their memory: about 4% of a CPU step at one
         # process (bench/bench_trainer_overhead.py), and a gradient's worth of device memory on a GPU.
@@ -226,8 +337,7 @@ class HiggsAudioTrainer(CheckpointingTrainer):
         # zero_grad) stays correct: DDP points them at the buckets again in the next backward.
         from accelerate.utils import DistributedDataParallelKwargs
 
-        args = super()._build_accelerator_args(**kwargs)
-        for handler in args.get("kwargs_handlers", []):
-            if isinstance(handler, DistributedDataParallelKwargs):
-                handler.gradient_as_bucket_view = True
-        return args
+        super().create_accelerator_and_postprocess()
+        if self.accelerator.ddp_handler is None:
+            self.accelerator.ddp_handler = DistributedDataParallelKwargs()
+        self.accelerator.ddp_handler.gradient_as_bucket_view = True

@@ -32,11 +32,12 @@ if _SECONDS > 0 and os.environ.get("RANK") == "0":
 if _FAIL_AFTER > 0 and os.environ.get("RANK") == "1":
     from trainer.train.trainer import HiggsAudioTrainer
 
-    _real_step_end = HiggsAudioTrainer._maybe_log_save_evaluate
+    _real_fetch = HiggsAudioTrainer.get_batch_samples
 
     def _failing(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        _real_step_end(self, *args, **kwargs)
+        # Fetching the next step's batches: step N has been saved, logged and evaluated.
         if self.state.global_step == _FAIL_AFTER:
             raise RuntimeError(f"injected failure on rank 1 after step {_FAIL_AFTER}")
+        return _real_fetch(self, *args, **kwargs)
 
-    HiggsAudioTrainer._maybe_log_save_evaluate = _failing
+    HiggsAudioTrainer.get_batch_samples = _failing

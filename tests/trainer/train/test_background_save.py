@@ -42,7 +42,9 @@ def _trained(args: dict[str, str], **over: str) -> tuple[Any, Path]:
 def _save(trainer: Any) -> Path:
     """Save the next step's checkpoint as the Trainer does at a step end; its path."""
     trainer.state.global_step += 1
+    trainer.checkpoints.begin()  # what the writer does at the step end that asks for a save
     trainer._save_checkpoint(trainer.model, None)
+    trainer.checkpoints.on_save(trainer.args, trainer.state, trainer.control)
     return Path(trainer.args.output_dir) / f"checkpoint-{trainer.state.global_step}"
 
 

@@ -1,0 +1,40 @@
+"""`StepAgreement`: every rank's per-step flags (a NaN loss, a stop signal) agreed in one collective per step.
+
+Every rank must take the same branch at a step (stop, skip, save), or one is left waiting in a collective.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol, runtime_checkable
+
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from trainer import dist as ranks
+
+
+@runtime_checkable
+class Voter(Protocol):
+    """A callback with a per-step flag: `step_flag()` is this rank's value (0: nothing to report; an int or a
+    0-d tensor on any device), and `agreed` receives the largest value of any rank, once per step."""
+
+    agreed: int | None
+
+    def step_flag(self) -> Any: ...
+
+
+class StepAgreement(TrainerCallback):
+    """Right before each optimizer step, reduce the flag of every `Voter` among the trainer's callbacks in one
+    collective (`dist.max_over_ranks`) and hand each its agreed value; the voters act on it in their own
+    events (`NanGuard` before the optimizer, `StopOnSignal` at the step end). A voter that finds no agreed
+    value (it runs under a trainer without this callback) asks `dist` itself."""
+
+    def __init__(self, callbacks: Callable[[], Iterable[Any]]) -> None:
+        self.callbacks = callbacks
+
+    def on_pre_optimizer_step(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        voters = [cb for cb in self.callbacks() if isinstance(cb, Voter)]
+        for voter, value in zip(voters, ranks.max_over_ranks([v.step_flag() for v in voters]), strict=True):
+            voter.agreed = value
