@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -163,15 +164,20 @@ def build_config(values: dict[str, Any], required: Collection[str] | None = None
     return cfg
 
 
+def first_sentence(text: str) -> str:
+    """`text` up to its first full stop followed by a space or the end, the stop included: a period inside a
+    name (`config.json`) does not end a sentence, and a message quoting the help must not stop mid-parenthesis."""
+    match = re.search(r"[.!?](?=\s|$)", text)
+    return text[: match.end()] if match else text
+
+
 def validate(cfg: Config, required: Collection[str] | None = None) -> None:
     """Cross-field rules. Each error names the options involved and how to fix them."""
     for spec in SPECS.values():
         if required is not None and spec.name not in required:
             continue
         if spec.required and getattr(getattr(cfg, spec.group), spec.name) in (None, ""):
-            raise ConfigError(
-                f"{spec.flag} / {spec.env}: required, not set ({spec.help.split('.')[0].lower()})"
-            )
+            raise ConfigError(f"{spec.flag} / {spec.env}: required, not set. {first_sentence(spec.help)}")
     t, lora, model = cfg.train, cfg.lora, cfg.model
     if t.load_best_model_at_end and t.evaluates and t.save_steps % t.eval_steps != 0:
         raise ConfigError(
