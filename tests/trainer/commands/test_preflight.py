@@ -33,14 +33,16 @@ def preflight(base_args: dict[str, str], *args: str, mounts: dict[str, str] | No
     if mounts:
         unshare = shutil.which("unshare")
         if unshare is None:
-            missing("unshare (util-linux), for real tmpfs mounts")
+            missing("unshare, for real tmpfs mounts", "install the Debian package util-linux")
         script = "".join(f"mount -t tmpfs -o {opts} tmpfs '{d}' && " for d, opts in mounts.items())
         # root needs no user namespace (some hosts forbid unprivileged ones); others map themselves to root
         userns = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
         cmd = [unshare, *userns, "--mount", "sh", "-c", script + 'exec "$@"', "sh", *cmd]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
     if mounts and "mount:" in proc.stderr:
-        missing(f"permission to mount tmpfs in a user namespace ({proc.stderr.strip()})")
+        missing(f"permission to mount tmpfs in a user namespace ({proc.stderr.strip()})",
+                "run the tests as root, or allow unprivileged user namespaces "
+                "(sysctl kernel.unprivileged_userns_clone=1)")
     return proc
 
 
