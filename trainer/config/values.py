@@ -171,6 +171,18 @@ def first_sentence(text: str) -> str:
     return text[: match.end()] if match else text
 
 
+def check_warmup(warmup_steps: int, run_steps: int, run_source: str) -> None:
+    """A warm-up not shorter than the run keeps the learning rate on its ramp to the end: the run barely
+    learns and nothing else says so. Checked here when --max_steps sets the length, and by the trainer once
+    the epochs and the data have (`run_source` names what set it)."""
+    if warmup_steps >= run_steps > 0:
+        raise ConfigError(
+            f"--warmup_steps / WARMUP_STEPS ({warmup_steps}) is not shorter than the run ({run_steps} optimizer "
+            f"steps, from {run_source}): the learning rate would never leave its warm-up ramp; lower "
+            "WARMUP_STEPS, or set it to -1 to warm up for WARMUP_RATIO of the run"
+        )
+
+
 def validate(cfg: Config, required: Collection[str] | None = None) -> None:
     """Cross-field rules. Each error names the options involved and how to fix them."""
     for spec in SPECS.values():
@@ -195,6 +207,8 @@ def validate(cfg: Config, required: Collection[str] | None = None) -> None:
             f"--min_audio_seconds / MIN_AUDIO_SECONDS ({cfg.data.min_audio_seconds:g}) must be below "
             f"--max_audio_seconds / MAX_AUDIO_SECONDS ({cfg.data.max_audio_seconds:g}): no clip could pass both"
         )
+    if t.max_steps > 0:
+        check_warmup(t.warmup_steps, t.max_steps, "--max_steps / MAX_STEPS")
     if not lora.lora_target_modules:
         raise ConfigError("--lora_target_modules / LORA_TARGET_MODULES: expected at least one module name")
     targets = lora.lora_target_modules

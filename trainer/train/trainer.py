@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from trainer.config.values import check_warmup
 from trainer.encode.collator import IGNORE, Layout
 from trainer.train.losses import LossWindow, audio_codebook_losses
 from trainer.train.nan_guard import NanGuard
@@ -41,6 +42,7 @@ class HiggsAudioTrainer(CheckpointingTrainer):
     - saving, finishing and loading checkpoints: the hooks of `trainer.train.saving.CheckpointingTrainer`.
     - `_init_training_state`: a resumed run logs, evaluates and saves at the intervals of its own options,
       not at those stored in the checkpoint it resumes.
+    - `create_scheduler`: a warm-up not shorter than the run is a configuration error (`check_warmup`).
     - `evaluate`: with evaluation disabled it runs nothing and returns `{}`.
     - `_build_accelerator_args`: DDP keeps the gradients as views of its all-reduce buckets.
     """
@@ -208,6 +210,15 @@ class HiggsAudioTrainer(CheckpointingTrainer):
             self.control.should_training_stop = True
             return
         super()._run_epoch(*args, **kwargs)
+
+    def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
+        # Here the run's length is known also when the epochs and the data set it, not --max_steps alone.
+        if self.args.warmup_steps >= 1:
+            source = ("--max_steps / MAX_STEPS" if self.args.max_steps > 0 else
+                      f"--num_train_epochs / NUM_TRAIN_EPOCHS ({self.args.num_train_epochs:g}) over "
+                      f"{len(self.train_dataset)} training samples")  # type: ignore[arg-type]
+            check_warmup(int(self.args.warmup_steps), num_training_steps, source)
+        return super().create_scheduler(num_training_steps, optimizer)
 
     # ---- evaluation -------------------------------------------------------------------------------
     def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
