@@ -45,7 +45,8 @@ that gives way to the other two.
 On a workstation, `higgs-audio-trainer launch --nproc_per_node 2 train --model_path ...` is the
 multi-process run: plain `torchrun -m trainer train` exits with 1 whatever went wrong, where the
 launcher exits with the code the ranks report (2 for a configuration error, 3 for a data error) and
-ends with one line saying why.
+ends with one line saying why. torchrun's own failure report (a traceback and a box of exit codes) is
+shown only where no rank said why (a rank killed, a peer lost), or with LOG_LEVEL=debug.
 
 Trainer options come from the flags after the command and their own variables (`USE_LORA`,
 `DISABLE_EVAL`, ...) and are checked here first: a bad value exits with code 2 before torchrun starts.
