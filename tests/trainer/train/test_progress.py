@@ -90,7 +90,8 @@ def test_on_a_terminal_it_is_a_bar_with_the_loss_and_the_logs_above_it(base_args
     reader.join(timeout=10)
     os.close(master)
     text = out.decode(errors="replace")
-    assert re.search(r"training: 100%.*20/20 .*step/s.*loss=\d+\.\d{4}", text), text[-2000:]
+    # tqdm writes a rate under one step per second as seconds per step (a loaded machine)
+    assert re.search(r"training: 100%.*20/20 .*(step/s|s/step).*loss=\d+\.\d{4}", text), text[-2000:]
     assert "{'loss': " in text  # the Trainer's log dictionaries, written above the bar
     assert not [r for r in caplog.records if r.name == "trainer.progress"]  # no plain lines on a terminal
 
