@@ -2,7 +2,8 @@
 # The README's first command: set up, build a tiny random Higgs Audio v2 checkpoint, and fine-tune it
 # with LoRA on the bundled real speech with two DDP processes on the CPU (torchrun, gloo), offline.
 # Output: demo-output/run/checkpoint-N/lora_adapters/ and demo-output/run/lora_adapters/; the last line
-# printed is the synthesize command that speaks with the adapter.
+# printed is the synthesize command that speaks with the adapter, named as README.md names it (after
+# `source .venv/bin/activate`).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
@@ -25,5 +26,6 @@ echo
 echo "demo done. Adapter checkpoints:"
 find "$OUT/run" -name adapter_model.safetensors | sort
 echo
-echo "Listen to it (docs/synthesis.md):"
-echo ".venv/bin/higgs-audio-trainer synthesize --model_path $MODEL_PATH --audio_tokenizer_path $AUDIO_TOKENIZER_PATH --adapter_path $OUT/run/lora_adapters --text \"The kettle whistled on the stove.\" --output $OUT/hello.wav"
+echo "Listen to it (docs/synthesis.md), in a shell with the virtualenv active as README.md does it:"
+echo "source .venv/bin/activate"
+echo "higgs-audio-trainer synthesize --model_path $MODEL_PATH --audio_tokenizer_path $AUDIO_TOKENIZER_PATH --adapter_path $OUT/run/lora_adapters --text \"The kettle whistled on the stove.\" --output $OUT/hello.wav"

@@ -2,8 +2,9 @@
 # The README's second command (and CI's, through .ci/run): set up everything the tests need on a
 # fresh machine, start nothing by hand, run ruff and the whole pytest suite.
 #   scripts/test.sh               everything
-#   scripts/test.sh -m "not slow" the fast tests (inner loop); any pytest arguments pass through, and only
-#                                 the tools the selected tests use are installed
+#   scripts/test.sh -m "not slow" the fast tier (inner loop, a newcomer's first run): no Go build and no
+#                                 Docker engine, whose tests are all slow; any pytest arguments pass through,
+#                                 and only the tools the selected tests use are installed
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"

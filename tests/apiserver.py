@@ -34,7 +34,10 @@ def crds_dir() -> Path:
     """`KUBEFLOW_CRDS_DIR`, else ../shared/crds; missing: fail under CI, skip elsewhere."""
     path = Path(os.environ.get("KUBEFLOW_CRDS_DIR") or REPO.parent / "shared" / "crds")
     if not all((path / f).is_file() for f in CRD_FILES):
-        missing(f"the Kubeflow CRDs ({', '.join(CRD_FILES)}) in {path} (set KUBEFLOW_CRDS_DIR)")
+        missing(f"the Kubeflow CRDs ({', '.join(CRD_FILES)}) in {path}",
+                "the repository does not carry them and no script installs them: put the two files from the "
+                "Kubeflow training operator's and Kubeflow Trainer's releases in a directory and set "
+                "KUBEFLOW_CRDS_DIR to it")
     return path
 
 
@@ -134,7 +137,9 @@ def _wait(what: str, check, timeout: float, log: Path) -> None:
 def api_server(workdir: Path) -> Iterator[APIServer]:
     etcd = shutil.which("etcd")
     if etcd is None or not SERVER_BIN.is_file() or shutil.which("openssl") is None:
-        missing("etcd, openssl and apiextensions-apiserver (scripts/ci/install_apiserver.sh)")
+        missing("etcd, openssl or apiextensions-apiserver",
+                "scripts/ci/install_apiserver.sh installs them (a Go build; the full scripts/test.sh runs it, "
+                "scripts/test.sh -m \"not slow\" does not select these tests)")
     crds = crds_dir()
     certs = workdir / "certs"
     certs.mkdir(parents=True)

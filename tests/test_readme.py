@@ -86,3 +86,18 @@ def test_the_readme_fits_on_a_few_screens_and_points_at_every_doc() -> None:
     assert len(readme.splitlines()) <= 200
     missing = [d.name for d in sorted((REPO / "docs").glob("*.md")) if f"(docs/{d.name})" not in readme]
     assert missing == []
+
+
+def test_readme_docs_and_demo_name_the_command_the_same_way() -> None:
+    """The docs write `higgs-audio-trainer` after `source .venv/bin/activate`; a `.venv/bin/` spelling in the
+    docs or in the commands the demo prints would leave a reader with two ways to run it."""
+    readme = (REPO / "README.md").read_text()
+    assert "source .venv/bin/activate" in readme
+    printed = [line for line in (REPO / "scripts" / "demo.sh").read_text().splitlines()
+               if line.lstrip().startswith("echo") and "higgs-audio-trainer" in line]
+    assert printed and any("source .venv/bin/activate" in line for line in
+                           (REPO / "scripts" / "demo.sh").read_text().splitlines() if line.startswith("echo"))
+    spelled = [f"{path.name}: {line.strip()}" for path in DOCS for line in path.read_text().splitlines()
+               if ".venv/bin/higgs-audio-trainer" in line]
+    spelled += [f"demo.sh: {line.strip()}" for line in printed if ".venv/bin/higgs-audio-trainer" in line]
+    assert spelled == []

@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # apt_install_missing PKG...: install the Debian packages that are not installed yet (one apt-get update,
-# only when something is missing), as root or through sudo. Sourced by scripts/setup.sh and scripts/ci/*.sh.
+# only when something is missing), as root or through sudo; a held apt/dpkg lock is waited for (APT_LOCK_TIMEOUT
+# seconds, default 600). Sourced by scripts/setup.sh and scripts/ci/*.sh.
 apt_install_missing() {
   local missing=() pkg sudo=""
   for pkg in "$@"; do
@@ -8,8 +9,11 @@ apt_install_missing() {
   done
   (( ${#missing[@]} )) || return 0
   [[ $(id -u) -ne 0 ]] && sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # Another apt or dpkg (unattended-upgrades on a fresh machine, a second install) holding the lock: wait for
+  # it, up to APT_LOCK_TIMEOUT seconds, instead of failing at once.
+  local wait=(-o "DPkg::Lock::Timeout=${APT_LOCK_TIMEOUT:-600}")
+  $sudo apt-get "${wait[@]}" update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get "${wait[@]}" install -y -qq --no-install-recommends "${missing[@]}"
 }
 
 # apt_install_services PKG...: apt_install_missing for packages that ship a daemon. Where an init system

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import clean_env, to_argv
+from tests.conftest import DEMO_DATA, clean_env, to_argv
 from tests.processes import trainer_process
 from trainer import errors
+from trainer.launch.topology import TORCHRUN_MODULE
 
 pytestmark = pytest.mark.slow
 PROBE = Path(__file__).with_name("ddp_probe.py")
@@ -108,7 +109,7 @@ def test_local_launch_config_error_exits_2_with_one_message_and_no_traceback(
     assert proc.returncode == errors.CONFIG_ERROR, proc.stderr[-3000:]
     assert proc.stderr.count(message) == 1, proc.stderr[-3000:]
     assert "Traceback" not in proc.stdout + proc.stderr
-    assert "torch.distributed.run" not in proc.stderr  # found before any rank started
+    assert TORCHRUN_MODULE not in proc.stderr  # found before any rank started
 
 
 def test_local_launch_data_error_exits_3_and_only_local_rank_0_prints_it(base_args, tmp_path) -> None:
@@ -129,3 +130,28 @@ def test_plain_torchrun_prints_a_config_error_once_and_exits_with_torchruns_1(ba
     message = "higgs-audio-trainer: configuration error: environment variable USE_LORA: expected a boolean"
     assert proc.stderr.count(message) == 1, proc.stderr[-3000:]
     assert "exitcode: 2" in proc.stderr  # each rank's own code, in torchrun's report
+
+
+def test_local_launch_on_bad_samples_ends_with_the_report_as_its_last_line_and_exits_3(base_args, tmp_path) -> None:
+    good = sorted((DEMO_DATA.parent / "audio").rglob("*.flac"))[0]
+    data = tmp_path / "data.jsonl"
+    data.write_text(json.dumps({"audio": str(good), "text": "A fine sample."}) + "\n"
+                    + json.dumps({"audio": str(tmp_path / "missing.flac"), "text": "Missing audio."}) + "\n")
+    proc = _local_launch(base_args | {"train_data_file": str(data)}, tmp_path)
+    assert proc.returncode == errors.DATA_ERROR, proc.stderr[-3000:]
+    assert "--nproc_per_node=2" in proc.stderr  # both ranks ran
+    last = proc.stderr.rstrip("\n").splitlines()[-1]
+    assert last == (f"higgs-audio-trainer launch: exit code 3: rank 0: data error: 1 bad sample: {data}:2: audio "
+                    f"file not found: {tmp_path / 'missing.flac'} Fix these samples, or pass --skip_bad_samples "
+                    "(SKIP_BAD_SAMPLES=true) to skip them."), proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "ChildFailedError" not in proc.stderr, proc.stderr[-3000:]
+
+
+def test_progress_lines_of_a_two_process_launch_come_from_rank_0_only(base_args, tmp_path) -> None:
+    proc = _local_launch(base_args, tmp_path)  # max_steps 20, logging_steps 5; stderr is a pipe, not a terminal
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if "trainer.progress: step " in line]
+    assert lines and all("[rank 0] INFO trainer.progress: step " in line for line in lines), lines
+    steps = [re.search(r"step (\d+)/20, loss \d+\.\d{4}", line)[1] for line in lines]  # type: ignore[index]
+    assert steps == ["1", "5", "10", "15", "20"], lines
+    assert re.search(r"step 20/20, loss \d+\.\d{4}, [\d.]+ steps/s, eta 0:00:00$", lines[-1]), lines[-1]

@@ -26,10 +26,11 @@ def docker() -> Iterator[engine.Docker]:
     dockerd = require_tool("dockerd", Path("/usr/sbin"))
     cli = require_tool("docker")
     if os.geteuid() != 0:
-        missing("root (dockerd runs as root here)")
+        missing("root (dockerd runs as root here)", "run the image tests as root")
     for path in (engine.BASE_TAR, engine.WHEELS):
         if not path.exists():
-            missing(f"{path.relative_to(REPO)} (scripts/ci/install_docker_tools.sh makes it)")
+            missing(str(path.relative_to(REPO)),
+                    "scripts/ci/install_docker_tools.sh makes it (scripts/test.sh runs that when it selects this test)")
     with engine.daemon(dockerd, cli) as client:
         yield client
 

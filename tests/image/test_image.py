@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import DEMO_DATA
 from tests.image.engine import Docker
+from trainer.launch.topology import TORCHRUN_MODULE
 
 pytestmark = pytest.mark.slow
 UID = 1000
@@ -223,7 +224,7 @@ def test_bad_env_value_exits_2_naming_the_variable_in_the_log_and_the_terminatio
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert time.monotonic() - started < 60  # stopped before torchrun, no model loaded
     assert "USE_LORA" in proc.stderr and "'maybe'" in proc.stderr
-    assert "torch.distributed.run" not in proc.stderr
+    assert TORCHRUN_MODULE not in proc.stderr
     message = termination_log.read_text()
     assert "USE_LORA" in message and "configuration error" in message
     assert docker.inspect(name)["State"]["ExitCode"] == 2

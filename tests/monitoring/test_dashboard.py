@@ -66,7 +66,8 @@ def typescript_source(board: dict[str, Any]) -> str:
 def type_check(board: dict[str, Any], workdir: Path) -> subprocess.CompletedProcess[str]:
     tsc = require_tool("tsc", NPM_TOOLS / "node_modules" / ".bin")
     if not (NPM_TOOLS / "node_modules" / "@grafana" / "schema").is_dir():
-        missing("the npm package @grafana/schema (scripts/ci/install_monitoring_tools.sh)")
+        missing("the npm package @grafana/schema",
+                "scripts/ci/install_monitoring_tools.sh installs it (scripts/test.sh runs it for this test)")
     (workdir / "node_modules").symlink_to(NPM_TOOLS / "node_modules")
     (workdir / "dashboard.ts").write_text(typescript_source(board))
     return subprocess.run(

@@ -107,6 +107,7 @@ def main(cfg: Config) -> dict[str, float]:
     from trainer.generate.sampler import SampleCallback, build_sampler
     from trainer.metrics.callback import MetricsCallback, status_of
     from trainer.train.job_events import CheckpointEvents
+    from trainer.train.progress import ProgressReport
     from trainer.train.signals import StopOnSignal
 
     metrics = MetricsCallback.from_config(cfg)  # first, so that a run failing in preparation reports it
@@ -118,6 +119,7 @@ def main(cfg: Config) -> dict[str, float]:
             trainer, tokenizer, resume = build(cfg)
             trainer.add_callback(stop)
             trainer.add_callback(metrics)
+            ProgressReport.attach(trainer)  # rank 0: a bar on a terminal, `step N/M, loss, eta` lines in a log
             if events is not None:
                 trainer.add_callback(events)
             sampler = build_sampler(cfg, trainer, tokenizer, prompts)

@@ -176,7 +176,21 @@ class TrainArgs:
     gradient_accumulation_steps: int = opt(1, "Micro-batches per optimizer step.", "int", minimum=1)
     learning_rate: float = opt(1e-4, "Peak learning rate.", "float", minimum=0.0, exclusive_min=True)
     weight_decay: float = opt(0.0, "AdamW weight decay.", "float", minimum=0.0)
-    warmup_steps: int = opt(100, "Linear warm-up steps.", "int", minimum=0)
+    warmup_steps: int = opt(
+        -1,
+        "Linear warm-up steps; -1 means warmup_ratio of the run decides, 0 means none. Not shorter than the "
+        "run is an error: the learning rate would never leave the warm-up ramp.",
+        "int",
+        minimum=-1,
+    )
+    warmup_ratio: float = opt(
+        0.05,
+        "Linear warm-up as a fraction of the run's optimizer steps, where warmup_steps is -1 (so a short run "
+        "still reaches its learning rate).",
+        "float",
+        minimum=0.0,
+        maximum=0.5,
+    )
     lr_scheduler_type: str = opt(
         "cosine", "Learning-rate schedule after warm-up.", "choice",
         choices=("cosine", "linear", "constant", "constant_with_warmup"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -163,15 +164,32 @@ def build_config(values: dict[str, Any], required: Collection[str] | None = None
     return cfg
 
 
+def first_sentence(text: str) -> str:
+    """`text` up to its first full stop followed by a space or the end, the stop included: a period inside a
+    name (`config.json`) does not end a sentence, and a message quoting the help must not stop mid-parenthesis."""
+    match = re.search(r"[.!?](?=\s|$)", text)
+    return text[: match.end()] if match else text
+
+
+def check_warmup(warmup_steps: int, run_steps: int, run_source: str) -> None:
+    """A warm-up not shorter than the run keeps the learning rate on its ramp to the end: the run barely
+    learns and nothing else says so. Checked here when --max_steps sets the length, and by the trainer once
+    the epochs and the data have (`run_source` names what set it)."""
+    if warmup_steps >= run_steps > 0:
+        raise ConfigError(
+            f"--warmup_steps / WARMUP_STEPS ({warmup_steps}) is not shorter than the run ({run_steps} optimizer "
+            f"steps, from {run_source}): the learning rate would never leave its warm-up ramp; lower "
+            "WARMUP_STEPS, or set it to -1 to warm up for WARMUP_RATIO of the run"
+        )
+
+
 def validate(cfg: Config, required: Collection[str] | None = None) -> None:
     """Cross-field rules. Each error names the options involved and how to fix them."""
     for spec in SPECS.values():
         if required is not None and spec.name not in required:
             continue
         if spec.required and getattr(getattr(cfg, spec.group), spec.name) in (None, ""):
-            raise ConfigError(
-                f"{spec.flag} / {spec.env}: required, not set ({spec.help.split('.')[0].lower()})"
-            )
+            raise ConfigError(f"{spec.flag} / {spec.env}: required, not set. {first_sentence(spec.help)}")
     t, lora, model = cfg.train, cfg.lora, cfg.model
     if t.load_best_model_at_end and t.evaluates and t.save_steps % t.eval_steps != 0:
         raise ConfigError(
@@ -189,6 +207,8 @@ def validate(cfg: Config, required: Collection[str] | None = None) -> None:
             f"--min_audio_seconds / MIN_AUDIO_SECONDS ({cfg.data.min_audio_seconds:g}) must be below "
             f"--max_audio_seconds / MAX_AUDIO_SECONDS ({cfg.data.max_audio_seconds:g}): no clip could pass both"
         )
+    if t.max_steps > 0:
+        check_warmup(t.warmup_steps, t.max_steps, "--max_steps / MAX_STEPS")
     if not lora.lora_target_modules:
         raise ConfigError("--lora_target_modules / LORA_TARGET_MODULES: expected at least one module name")
     targets = lora.lora_target_modules

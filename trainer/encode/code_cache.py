@@ -19,6 +19,7 @@ import numpy as np
 
 from trainer import fsmode
 from trainer.data.samples import Clip
+from trainer.encode.counter import Counter
 
 HASH_CHUNK = 1 << 20
 
@@ -116,26 +117,25 @@ def fill_cache(
     if not missing:
         return 0, []
     codec = load_codec()
-    iterator: Iterable[Clip] = missing
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(missing, desc="encoding audio", unit="clip")
+    counter = Counter(len(missing), "encoding audio", "clip") if progress else None
     failures: list[tuple[Clip, str]] = []
-    for clip in iterator:
+    for clip in missing:
         if between is not None:
             between()
         try:
             codes = encode_waveform(codec, load_audio(clip.path, sample_rate, clip.offset, clip.duration))
         except AudioError as err:
             failures.append((clip, err.reason))
-            continue
         except Exception as err:
             if not encoding_fault(err):
                 raise
             failures.append((clip, f"the audio tokenizer cannot encode it ({type(err).__name__}: {err})"))
-            continue
-        cache.put(keys[clip], codes)
+        else:
+            cache.put(keys[clip], codes)
+        if counter is not None:
+            counter.advance()
+    if counter is not None:
+        counter.close()
     return len(missing) - len(failures), failures
 
 

@@ -22,6 +22,7 @@ from trainer.data.load import format_bad_samples, load_conversations
 from trainer.data.samples import BadSample, Clip, Conversation
 from trainer.encode.code_cache import CodeCache, clip_key, file_digest, fill_cache, tokenizer_identity
 from trainer.encode.collator import EncodedSample, Layout, text_targets_after, tokenize_conversation
+from trainer.encode.counter import Counter
 from trainer.errors import BadSamplesError, ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ def encode_all(
     up after --ddp_timeout without encoding progress, not after --ddp_timeout in all.
     """
     clips = sorted({clip for c in convs for clip in c.clips()}, key=str)
-    digests = {p: file_digest(p) for p in sorted({clip.path for clip in clips})}
+    digests = digest_files(sorted({clip.path for clip in clips}), progress=dist.rank() == 0)
     keys = {clip: clip_key(clip, digests[clip.path]) for clip in clips}
     if dist.local_rank() == 0:
 
@@ -128,6 +129,19 @@ def encode_all(
         out = encode_conversation(conv, tokenizer, layout, cache, keys)
         (samples if isinstance(out, EncodedSample) else bad).append(out)  # type: ignore[arg-type]
     return samples, bad
+
+
+def digest_files(paths: list[str], *, progress: bool) -> dict[str, str]:
+    """Each audio file's content digest (the cache key's part that notices a file replaced under its name): a
+    read of every byte, minutes on a large data set, so rank 0 shows it counting."""
+    if not progress:
+        return {p: file_digest(p) for p in paths}
+    digests = {}
+    with Counter(len(paths), "reading audio files", "file") as counter:
+        for p in paths:
+            digests[p] = file_digest(p)
+            counter.advance()
+    return digests
 
 
 def at_most_every(seconds: float, action: Callable[[], None]) -> Callable[[], None]:

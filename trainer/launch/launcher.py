@@ -21,6 +21,7 @@ from trainer.launch.topology import (
     topology_from_env,
     torchrun_command,
 )
+from trainer.launch.torchrun import TORCHRUN_REPORT_ENV
 
 USAGE = """`higgs-audio-trainer launch`: `torchrun` with the documented exit codes, in a container or on a workstation.
 
@@ -44,7 +45,8 @@ that gives way to the other two.
 On a workstation, `higgs-audio-trainer launch --nproc_per_node 2 train --model_path ...` is the
 multi-process run: plain `torchrun -m trainer train` exits with 1 whatever went wrong, where the
 launcher exits with the code the ranks report (2 for a configuration error, 3 for a data error) and
-ends with one line saying why.
+ends with one line saying why. torchrun's own failure report (a traceback and a box of exit codes) is
+shown only where no rank said why (a rank killed, a peer lost), or with LOG_LEVEL=debug.
 
 Trainer options come from the flags after the command and their own variables (`USE_LORA`,
 `DISABLE_EVAL`, ...) and are checked here first: a bad value exits with code 2 before torchrun starts.
@@ -54,6 +56,7 @@ and writes a one-line reason to `TERMINATION_LOG` (default /dev/termination-log,
 exists, as Kubernetes mounts it) when the run fails.
 """
 
+TORCHRUN_REPORT = "torchrun-failure.txt"  # in the outcome directory
 TRAINER_COMMANDS = ("train", "prepare", "merge", "options", "make-tiny-model")
 @contextlib.contextmanager
 def _outcome_dir() -> Iterator[str | None]:
@@ -72,10 +75,11 @@ def _outcome_dir() -> Iterator[str | None]:
 
 def child_env(environ: Mapping[str, str], outcome_dir: str | None) -> dict[str, str]:
     """The child's environment: PET_* removed (torchrun would read them as defaults behind the explicit
-    arguments, which are the only truth), the per-launch outcome directory added."""
+    arguments, which are the only truth), the per-launch outcome directory and torchrun's report file added."""
     env = {k: v for k, v in environ.items() if not k.startswith("PET_")}
     if outcome_dir:
         env[rank_reports.OUTCOME_DIR_ENV] = outcome_dir
+        env[TORCHRUN_REPORT_ENV] = os.path.join(outcome_dir, TORCHRUN_REPORT)
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
@@ -127,6 +131,22 @@ def decide(
     return errors.PROCESS_LOST, (
         f"torchrun failed (exit code {returncode}) and no rank said why: a rank was killed (for example out of "
         "memory), or a peer or the rendezvous was lost; see the log above")
+
+
+def torchrun_report(outcome_dir: str | None) -> str:
+    """torchrun's failure report (`trainer.launch.torchrun`), or "" when it wrote none."""
+    if not outcome_dir:
+        return ""
+    with contextlib.suppress(OSError), open(os.path.join(outcome_dir, TORCHRUN_REPORT)) as f:
+        return f.read()
+    return ""
+
+
+def explained(code: int, reason: str, outcomes: Sequence[rank_reports.Outcome]) -> bool:
+    """The launch ends with a rank's own reason (a configuration or data error, a rank's exception, a signal
+    stop): that rank's message is in the log, and torchrun's report of exit codes would only bury it. Where
+    the launch's reason is not a rank's (a rank killed without a word), torchrun's report is the evidence."""
+    return any(o.code == code and o.reason and reason == f"rank {o.rank}: {o.reason}" for o in outcomes)
 
 
 def finish(code: int, reason: str, environ: Mapping[str, str]) -> int:
@@ -233,7 +253,10 @@ def main(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int:
         supervisor = Supervisor(cmd, child_env(env, outcome_dir), to_children=torchrun)
         returncode = supervisor.run()
         outcomes = rank_reports.collect(outcome_dir) if outcome_dir else []
+        report = torchrun_report(outcome_dir)
     code, reason = decide(returncode, outcomes, supervisor.received, expected=local_processes, torchrun=torchrun)
+    if report and (not explained(code, reason, outcomes) or (torchrun and cfg.train.log_level == "debug")):
+        print(report, file=sys.stderr, end="", flush=True)
     if attempt is not None:
         attempt.end(code, reason)
     return finish(code, reason, env)

@@ -176,9 +176,13 @@ def topology_from_env(
     )
 
 
+TORCHRUN_MODULE = "trainer.launch.torchrun"
+
+
 def torchrun_command(topo: Topology, args: Sequence[str]) -> list[str]:
-    """`python -m torch.distributed.run ... -m trainer ARGS` for this node."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={topo.nnodes}",
+    """`python -m trainer.launch.torchrun ... -m trainer ARGS` for this node: torchrun's own arguments, run by
+    `trainer.launch.torchrun`, which keeps torchrun's failure report for the launcher."""
+    cmd = [sys.executable, "-m", TORCHRUN_MODULE, f"--nnodes={topo.nnodes}",
            f"--nproc_per_node={topo.nproc_per_node}", f"--max_restarts={topo.max_restarts}"]
     if topo.standalone:
         cmd.append("--standalone")

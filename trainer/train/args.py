@@ -37,7 +37,8 @@ def build_training_args(cfg: Config, *, use_cpu: bool, bf16: bool) -> TrainingAr
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         learning_rate=t.learning_rate,
         weight_decay=t.weight_decay,
-        warmup_steps=t.warmup_steps,
+        # transformers reads a value below 1 as a fraction of the run's steps
+        warmup_steps=t.warmup_ratio if t.warmup_steps < 0 else t.warmup_steps,
         lr_scheduler_type=t.lr_scheduler_type,
         max_grad_norm=t.max_grad_norm,
         logging_steps=t.logging_steps,

@@ -16,6 +16,7 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from trainer import dist as ranks
+from trainer.config.values import check_warmup
 from trainer.encode.collator import IGNORE, Layout
 from trainer.train import checkpoint as ckpt
 from trainer.train.agreement import StepAgreement
@@ -82,6 +83,7 @@ class HiggsAudioTrainer(Trainer):
     - `get_batch_samples`: times the wait for each optimizer step's batches (the data-loader wait); the
       step's time runs from there to `on_step_end`, before logging, saving or evaluating. Once training is
       to stop before a step (`RunHooks.on_train_begin`), it fetches nothing, so no step is taken.
+    - `create_scheduler`: a warm-up not shorter than the run is a configuration error (`check_warmup`).
     - `evaluate`: with evaluation disabled it runs nothing and returns `{}`.
     - `save_model`: the LoRA adapter of a checkpoint goes to `lora_adapters/`.
     - `train`: the checkpoint writer is the last callback; every way out waits for the last background write.
@@ -253,6 +255,15 @@ class HiggsAudioTrainer(Trainer):
         if self._step_started is not None:
             self._train.step_seconds += time.monotonic() - self._step_started
             self._step_started = None
+
+    def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
+        # Here the run's length is known also when the epochs and the data set it, not --max_steps alone.
+        if self.args.warmup_steps >= 1:
+            source = ("--max_steps / MAX_STEPS" if self.args.max_steps > 0 else
+                      f"--num_train_epochs / NUM_TRAIN_EPOCHS ({self.args.num_train_epochs:g}) over "
+                      f"{len(self.train_dataset)} training samples")  # type: ignore[arg-type]
+            check_warmup(int(self.args.warmup_steps), num_training_steps, source)
+        return super().create_scheduler(num_training_steps, optimizer)
 
     # ---- evaluation -------------------------------------------------------------------------------
     def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:

@@ -256,7 +256,8 @@ def read_only_volume(tmp_path: Path) -> Iterator[Path]:
     mnt.mkdir()
     bind = subprocess.run(["mount", "--bind", str(source), str(mnt)], capture_output=True, text=True)
     if bind.returncode != 0:
-        missing(f"a read-only bind mount (mount --bind needs root or CAP_SYS_ADMIN: {bind.stderr.strip()})")
+        missing(f"a read-only bind mount ({bind.stderr.strip()})",
+                "run the tests as root, or in a container with CAP_SYS_ADMIN (mount --bind)")
     try:
         subprocess.run(["mount", "-o", "remount,ro,bind", str(mnt)], check=True, capture_output=True)
         yield mnt
@@ -288,8 +289,8 @@ def test_an_output_dir_in_an_immutable_directory_exits_2_as_permission_denied_fr
     locked.mkdir()
     chattr = subprocess.run(["chattr", "+i", str(locked)], capture_output=True, text=True)
     if chattr.returncode != 0:
-        missing(f"an immutable directory (chattr +i needs root and a filesystem with the attribute: "
-                f"{chattr.stderr.strip()})")
+        missing(f"an immutable directory ({chattr.stderr.strip()})",
+                "run the tests as root on a filesystem with the immutable attribute (chattr +i), such as ext4")
     out, cache = locked / "out", tmp_path / "cache"
     args = base_args | {"output_dir": str(out), "cache_dir": str(cache)}
     env = clean_env(**{k.upper(): v for k, v in args.items()})

@@ -33,14 +33,16 @@ def preflight(base_args: dict[str, str], *args: str, mounts: dict[str, str] | No
     if mounts:
         unshare = shutil.which("unshare")
         if unshare is None:
-            missing("unshare (util-linux), for real tmpfs mounts")
+            missing("unshare, for real tmpfs mounts", "install the Debian package util-linux")
         script = "".join(f"mount -t tmpfs -o {opts} tmpfs '{d}' && " for d, opts in mounts.items())
         # root needs no user namespace (some hosts forbid unprivileged ones); others map themselves to root
         userns = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
         cmd = [unshare, *userns, "--mount", "sh", "-c", script + 'exec "$@"', "sh", *cmd]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
     if mounts and "mount:" in proc.stderr:
-        missing(f"permission to mount tmpfs in a user namespace ({proc.stderr.strip()})")
+        missing(f"permission to mount tmpfs in a user namespace ({proc.stderr.strip()})",
+                "run the tests as root, or allow unprivileged user namespaces "
+                "(sysctl kernel.unprivileged_userns_clone=1)")
     return proc
 
 
@@ -189,3 +191,21 @@ def test_sizes_read_as_kubernetes_quantities() -> None:
     assert (quantity("1Gi"), quantity("500M"), quantity("1024"), quantity("1.5Ki")) == (2**30, 5 * 10**8, 1024, 1536)
     with pytest.raises(Exception, match="expected a size"):
         quantity("lots")
+
+
+@pytest.mark.parametrize("unset", ["model_path", "audio_tokenizer_path", "train_data_file", "output_dir"])
+def test_a_missing_required_option_is_one_complete_sentence(ok_args: dict[str, str], tmp_path: Path,
+                                                            unset: str) -> None:
+    proc = preflight({k: v for k, v in ok_args.items() if k != unset}, *shm(tmp_path), "--min_shm=1")
+    assert proc.returncode == errors.CONFIG_ERROR
+    (line,) = failures(proc)
+    assert f"{unset.upper()}: required, not set. " in line, line
+    # The help quoted after it ends where its sentence ends, not at the first dot (`config.json`).
+    assert line.endswith(".") and line.count("(") == line.count(")"), line
+
+
+def test_the_missing_model_path_message_quotes_its_help_to_the_end(ok_args: dict[str, str], tmp_path: Path) -> None:
+    proc = preflight({k: v for k, v in ok_args.items() if k != "model_path"}, *shm(tmp_path), "--min_shm=1")
+    (line,) = failures(proc)
+    assert line.endswith("(config.json with model_type higgs_audio_v2, safetensors weights, tokenizer and chat "
+                         "template)."), line

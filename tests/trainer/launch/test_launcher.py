@@ -20,14 +20,14 @@ from trainer.errors import ConfigError
 from trainer.launch.launcher import child_env, decide, finish, launcher_options
 from trainer.launch.launcher import main as launch_main
 from trainer.launch.supervise import children_of
-from trainer.launch.topology import nproc_per_node, topology_from_env, torchrun_command
+from trainer.launch.topology import TORCHRUN_MODULE, nproc_per_node, topology_from_env, torchrun_command
 from trainer.rank_reports import OUTCOME_DIR_ENV, Outcome
 
 
 def plan(env: dict[str, str], gpus: int = 0) -> list[str]:
     """The torchrun arguments (between the interpreter and `-m trainer`) for `env`."""
     cmd = torchrun_command(topology_from_env(env, lambda: gpus), ["train"])
-    assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"] and cmd[-3:] == ["-m", "trainer", "train"]
+    assert cmd[:3] == [sys.executable, "-m", TORCHRUN_MODULE] and cmd[-3:] == ["-m", "trainer", "train"]
     return cmd[3:-3]
 
 
@@ -221,7 +221,7 @@ def test_bad_env_value_exits_2_before_torchrun_with_the_variable_named(base_args
     assert proc.returncode == errors.CONFIG_ERROR
     assert time.monotonic() - started < 30
     assert "environment variable USE_LORA: expected a boolean" in proc.stderr
-    assert "torch.distributed.run" not in proc.stderr
+    assert TORCHRUN_MODULE not in proc.stderr
     message = (tmp_path / "termination-log").read_text()
     assert message.startswith("configuration error: environment variable USE_LORA") and message.count("\n") == 1
 
@@ -254,7 +254,7 @@ def test_shell_and_single_process_subcommands_are_reachable(base_args, tmp_path)
     assert shell.returncode == 0 and shell.stdout.strip() == "from-bash bash"
     options = launch(env, "options")
     assert options.returncode == 0 and "`USE_LORA`" in options.stdout
-    assert "torch.distributed.run" not in options.stderr
+    assert TORCHRUN_MODULE not in options.stderr
 
 
 @pytest.mark.slow
@@ -322,6 +322,7 @@ def test_a_rank_killed_without_a_word_gives_a_retried_code_and_the_restart_resum
         code = run.proc.wait(timeout=120)
     assert code == errors.PROCESS_LOST, log.read_text()[-3000:]
     assert "without a reason" in (tmp_path / "termination-log").read_text()
+    assert "ChildFailedError" in log.read_text()  # no rank said why: torchrun's report of exit codes is shown
     resume_point, _ = newest_complete(out)
     assert resume_point is not None and resume_point.name != "checkpoint-400"
 

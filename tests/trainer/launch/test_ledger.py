@@ -16,6 +16,7 @@ import pytest
 from tests.processes import launch, launch_env, trainer_process
 from trainer import errors
 from trainer.launch.ledger import LEDGER_NAME, Attempt, Ledger, budget_reason, counted_failures, read
+from trainer.launch.topology import TORCHRUN_MODULE
 from trainer.train.checkpoint import write_marker
 
 
@@ -53,7 +54,7 @@ def test_three_attempts_killed_at_the_same_step_end_the_fourth_with_the_permanen
     assert message.startswith("retry budget spent: the last 3 attempts (of --retry_budget 3) ended with retried "
                               "exit codes (160, 137, 160) and none saved a new checkpoint (all started from "
                               "step 10)"), message
-    assert "torch.distributed.run" not in fourth.stderr  # torchrun never started
+    assert TORCHRUN_MODULE not in fourth.stderr  # torchrun never started
     attempts = read(out / LEDGER_NAME)
     assert [x.code for x in attempts] == [160, 137, 160, 6]
     assert attempts[-1].attempt == 4

@@ -10,7 +10,7 @@ import pytest
 
 from tests.processes import launch, launch_env, trainer_process
 from trainer import errors
-from trainer.launch.topology import nproc_per_node, topology_from_env, torchrun_command
+from trainer.launch.topology import TORCHRUN_MODULE, nproc_per_node, topology_from_env, torchrun_command
 
 TRAINER_PORT = "29400"  # the plugin's constants.ContainerTrainerPort
 
@@ -60,7 +60,7 @@ def test_config_error_under_the_plugin_env_exits_2_before_torchrun(base_args, tm
     env = {**launch_env(base_args, tmp_path, use_lora="maybe"), **plugin_env("j", 1, 2)}
     proc = launch(env)
     assert proc.returncode == errors.CONFIG_ERROR
-    assert "torch.distributed.run" not in proc.stderr
+    assert TORCHRUN_MODULE not in proc.stderr
     assert "USE_LORA" in (tmp_path / "termination-log").read_text()
 
 

@@ -36,7 +36,8 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
     mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=0755", "tmpfs", str(mnt)],
                            capture_output=True, text=True)
     if mount.returncode != 0:
-        missing(f"a size-limited tmpfs (mount -t tmpfs needs root or CAP_SYS_ADMIN: {mount.stderr.strip()})")
+        missing(f"a size-limited tmpfs ({mount.stderr.strip()})",
+                "run the tests as root, or in a container with CAP_SYS_ADMIN (mount -t tmpfs)")
     try:
         yield mnt
     finally:
@@ -238,7 +239,7 @@ def _lease(path: Path) -> Iterator[Callable[[], bool]]:
     check of whether one is held now. The kernel lets a held open() go on by itself after
     /proc/sys/fs/lease-break-time seconds (45 by default)."""
     if not hasattr(fcntl, "F_SETLEASE"):
-        missing("file leases (fcntl F_SETLEASE, Linux)")
+        missing("file leases (fcntl F_SETLEASE)", "run the tests on Linux")
     previous = signal.signal(signal.SIGIO, signal.SIG_IGN)  # the kernel signals the lease holder: this process
     fd = os.open(path, os.O_RDONLY)
     try:
