@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from trainer.config.build import BuildArgs
 from trainer.config.declare import MIN_AUDIO_SECONDS, ValueKind, opt  # noqa: F401  (re-exported)
 from trainer.config.generation import GenerationArgs, QualityArgs, SampleArgs, SynthesisArgs
 from trainer.errors import ConfigError
@@ -384,6 +385,7 @@ class Config:
     samples: SampleArgs = field(default_factory=SampleArgs)
     quality: QualityArgs = field(default_factory=QualityArgs)
     synthesis: SynthesisArgs = field(default_factory=SynthesisArgs)
+    build: BuildArgs = field(default_factory=BuildArgs)  # build-dataset
 
 
 GROUPS: dict[str, type] = {
@@ -393,3 +395,4 @@ GROUPS: dict[str, type] = {
 GROUPS.update(generation=GenerationArgs, samples=SampleArgs, quality=QualityArgs)
 # Options of single commands (synthesize, evaluate): in their --help and docs, not in train's or the chart's.
 COMMAND_GROUPS: dict[str, type] = {"synthesis": SynthesisArgs}
+COMMAND_GROUPS["build"] = BuildArgs  # build-dataset
