@@ -85,13 +85,13 @@ def build(cfg) -> str:  # cfg: trainer.config.options.Config
         kept.setdefault(r.speaker, []).extend(cuts[r.key]["clips"])
     kept = {s: c for s, c in kept.items() if c}
     train = dataset.samples(kept, b.reference_pool, cfg.data.reference_max_seconds)
-    if not train:
-        raise DataError(f"{b.recordings_dir}: no clip passed the filters; see {os.path.join(out, 'build-report.json')}")
     rows = [{"speaker": r.speaker, "seconds": segs[r.key]["seconds"], "rejects": _rejects(cuts, texts, segs, r)}
             for r in usable + mismatched]
     rep = dataset.report(rows, kept, [str(x) for x in bad], train)
-    dataset.write_json(os.path.join(out, "train.json"), train)
     dataset.write_json(os.path.join(out, "build-report.json"), rep)
+    if not train:
+        raise DataError(f"{b.recordings_dir}: no clip passed the filters; see {os.path.join(out, 'build-report.json')}")
+    dataset.write_json(os.path.join(out, "train.json"), train)
     return dataset.summary(rep) + f"\ntraining set: {os.path.join(out, 'train.json')}"
 
 
