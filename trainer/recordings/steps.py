@@ -188,8 +188,12 @@ def run_step(name: str, recordings: list[Recording], work: Callable[..., dict[st
 def _one(rec: Recording, args: tuple, *, work: Callable[..., dict[str, Any]], settings: Settings) -> dict[str, Any]:
     import torch
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one recording per core: workers, not threads, are the parallelism
-    return work(rec, *args, settings)
+    try:
+        return work(rec, *args, settings)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _keep(state: str, rec: Recording, name: str, result: dict[str, Any]) -> dict[str, Any]:
