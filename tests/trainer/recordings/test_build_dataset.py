@@ -128,6 +128,7 @@ def test_bad_recordings_are_named_counted_and_stop_the_build_unless_skipped(reco
     assert report["rejects"]["transcript_mismatch"]["clips"] == 5
 
 
+@pytest.mark.slow  # loads transformers' Whisper classes
 def test_transcripts_from_a_tiny_random_whisper_reach_the_dataset(recordings, tmp_path):
     from tests.trainer.quality.models import tiny_whisper
     from trainer.quality.intelligibility import Transcriber
@@ -149,6 +150,7 @@ def test_transcripts_from_a_tiny_random_whisper_reach_the_dataset(recordings, tm
         assert clip["text"] == recognizer.transcribe(samples, rate).strip()
 
 
+@pytest.mark.slow  # two worker processes start (spawn) and import torch
 def test_the_output_is_deterministic_and_the_same_with_workers(recordings, tmp_path):
     src, _ = recordings
     assert build(src, tmp_path / "a") == 0
