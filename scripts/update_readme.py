@@ -14,6 +14,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from trainer.config.build import BuildArgs  # noqa: E402
 from trainer.config.cli import options_markdown  # noqa: E402
 from trainer.errors import TABLE  # noqa: E402
 
@@ -27,6 +28,7 @@ def exit_codes_markdown() -> str:
 BLOCKS: dict[str, dict[str, Callable[[], str]]] = {
     "docs/options.md": {"options": options_markdown},
     "docs/exit-codes.md": {"exit-codes": exit_codes_markdown},
+    "docs/bring-your-data.md": {"build-options": lambda: options_markdown({"build": BuildArgs})},
 }
 
 

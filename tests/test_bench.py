@@ -35,6 +35,9 @@ PLANTS = {
     # The metrics pusher's thread burns CPU until it is stopped, then pushes as usual.
     "spinning_pusher": "from trainer.metrics import delivery as d; run = d.Pusher._run; "
                        "d.Pusher._run = lambda self: ([None for _ in iter(self._stop.is_set, True)], run(self))",
+    # Voice-activity detection finds no speech at all.
+    "deaf_vad": "import numpy as np; from trainer.recordings import vad; "
+                "vad.speech_scores = lambda samples: np.zeros(-(-len(samples) // vad.WINDOW), dtype=np.float32)",
     # The synthesizer decodes no audio from the codes it generated.
     "silent_decode": "import numpy as np; from trainer.generate.synthesizer import Synthesizer as S; "
                      "S.decode = lambda self, codes: np.zeros(0, dtype=np.float32)",
@@ -262,3 +265,24 @@ def test_generate_benchmark_fails_when_the_synthesizer_decodes_no_audio(tmp_path
     assert "generation is broken" in proc.stderr
     out = json.loads(proc.stdout)
     assert out["target"]["met"] is False and out["models"]["tiny"]["batch_1"]["audio_seconds"] == 0
+
+
+@pytest.mark.slow
+def test_build_dataset_benchmark_reports_segmentation_speed_and_every_readers_ratio(tmp_path) -> None:
+    out = _run("bench_build_dataset.py", "--audio_minutes", "0.5", "--samples", "60", "--repeats", "1",
+               "--min_realtime", "0", "--max_ratio", "1000", "--workdir", str(tmp_path), tmp_path=tmp_path)
+    seg = out["segmentation"]
+    assert seg["utterances_found"] == seg["utterances_expected"] > 0 and seg["hours_per_cpu_hour"] > 0
+    assert seg["with_tiny_asr_hours_per_cpu_hour"] > 0 and seg["baseline_hours_per_cpu_hour"] > 0
+    assert set(out["readers"]) == {"ljspeech", "libritts", "commonvoice", "hf_parquet"}
+    assert all(r["ratio_to_jsonl"] > 0 and r["samples_per_second"] > 0 for r in out["readers"].values())
+
+
+@pytest.mark.slow
+def test_build_dataset_benchmark_fails_when_the_detector_hears_nothing(tmp_path) -> None:
+    proc = _run_planted("deaf_vad", "bench_build_dataset.py", "--audio_minutes", "0.5", "--samples", "20",
+                        "--repeats", "1", "--no_asr", "--min_realtime", "0", "--max_ratio", "1000",
+                        "--workdir", str(tmp_path))
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "segmentation found 0 of" in proc.stderr
+    assert json.loads(proc.stdout)["checks"]["every_utterance_found"] is False

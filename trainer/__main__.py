@@ -8,6 +8,7 @@
     options          print the option table (flag, env var, default, meaning) as Markdown
     synthesize       speak a text (or a JSONL file of texts) with a model and an optional adapter
     evaluate         word/character error rates and speaker similarity of a folder of generated clips
+    build-dataset    long recordings -> clips, transcripts and references in a training set (docs/bring-your-data.md)
     launch           torchrun with the documented exit codes: the container's entrypoint, and the
                      multi-process run on a workstation (`launch --nproc_per_node 2 train ...`; see `launch --help`)
     status           what a job on the cluster is doing and why it stopped (`status NAME [-n NS] [--watch|--wait]`)
@@ -47,6 +48,7 @@ COMMANDS = {
     "status": _command("trainer.commands.status"),
     "synthesize": _command("trainer.commands.synthesize"),
     "evaluate": _command("trainer.commands.evaluate"),
+    "build-dataset": _command("trainer.commands.build_dataset"),
 }
 
 

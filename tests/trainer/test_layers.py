@@ -25,7 +25,7 @@ LAYERS = {
     "data": 3,
     "encode": 4,
     "model": 5, "quality": 5,
-    "train": 6, "metrics": 6, "generate": 6,
+    "train": 6, "metrics": 6, "generate": 6, "recordings": 6,
     "launch": 7,
     "commands": 8, "__main__": 8,
 }

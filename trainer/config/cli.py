@@ -158,10 +158,10 @@ def check_paths(cfg: Config) -> None:
         )
 
 
-def options_markdown() -> str:
-    """The option table of docs/options.md, generated from the option declarations."""
+def options_markdown(groups: Mapping[str, type] | None = None) -> str:
+    """The option table of docs/options.md (training's options; or those of `groups`), from the declarations."""
     rows = ["| flag | env var | default | meaning |", "| --- | --- | --- | --- |"]
-    for spec in option_specs():
+    for spec in option_specs() if groups is None else option_specs(groups):
         default = spec.default_text() or ("(required)" if spec.required else "(unset)")
         text = spec.help.replace("|", "\\|")
         if spec.choices and spec.kind in ("choice", "list"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from trainer.config.build import BuildArgs
 from trainer.config.declare import MIN_AUDIO_SECONDS, ValueKind, opt  # noqa: F401  (re-exported)
 from trainer.config.generation import GenerationArgs, QualityArgs, SampleArgs, SynthesisArgs
 from trainer.errors import ConfigError
@@ -103,7 +104,8 @@ class DataArgs:
 
     train_data_file: str | None = opt(
         None,
-        "Training data: a ChatML JSON list, a JSONL manifest, or a directory (metadata.json or wav+txt pairs).",
+        "Training data: a ChatML JSON list, a JSONL manifest, a directory (metadata.json or wav+txt pairs), or "
+        "an LJSpeech, LibriTTS, Common Voice or Hugging Face datasets corpus (docs/bring-your-data.md).",
         "path",
         required=True,
     )
@@ -148,7 +150,30 @@ class DataArgs:
         "int",
         minimum=0,
     )
-    seed_split: int = opt(0, "Seed of the train/validation split, kept apart from the training seed.", "int")
+    seed_split: int = opt(
+        0, "Seed of the train/validation split and of the reference clips picked for corpora that name "
+        "speakers, kept apart from the training seed.", "int",
+    )
+    # --- corpus layouts (docs/bring-your-data.md) ---
+    data_format: str = opt(
+        "auto",
+        "Format of train_data_file and eval_data_file; auto tells it from what the path holds "
+        "(docs/bring-your-data.md).", "choice",
+        choices=("auto", "chatml", "jsonl", "directory", "ljspeech", "libritts", "commonvoice", "hf_dataset"),
+    )
+    text_column: str = opt("text", "Hugging Face datasets (save_to_disk, parquet, arrow): the transcript column.")
+    audio_column: str = opt("audio", "Hugging Face datasets: the Audio column (encoded bytes and/or a file path).")
+    speaker_column: str | None = opt(
+        None, "Hugging Face datasets: the speaker column; unset: speaker_id, speaker or client_id where present, "
+        "else no speakers (and no reference clips).",
+    )
+    reference_clips: int = opt(
+        1, "Corpora that name speakers (LibriTTS, Common Voice, datasets with a speaker column): reference clips "
+        "of the same speaker put before each target (never the target itself); 0: none.", "int", minimum=0,
+    )
+    reference_max_seconds: float = opt(
+        20.0, "Longest clip picked as a reference clip.", "float", minimum=0.0, exclusive_min=True,
+    )
     group_by_length: bool = opt(
         True,
         "Batch samples of similar length together (random groups of length-sorted samples): far less "
@@ -373,6 +398,7 @@ class Config:
     samples: SampleArgs = field(default_factory=SampleArgs)
     quality: QualityArgs = field(default_factory=QualityArgs)
     synthesis: SynthesisArgs = field(default_factory=SynthesisArgs)
+    build: BuildArgs = field(default_factory=BuildArgs)  # build-dataset
 
 
 GROUPS: dict[str, type] = {
@@ -382,3 +408,4 @@ GROUPS: dict[str, type] = {
 GROUPS.update(generation=GenerationArgs, samples=SampleArgs, quality=QualityArgs)
 # Options of single commands (synthesize, evaluate): in their --help and docs, not in train's or the chart's.
 COMMAND_GROUPS: dict[str, type] = {"synthesis": SynthesisArgs}
+COMMAND_GROUPS["build"] = BuildArgs  # build-dataset

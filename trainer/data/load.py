@@ -1,21 +1,25 @@
-"""Read the three training-data formats into one conversation form, and find every bad sample.
+"""Read every training-data format into one conversation form, and find every bad sample.
 
-This module picks the reader for a path and checks the audio of every sample; the readers live in
-`trainer.data.chatml` (`.json`) and `trainer.data.pairs` (`.jsonl` and directories), the types in
-`trainer.data.samples`. The rest of the package imports all of it from here.
+This module checks the audio of every sample and pairs reference clips where a corpus names speakers;
+`trainer.data.formats` picks the reader for a path (`trainer.data.chatml`, `trainer.data.pairs` and one module
+per corpus layout), the types are in `trainer.data.samples`. The rest of the package imports all of it from here.
 """
 
 from __future__ import annotations
 
 import gc
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from trainer.config.options import MIN_AUDIO_SECONDS
 from trainer.data.audio import audio_info
-from trainer.data.chatml import ROLES, read_chatml
-from trainer.data.pairs import AUDIO_SUFFIXES, read_jsonl, read_metadata_dir, read_pairs_dir
+from trainer.data.chatml import ROLES
+from trainer.data.formats import SPEAKER_CORPORA, ReadOptions, read_candidates
+from trainer.data.pairs import AUDIO_SUFFIXES
+from trainer.data.references import pair_references
 from trainer.data.samples import BadSample, Candidate, Clip, Conversation
 from trainer.errors import AudioError, DataError
 
@@ -27,6 +31,8 @@ __all__ = [
     "Clip",
     "Conversation",
     "DataError",
+    "ReadOptions",
+    "References",
     "format_bad_samples",
     "load_conversations",
 ]
@@ -36,8 +42,22 @@ __all__ = [
 DURATION_TOLERANCE_SECONDS = 0.05
 
 EXPECTED_INPUT = (
-    "a ChatML .json list, a .jsonl manifest, or a directory (metadata.json or audio + .txt pairs)"
+    "a ChatML .json list, a .jsonl manifest, a directory (metadata.json or audio + .txt pairs), or a corpus "
+    "layout of docs/bring-your-data.md"
 )
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class References:
+    """Reference clips paired with the targets of corpora that name speakers (trainer.data.references)."""
+
+    count: int = 1
+    max_seconds: float = 20.0
+    seed: int = 0
+
+
+DEFAULT_READ, DEFAULT_REFERENCES = ReadOptions(), References()
 
 
 def load_conversations(
@@ -46,6 +66,8 @@ def load_conversations(
     system_prompt: str,
     max_audio_seconds: float,
     min_audio_seconds: float = MIN_AUDIO_SECONDS,
+    read: ReadOptions = DEFAULT_READ,
+    references: References = DEFAULT_REFERENCES,
 ) -> tuple[list[Conversation], list[BadSample]]:
     """Read a dataset in any supported format and check every sample and audio file.
 
@@ -55,7 +77,9 @@ def load_conversations(
       (`{"messages": [...], "start_index": n, "speaker": ..., "misc": {...}}`);
     - a `.jsonl` file: one `{"audio", "text", "ref_audio"?, "ref_text"?, "scene"?, "speaker"?}` per line;
     - a directory: `metadata.json` with a `samples` list, or else `x.wav`/`x.flac`/`x.ogg` + `x.txt` pairs
-      (top level only).
+      (top level only);
+    - the corpus layouts LJSpeech, LibriTTS, Common Voice and Hugging Face datasets (`trainer.data.formats`),
+      whose targets get reference clips of the same speaker where the corpus names speakers.
 
     All of them become `Conversation`s in the transformers chat format that Higgs Audio v2's chat template
     renders: text in system, scene and user turns, audio only in assistant turns. Every problem is
@@ -67,6 +91,8 @@ def load_conversations(
         system_prompt: System message for formats that carry none (and for ChatML samples without one).
         max_audio_seconds: Longest clip accepted, reference clips included.
         min_audio_seconds: Shortest clip accepted: the audio tokenizer cannot encode a few milliseconds.
+        read: The format (auto-detected by default) and a Hugging Face dataset's columns.
+        references: How many reference clips of the same speaker, how long at most, and the seed of the pick.
 
     Returns:
         The good conversations in input order, and every bad sample in input order.
@@ -78,20 +104,17 @@ def load_conversations(
     if not os.path.exists(path):
         raise DataError(f"{path}: does not exist; expected {EXPECTED_INPUT}")
     with _no_cyclic_gc():
-        if os.path.isdir(path):
-            if os.path.isfile(os.path.join(path, "metadata.json")):
-                candidates = read_metadata_dir(path, system_prompt)
-            else:
-                candidates = read_pairs_dir(path, system_prompt)
-        elif path.endswith(".jsonl"):
-            candidates = read_jsonl(path, system_prompt)
-        elif path.endswith(".json"):
-            candidates = read_chatml(path, system_prompt)
-        else:
-            raise DataError(f"{path}: unknown data format; expected {EXPECTED_INPUT}")
+        fmt, candidates = read_candidates(path, system_prompt, read)
         if not candidates:
             raise DataError(f"{path}: holds no samples; expected {EXPECTED_INPUT}")
-        return _check_audio(candidates, (min_audio_seconds, max_audio_seconds))
+        files: dict[str, tuple[float, str | None]] = {}
+        good, bad = _check_audio(candidates, (min_audio_seconds, max_audio_seconds), files)
+        if fmt in SPEAKER_CORPORA:
+            seconds = {p: s for p, (s, problem) in files.items() if problem is None}
+            good, report = pair_references(good, seconds, count=references.count,
+                                           max_seconds=references.max_seconds, seed=references.seed)
+            log.info("%s: %s", path, report)
+        return good, bad
 
 
 @contextmanager
@@ -126,7 +149,7 @@ def format_bad_samples(bad: list[BadSample], limit: int = 50) -> str:
 
 
 def _check_audio(
-    candidates: list[Candidate], limits: tuple[float, float]
+    candidates: list[Candidate], limits: tuple[float, float], files: dict[str, tuple[float, str | None]]
 ) -> tuple[list[Conversation], list[BadSample]]:
     """Check each candidate's audio headers (each file once) and split good from bad.
 
@@ -135,7 +158,6 @@ def _check_audio(
     An item whose `offset`/`duration` describe the whole file loses them here, so that it is encoded (and
     cached) as the file it is; a real segment keeps them and is cut from the file when it is encoded.
     """
-    files: dict[str, tuple[float, str | None]] = {}
     good: list[Conversation] = []
     bad: list[BadSample] = []
     for cand in candidates:

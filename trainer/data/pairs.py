@@ -2,7 +2,7 @@
 with a `metadata.json` or else `x.wav`/`x.flac`/`x.ogg` + `x.txt` pairs at its top level.
 
 Each of their samples is one transcript and one clip, with an optional reference pair (voice cloning)
-and scene, so one builder (`_pair_candidate`) turns all three into conversations; only where the fields
+and scene, so one builder (`pair_candidate`) turns all three into conversations; only where the fields
 come from differs. `trainer.data.load` picks the reader from the path.
 """
 
@@ -52,7 +52,7 @@ def _get_path(
     return resolve(base, value) if value is not None else None
 
 
-def _pair_candidate(
+def pair_candidate(
     source: str,
     problems: list[str],
     sample_id: str,
@@ -146,7 +146,7 @@ def _jsonl_candidate(record: Any, base: str, sample_id: str, source: str, system
     scene = get_str(record, "scene", problems)
     speaker = get_str(record, "speaker", problems, name=True)
     text = text.strip() if text else None
-    return _pair_candidate(source, problems, sample_id, system_prompt, text, audio, ref, scene, speaker)
+    return pair_candidate(source, problems, sample_id, system_prompt, text, audio, ref, scene, speaker)
 
 
 # --- format 2: a directory -----------------------------------------------------------------------
@@ -194,7 +194,7 @@ def _metadata_candidate(
     ref = _reference(ref_text, ref_audio, ("ref_transcript", "ref_audio_file"), problems)
     scene = get_str(sample, "scene", problems)
     speaker = get_str(sample, "speaker_id", problems, name=True)
-    return _pair_candidate(source, problems, sample_id, system_prompt, text, audio, ref, scene, speaker)
+    return pair_candidate(source, problems, sample_id, system_prompt, text, audio, ref, scene, speaker)
 
 
 def read_pairs_dir(directory: str, system_prompt: str) -> list[Candidate]:
@@ -223,5 +223,5 @@ def read_pairs_dir(directory: str, system_prompt: str) -> list[Candidate]:
             problems.append(f"audio file has no transcript (expected {stem}.txt next to it)")
         text = _read_transcript(os.path.join(base, text_name), problems) if text_name else None
         audio = os.path.join(base, audio_names[0]) if len(audio_names) == 1 else None
-        candidates.append(_pair_candidate(source, problems, stem, system_prompt, text, audio))
+        candidates.append(pair_candidate(source, problems, stem, system_prompt, text, audio))
     return candidates

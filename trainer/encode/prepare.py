@@ -18,7 +18,7 @@ from typing import Any
 
 from trainer import dist
 from trainer.config.options import Config, DataArgs
-from trainer.data.load import format_bad_samples, load_conversations
+from trainer.data.load import ReadOptions, References, format_bad_samples, load_conversations
 from trainer.data.samples import BadSample, Clip, Conversation
 from trainer.encode.code_cache import CodeCache, clip_key, file_digest, fill_cache, tokenizer_identity
 from trainer.encode.collator import EncodedSample, Layout, text_targets_after, tokenize_conversation
@@ -58,6 +58,8 @@ def read_dataset(args: DataArgs, path: str) -> tuple[list[Conversation], list[Ba
         system_prompt=args.system_prompt,
         max_audio_seconds=args.max_audio_seconds,
         min_audio_seconds=args.min_audio_seconds,
+        read=ReadOptions(args.data_format, args.text_column, args.audio_column, args.speaker_column),
+        references=References(args.reference_clips, args.reference_max_seconds, args.seed_split),
     )
 
 
