@@ -20,6 +20,7 @@ from transformers import TrainerCallback
 from trainer import dist
 from trainer.config.options import Config
 from trainer.errors import ConfigError
+from trainer.generate.isolation import isolated, log_keeping_control
 from trainer.generate.prompts import Prompt, read_prompts
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,21 @@ def prompts_of_conversations(convs: list[Any], wanted: list[str]) -> list[Prompt
             ref = (ref_text[-2]["content"][0]["text"], ref_audio[-1]["content"][0]["path"])
         prompts.append(Prompt(f"eval-{sample_id}", target_text, ref[1] if ref else None, ref[0] if ref else None))
     return prompts
+
+
+def wait_for_samples(step: int) -> None:
+    """Every rank waits here until rank 0 has written the samples of `step`.
+
+    The wait is bounded by --ddp_timeout counted from rank 0's last finished clip (`dist.barrier`): a rank 0
+    that hangs in generation ends the run with a `DistStoreError`, exit code 160 (retried), after at most
+    that long, and the message says what the rank waited for.
+    """
+    import torch.distributed as tdist
+
+    try:
+        dist.barrier()
+    except tdist.DistStoreError as err:
+        raise tdist.DistStoreError(f"waiting for rank 0's samples at step {step}: {err}") from None
 
 
 class SampleCallback(TrainerCallback):
@@ -91,21 +107,23 @@ class SampleCallback(TrainerCallback):
             return
         self._done.add(step)
         if dist.is_main():
-            try:
-                self._sample(step, model)
-            except Exception as err:  # a sample is worth less than the run: log, count, go on
-                self.failures += 1
-                log.exception("samples at step %d failed (%d so far); training goes on: %s", step, self.failures,
-                              err)
-                self.report({"sample_failures": 1.0})
-        dist.barrier()
+            inner = getattr(model, "module", model)
+            with isolated(inner):  # the run goes on exactly as it would have without this sample
+                try:
+                    self._sample(step, inner)
+                except Exception as err:  # a sample is worth less than the run: log, count, go on
+                    self.failures += 1
+                    log.exception("samples at step %d failed (%d so far); training goes on: %s", step,
+                                  self.failures, err)
+                    self.report({"sample_failures": 1.0})
+        wait_for_samples(step)
 
     def _sample(self, step: int, model: Any) -> None:
         from trainer.generate.wav import write_index, write_wav
         from trainer.quality.scoring import means
 
         started = time.monotonic()
-        inner = getattr(model, "module", model)
+        inner = model
         if self._synth is None:
             self._synth = self.make_synthesizer(inner)
             self._scorer = self.make_scorer() if self.make_scorer else None
@@ -183,5 +201,5 @@ def build_sampler(cfg: Config, trainer: Any, tokenizer: Any, prompts: list[Promp
 
     callback = SampleCallback(cfg, prompts, make_synthesizer,
                               make_scorer if (q.asr_model_path or q.speaker_model_path) else None)
-    callback.report = trainer.log
+    callback.report = log_keeping_control(trainer)
     return callback if callback.enabled else None
