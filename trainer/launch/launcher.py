@@ -93,8 +93,8 @@ def decide(
     A rank's configuration or data error wins (a retry cannot fix it), then a signal the launcher got,
     then a rank that ended without a word (of the `expected` local processes; killed, for example out of
     memory: the errors of the others follow from it, and a restart can succeed), then a rank's
-    unexpected error, then a rank stopped by a signal from elsewhere. A torchrun failure no rank
-    explains (a lost peer, a failed rendezvous) is retried too; a single process's own code
+    unexpected error, then a rank that lost a peer (160), then a rank stopped by a signal from elsewhere.
+    A torchrun failure no rank explains (a lost peer, a failed rendezvous) is retried too; a single process's own code
     (`torchrun=False`) is kept.
     """
     failed = [o for o in outcomes if o.code != errors.OK]
@@ -116,7 +116,10 @@ def decide(
         return errors.PROCESS_LOST, (
             f"{silent} of {expected} training processes ended without a reason (killed, for example out of "
             "memory); see the log above")
-    for wanted in (lambda c: c == errors.FAILURE, lambda c: c >= errors.SIGNAL_BASE):
+    # A rank that lost its peer (a collective or a wait past --ddp_timeout: 160) says what went wrong; the signal
+    # torchrun then sends the rank it waited for is only the consequence.
+    for wanted in (lambda c: c == errors.FAILURE, lambda c: c == errors.PROCESS_LOST,
+                   lambda c: c >= errors.SIGNAL_BASE):
         match = [o for o in failed if wanted(o.code)]
         if match:
             return match[0].code, told(match[0])
