@@ -94,11 +94,12 @@ def test_a_collective_that_outlasts_ddp_timeout_ends_with_160(base_args, tmp_pat
 def test_a_sigterm_while_a_rank_waits_in_a_collective_ends_the_run_within_the_grace_period(
     base_args, tmp_path
 ) -> None:
-    # Rank 1 stalls after step 2; rank 0 waits for it inside gloo (C++), where no Python signal handler runs,
-    # and would wait for --ddp_timeout (300 s) without the thread that arms the watchdog.
+    # Rank 1 stalls after step 2 inside a gloo receive, and rank 0 waits for it in the gradient all-reduce: both
+    # sit in C++, where no Python signal handler runs, and would wait for --ddp_timeout (300 s) without the thread
+    # that arms the watchdog.
     grace = 5
-    env = _stall_env(base_args, tmp_path, STALL_RANK="1", STALL_AFTER_STEP="2", max_steps="6", ddp_timeout="300",
-                     signal_save_timeout_seconds=str(grace))
+    env = _stall_env(base_args, tmp_path, STALL_RANK="1", STALL_AFTER_STEP="2", STALL_IN="recv", max_steps="6",
+                     ddp_timeout="300", signal_save_timeout_seconds=str(grace))
     log = tmp_path / "launch.log"
     with trainer_process("launch", env, log) as run:
         run.wait_for(lambda: (tmp_path / "stall" / "stalled-rank-1").is_file(), "rank 1 to stall", timeout=300,

@@ -4,7 +4,9 @@ Plants a stuck rank, as a bug or a wedged device would make one, so that a test 
 
 - `HANG_SAMPLES_ON_RANK_0=1`: rank 0 never finishes its first sample clip (it sleeps in `Synthesizer.synthesize`).
 - `STALL_RANK=R` with `STALL_AFTER_STEP=N`: rank R sleeps right after step N's logging, saving and evaluation,
-  so the other ranks wait for it in the next collective (the gradient all-reduce of step N + 1).
+  so the other ranks wait for it in the next collective (the gradient all-reduce of step N + 1). With
+  `STALL_IN=recv` it waits instead in gloo for a message nobody sends, so that it too sits in C++ where
+  Python runs no signal handler, as a rank stuck in a collective does.
 
 Each writes `STALL_DIR/stalled-rank-R` when it starts to hang. Nothing else changes.
 """
@@ -18,6 +20,11 @@ _RANK = os.environ.get("RANK")
 
 def _stall(what: str) -> None:
     Path(os.environ["STALL_DIR"], f"stalled-rank-{_RANK}").write_text(what)
+    if os.environ.get("STALL_IN") == "recv":
+        import torch
+        import torch.distributed as tdist
+
+        tdist.recv(torch.zeros(1), src=1 - int(_RANK or 0), tag=777)
     while True:
         time.sleep(0.5)
 
