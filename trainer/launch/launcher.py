@@ -77,6 +77,9 @@ def child_env(environ: Mapping[str, str], outcome_dir: str | None) -> dict[str, 
     if outcome_dir:
         env[rank_reports.OUTCOME_DIR_ENV] = outcome_dir
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # torchrun itself (`python -m torch.distributed.run`) must not import from the working directory either:
+    # a data folder holding `datasets/` or `transformers/` would shadow the installed packages.
+    env.setdefault("PYTHONSAFEPATH", "1")
     return env
 
 
