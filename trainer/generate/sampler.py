@@ -26,24 +26,47 @@ from trainer.generate.prompts import Prompt, read_prompts
 log = logging.getLogger(__name__)
 
 
+def prompt_of_conversation(conv: Any) -> Prompt | None:
+    """The prompt of an evaluation sample: its conversation up to its first target turn, laid out as training
+    laid it out (its own system message and scene, every reference clip before the target, however many), and
+    the text that turn speaks. None when no user text precedes the target (nothing to speak).
+
+    Every input format reaches here as the same native layout (`trainer.data.chatml.native_turns` maps the
+    seed scripts' one), so the community layout, native ChatML, directories and JSONL are read alike."""
+    target = next((i for i in range(len(conv.messages)) if conv.is_target_turn(i)), None)
+    if target is None or target == 0 or conv.messages[target - 1]["role"] != "user":
+        return None
+    context = tuple(conv.messages[:target])
+    text = " ".join(c["text"] for c in context[-1]["content"] if c["type"] == "text").strip()
+    if not text:
+        return None
+    system = next((" ".join(c["text"] for c in m["content"] if c["type"] == "text") for m in context
+                   if m["role"] == "system"), None)
+    scene = next((" ".join(c["text"] for c in m["content"] if c["type"] == "text") for m in context
+                  if m["role"] == "scene"), None)
+    ref_audio = ref_text = None
+    for i, m in enumerate(context):  # the last reference clip: the voice a speaker-similarity score compares with
+        audio = [c for c in m["content"] if c["type"] == "audio"]
+        if audio:
+            ref_audio = audio[-1]["path"]
+            before = context[i - 1] if i and context[i - 1]["role"] == "user" else None
+            ref_text = " ".join(c["text"] for c in before["content"] if c["type"] == "text") if before else None
+    return Prompt(f"eval-{conv.id}", text, ref_audio, ref_text, system, scene, context)
+
+
 def prompts_of_conversations(convs: list[Any], wanted: list[str]) -> list[Prompt]:
-    """Prompts of the evaluation samples `wanted` (ids): the target turn's text, the voice reference its
-    conversation carries (the clip before the target and its transcript), and its id."""
+    """Prompts of the evaluation samples `wanted` (ids), in that order; a sample with no text to speak before
+    its target is left out with a warning, never replaced by another."""
     by_id = {c.id: c for c in convs}
     prompts = []
     for sample_id in wanted:
         conv = by_id.get(sample_id)
-        if conv is None:
+        prompt = prompt_of_conversation(conv) if conv is not None else None
+        if prompt is None:
+            log.warning("--sample_from_eval: evaluation sample %s has no text before its target turn; not sampled",
+                        conv.source if conv is not None else sample_id)
             continue
-        texts = [(i, m) for i, m in enumerate(conv.messages) if m["role"] == "user"]
-        audio = [(i, m) for i, m in enumerate(conv.messages) if m["role"] == "assistant"]
-        target_text = [m for i, m in texts if i < conv.start_index][-1]["content"][0]["text"]
-        ref_audio = [m for i, m in audio if i < conv.start_index]
-        ref_text = [m for i, m in texts if i < conv.start_index]
-        ref = None
-        if ref_audio and len(ref_text) >= 2:
-            ref = (ref_text[-2]["content"][0]["text"], ref_audio[-1]["content"][0]["path"])
-        prompts.append(Prompt(f"eval-{sample_id}", target_text, ref[1] if ref else None, ref[0] if ref else None))
+        prompts.append(prompt)
     return prompts
 
 
