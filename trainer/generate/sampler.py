@@ -2,9 +2,12 @@
 
 Rank 0 writes `OUTPUT_DIR/samples/step-N/<id>.wav` and `samples.jsonl` (text, reference, seconds, why it
 stopped, and WER/CER/speaker similarity when the quality models are given), and reports the means through the
-Trainer's log (so the Prometheus series and TensorBoard get them). The other ranks wait in `dist.barrier`,
+Trainer's log (so the Prometheus series and TensorBoard get them) without touching its logging control. Each
+sample set runs isolated (`trainer.generate.isolation`): a run with samples trains bit for bit as one without,
+and a checkpoint's random state is the one the run goes on with. The other ranks wait in `dist.barrier`,
 whose timeout counts from the last progress: rank 0 reports progress after every clip, so a long sample set
-never trips --ddp_timeout. A failure is logged and counted (`sample_failures`), never fatal to training.
+never trips --ddp_timeout, while a rank 0 stuck in one clip ends the run (160) after that long. A failure is
+logged and counted (`sample_failures`), never fatal to training.
 """
 
 from __future__ import annotations
