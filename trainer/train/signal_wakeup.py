@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import threading
 from collections.abc import Callable, Collection
+
+POLL_SECONDS = 0.2  # how soon the thread notices `stop`
 
 
 class SignalWakeup:
@@ -52,14 +55,19 @@ class SignalWakeup:
         self._fds = None
         with contextlib.suppress(ValueError):
             signal.set_wakeup_fd(self._previous)
-        os.close(write_fd)  # the reader sees the end of the pipe and returns
+        os.close(write_fd)
         if self._thread is not None:
-            self._thread.join(timeout=1.0)
+            self._thread.join(timeout=2 * POLL_SECONDS + 1.0)
         os.close(read_fd)
 
     def _read(self, read_fd: int) -> None:
-        while True:
+        # Polled rather than read until the end of the pipe: a child forked meanwhile (a data-loader worker)
+        # holds the write end too, so closing ours need not end the pipe.
+        while self._fds is not None:
             try:
+                ready, _, _ = select.select([read_fd], [], [], POLL_SECONDS)
+                if not ready:
+                    continue
                 data = os.read(read_fd, 64)
             except OSError:
                 return

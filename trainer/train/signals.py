@@ -58,7 +58,7 @@ class StopOnSignal(TrainerCallback):
         self.due_save = False  # --save_on_signal false, and a regular checkpoint was due at the stop step anyway
         self._previous: dict[int, Any] = {}
         self._watchdog: threading.Timer | None = None
-        self._watchdog_lock = threading.Lock()
+        self._watchdog_lock = threading.RLock()  # the handler may run while the main thread holds it
         # The watchdog is also armed from a thread that sees the signal at once, even while the main thread,
         # whose handler would arm it, waits in a collective (trainer.train.signal_wakeup).
         self._wakeup = SignalWakeup(HANDLED, self._arm_from_wakeup)
@@ -74,13 +74,14 @@ class StopOnSignal(TrainerCallback):
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         if isinstance(exc, Stopped):
             self._stopping(exc)
+        # Handlers first, then the wakeup thread: after those nothing can arm a watchdog that outlives the run.
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
         self._wakeup.stop()
         with self._watchdog_lock:
             if self._watchdog is not None:
                 self._watchdog.cancel()
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
 
     def _stopping(self, stopped: Stopped) -> None:
         """On the way out with `stopped`: tell the other ranks if this one was signalled before training, and
