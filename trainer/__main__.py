@@ -21,7 +21,24 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 
-from trainer import errors, rank_reports
+
+def drop_working_directory(path: list[str], cwd: str, safe_path: bool) -> None:
+    """Remove the working directory that `python -m` puts first on `path` (sys.path), in place.
+
+    The community data layout keeps clips under `./datasets/...`: started in that folder, `python -m trainer`
+    (and every rank `torchrun -m trainer` starts) would import the folder `datasets/` instead of the installed
+    package, and likewise a `transformers/` or `peft/` folder. This package is found where it is installed
+    (or through the editable install's finder), never through the working directory. A no-op under
+    `python -P` / `PYTHONSAFEPATH`, which leave it out already.
+    """
+    if not safe_path and path and path[0] in ("", cwd, os.curdir):
+        del path[0]
+
+
+if __name__ == "__main__":  # before any command imports datasets, transformers or peft
+    drop_working_directory(sys.path, os.getcwd(), bool(sys.flags.safe_path))
+
+from trainer import errors, rank_reports  # noqa: E402
 
 USAGE = __doc__.split("\n", 2)[2] if __doc__ else ""
 # Errors every rank finds alike: the same configuration and the same dataset, checked the same way.

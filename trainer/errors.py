@@ -92,8 +92,12 @@ class Stopped(BaseException):
         self.reason = reason
 
 
+# gloo raises a collective that outlasts the process group's timeout (--ddp_timeout) as a plain RuntimeError:
+# "Timed out waiting 60000ms for recv operation to complete", or "Application timeout caused pair closure"
+# (the gradient all-reduce); the rank it waited for is lost.
 PEER_LOST_MESSAGES = ("Connection closed by peer", "Connection reset by peer", "Broken pipe",
-                      "collective operation timeout", "NCCL communicator was aborted")
+                      "collective operation timeout", "NCCL communicator was aborted", "Timed out waiting",
+                      "Application timeout caused pair closure")
 
 
 def lost_peer(err: BaseException) -> bool:

@@ -51,6 +51,10 @@ def test_a_lost_peer_is_recorded_as_retried_process_lost(monkeypatch, tmp_path) 
     monkeypatch.setitem(cli.COMMANDS, "bug", own_bug)
     assert cli.main(["peer"]) == errors.PROCESS_LOST
     assert lost_peer(RuntimeError("Connection reset by peer"))
+    # gloo's own words for a collective that outlasted --ddp_timeout (torch 2.11, CPU)
+    assert lost_peer(RuntimeError("[gloo/transport/tcp/unbound_buffer.cc:81] Timed out waiting 10000ms for recv "
+                                  "operation to complete"))
+    assert lost_peer(RuntimeError("Application timeout caused pair closure"))
     with pytest.raises(ValueError):
         cli.main(["bug"])
 

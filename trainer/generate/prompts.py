@@ -16,6 +16,7 @@ from pathlib import Path
 from trainer.errors import ConfigError
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
+FIELDS = ("text", "reference_audio", "reference_text", "id", "system", "scene")  # of a prompts file's line
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,11 @@ class Prompt:
     text: str
     reference_audio: str | None = None
     reference_text: str | None = None
+    system: str | None = None  # the system message; None: --system_prompt, as training's default
+    scene: str | None = None  # a scene description, laid out as training lays out a sample's scene
+    # A prompt from training data: its conversation up to the target turn (native layout, audio items with
+    # absolute paths), system message, scene and every reference included; the fields above then describe it.
+    context: tuple[dict, ...] | None = None
 
     @property
     def reference(self) -> tuple[str, str] | None:
@@ -36,9 +42,15 @@ class Prompt:
 
 
 def make_prompt(
-    id: str, text: str | None, reference_audio: str | None, reference_text: str | None, where: dict[str, str]
+    id: str, text: str | None, reference_audio: str | None, reference_text: str | None, where: dict[str, str],
+    system: str | None = None, scene: str | None = None,
 ) -> Prompt:
-    """A checked prompt; `where` names each field's source for messages (`{"text": "--text / TEXT", ...}`)."""
+    """A checked prompt; `where` names each field's source for messages (`{"text": "--text / TEXT", ...}`).
+    `system` and `scene` are a JSONL line's own; empty ones are refused (a blank system message is never what
+    training saw)."""
+    for key, value in (("system", system), ("scene", scene)):
+        if value is not None and not value.strip():
+            raise ConfigError(f"{where.get(key, key)}: empty {key}; leave the field out instead")
     if text is None or not text.strip():
         raise ConfigError(f"{where['text']}: empty text; expected the words to speak")
     if reference_audio is not None:
@@ -56,12 +68,15 @@ def make_prompt(
         text=text.strip(),
         reference_audio=os.path.abspath(reference_audio) if reference_audio else None,
         reference_text=reference_text.strip() if reference_text else None,
+        system=system.strip() if system else None,
+        scene=scene.strip() if scene else None,
     )
 
 
 def read_prompts(path: str, option: str) -> list[Prompt]:
-    """Prompts of a JSONL file (`{"text", "reference_audio"?, "reference_text"?, "id"?}` per line); relative
-    reference paths are relative to the file. Ids default to the line number and must be unique file names."""
+    """Prompts of a JSONL file (`{"text", "reference_audio"?, "reference_text"?, "id"?, "system"?, "scene"?}` per
+    line); relative reference paths are relative to the file. Ids default to the line number and must be unique
+    file names. `system` replaces --system_prompt for that line, as a dataset's own system message does."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{option}: prompts file not found: {path}")
@@ -78,12 +93,12 @@ def read_prompts(path: str, option: str) -> list[Prompt]:
         if not isinstance(record, dict):
             raise ConfigError(f"{where}: expected a JSON object with a 'text' field")
         fields = {}
-        for key in ("text", "reference_audio", "reference_text", "id"):
+        for key in FIELDS:
             value = record.get(key)
             if (value is not None and not isinstance(value, str | int)) or isinstance(value, bool):
                 raise ConfigError(f"{where}: field '{key}' must be a string")
             fields[key] = None if value is None else str(value)
-        unknown = sorted(set(record) - {"text", "reference_audio", "reference_text", "id"})
+        unknown = sorted(set(record) - set(FIELDS))
         if unknown:
             raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}")
         sample_id = fields["id"] or f"{p.stem}-{lineno}"
@@ -96,8 +111,9 @@ def read_prompts(path: str, option: str) -> list[Prompt]:
         ref = fields["reference_audio"]
         if ref is not None:
             ref = str(p.parent / ref) if not os.path.isabs(ref) else ref
-        names = {k: f"{where}: field '{k}'" for k in ("text", "reference_audio", "reference_text")}
-        prompts.append(make_prompt(sample_id, fields["text"], ref, fields["reference_text"], names))
+        names = {k: f"{where}: field '{k}'" for k in FIELDS}
+        prompts.append(make_prompt(sample_id, fields["text"], ref, fields["reference_text"], names,
+                                   fields["system"], fields["scene"]))
     if not prompts:
         raise ConfigError(f"{option} ({path}): no prompts (expected one JSON object per line)")
     return prompts

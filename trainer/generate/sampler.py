@@ -2,9 +2,12 @@
 
 Rank 0 writes `OUTPUT_DIR/samples/step-N/<id>.wav` and `samples.jsonl` (text, reference, seconds, why it
 stopped, and WER/CER/speaker similarity when the quality models are given), and reports the means through the
-Trainer's log (so the Prometheus series and TensorBoard get them). The other ranks wait in `dist.barrier`,
+Trainer's log (so the Prometheus series and TensorBoard get them) without touching its logging control. Each
+sample set runs isolated (`trainer.generate.isolation`): a run with samples trains bit for bit as one without,
+and a checkpoint's random state is the one the run goes on with. The other ranks wait in `dist.barrier`,
 whose timeout counts from the last progress: rank 0 reports progress after every clip, so a long sample set
-never trips --ddp_timeout. A failure is logged and counted (`sample_failures`), never fatal to training.
+never trips --ddp_timeout, while a rank 0 stuck in one clip ends the run (160) after that long. A failure is
+logged and counted (`sample_failures`), never fatal to training.
 """
 
 from __future__ import annotations
@@ -20,30 +23,69 @@ from transformers import TrainerCallback
 from trainer import dist
 from trainer.config.options import Config
 from trainer.errors import ConfigError
+from trainer.generate.isolation import isolated, log_keeping_control
 from trainer.generate.prompts import Prompt, read_prompts
 
 log = logging.getLogger(__name__)
 
 
+def prompt_of_conversation(conv: Any) -> Prompt | None:
+    """The prompt of an evaluation sample: its conversation up to its first target turn, laid out as training
+    laid it out (its own system message and scene, every reference clip before the target, however many), and
+    the text that turn speaks. None when no user text precedes the target (nothing to speak).
+
+    Every input format reaches here as the same native layout (`trainer.data.chatml.native_turns` maps the
+    seed scripts' one), so the community layout, native ChatML, directories and JSONL are read alike."""
+    target = next((i for i in range(len(conv.messages)) if conv.is_target_turn(i)), None)
+    if target is None or target == 0 or conv.messages[target - 1]["role"] != "user":
+        return None
+    context = tuple(conv.messages[:target])
+    text = " ".join(c["text"] for c in context[-1]["content"] if c["type"] == "text").strip()
+    if not text:
+        return None
+    system = next((" ".join(c["text"] for c in m["content"] if c["type"] == "text") for m in context
+                   if m["role"] == "system"), None)
+    scene = next((" ".join(c["text"] for c in m["content"] if c["type"] == "text") for m in context
+                  if m["role"] == "scene"), None)
+    ref_audio = ref_text = None
+    for i, m in enumerate(context):  # the last reference clip: the voice a speaker-similarity score compares with
+        audio = [c for c in m["content"] if c["type"] == "audio"]
+        if audio:
+            ref_audio = audio[-1]["path"]
+            before = context[i - 1] if i and context[i - 1]["role"] == "user" else None
+            ref_text = " ".join(c["text"] for c in before["content"] if c["type"] == "text") if before else None
+    return Prompt(f"eval-{conv.id}", text, ref_audio, ref_text, system, scene, context)
+
+
 def prompts_of_conversations(convs: list[Any], wanted: list[str]) -> list[Prompt]:
-    """Prompts of the evaluation samples `wanted` (ids): the target turn's text, the voice reference its
-    conversation carries (the clip before the target and its transcript), and its id."""
+    """Prompts of the evaluation samples `wanted` (ids), in that order; a sample with no text to speak before
+    its target is left out with a warning, never replaced by another."""
     by_id = {c.id: c for c in convs}
     prompts = []
     for sample_id in wanted:
         conv = by_id.get(sample_id)
-        if conv is None:
+        prompt = prompt_of_conversation(conv) if conv is not None else None
+        if prompt is None:
+            log.warning("--sample_from_eval: evaluation sample %s has no text before its target turn; not sampled",
+                        conv.source if conv is not None else sample_id)
             continue
-        texts = [(i, m) for i, m in enumerate(conv.messages) if m["role"] == "user"]
-        audio = [(i, m) for i, m in enumerate(conv.messages) if m["role"] == "assistant"]
-        target_text = [m for i, m in texts if i < conv.start_index][-1]["content"][0]["text"]
-        ref_audio = [m for i, m in audio if i < conv.start_index]
-        ref_text = [m for i, m in texts if i < conv.start_index]
-        ref = None
-        if ref_audio and len(ref_text) >= 2:
-            ref = (ref_text[-2]["content"][0]["text"], ref_audio[-1]["content"][0]["path"])
-        prompts.append(Prompt(f"eval-{sample_id}", target_text, ref[1] if ref else None, ref[0] if ref else None))
+        prompts.append(prompt)
     return prompts
+
+
+def wait_for_samples(step: int) -> None:
+    """Every rank waits here until rank 0 has written the samples of `step`.
+
+    The wait is bounded by --ddp_timeout counted from rank 0's last finished clip (`dist.barrier`): a rank 0
+    that hangs in generation ends the run with a `DistStoreError`, exit code 160 (retried), after at most
+    that long, and the message says what the rank waited for.
+    """
+    import torch.distributed as tdist
+
+    try:
+        dist.barrier()
+    except tdist.DistStoreError as err:
+        raise tdist.DistStoreError(f"waiting for rank 0's samples at step {step}: {err}") from None
 
 
 class SampleCallback(TrainerCallback):
@@ -91,21 +133,23 @@ class SampleCallback(TrainerCallback):
             return
         self._done.add(step)
         if dist.is_main():
-            try:
-                self._sample(step, model)
-            except Exception as err:  # a sample is worth less than the run: log, count, go on
-                self.failures += 1
-                log.exception("samples at step %d failed (%d so far); training goes on: %s", step, self.failures,
-                              err)
-                self.report({"sample_failures": 1.0})
-        dist.barrier()
+            inner = getattr(model, "module", model)
+            with isolated(inner):  # the run goes on exactly as it would have without this sample
+                try:
+                    self._sample(step, inner)
+                except Exception as err:  # a sample is worth less than the run: log, count, go on
+                    self.failures += 1
+                    log.exception("samples at step %d failed (%d so far); training goes on: %s", step,
+                                  self.failures, err)
+                    self.report({"sample_failures": 1.0})
+        wait_for_samples(step)
 
     def _sample(self, step: int, model: Any) -> None:
         from trainer.generate.wav import write_index, write_wav
         from trainer.quality.scoring import means
 
         started = time.monotonic()
-        inner = getattr(model, "module", model)
+        inner = model
         if self._synth is None:
             self._synth = self.make_synthesizer(inner)
             self._scorer = self.make_scorer() if self.make_scorer else None
@@ -183,5 +227,5 @@ def build_sampler(cfg: Config, trainer: Any, tokenizer: Any, prompts: list[Promp
 
     callback = SampleCallback(cfg, prompts, make_synthesizer,
                               make_scorer if (q.asr_model_path or q.speaker_model_path) else None)
-    callback.report = trainer.log
+    callback.report = log_keeping_control(trainer)
     return callback if callback.enabled else None

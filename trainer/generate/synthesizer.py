@@ -17,10 +17,11 @@ import numpy as np
 
 from trainer.config.options import GenerationArgs, ModelArgs
 from trainer.data.audio import load_audio
+from trainer.data.samples import Clip as AudioClip
 from trainer.encode.code_cache import encode_waveform
 from trainer.encode.collator import Layout
 from trainer.errors import AudioError, ConfigError
-from trainer.generate.layout import generated_codes, prompt_arrays
+from trainer.generate.layout import context_clips, generated_codes, prompt_arrays, prompt_messages
 from trainer.generate.prompts import Prompt
 from trainer.model.load import attach_adapter, check_adapter_dir  # noqa: F401  (synthesize checks adapters early)
 
@@ -50,7 +51,7 @@ class Synthesizer:
         self.system_prompt = system_prompt
         self.sample_rate = int(codec.config.sample_rate)
         self.frame_rate = float(codec.config.frame_rate)
-        self._reference_codes: dict[str, np.ndarray] = {}
+        self._reference_codes: dict[AudioClip, np.ndarray] = {}
 
     @classmethod
     def load(cls, args: ModelArgs, adapter_path: str | None, system_prompt: str) -> Synthesizer:
@@ -69,15 +70,23 @@ class Synthesizer:
         return cls(model, codec, parts.tokenizer, Layout.from_model(parts.model_config, parts.tokenizer),
                    system_prompt)
 
-    def reference_codes(self, path: str) -> np.ndarray:
-        """Codes (codebooks, frames) of a reference clip, encoded once per file."""
-        if path not in self._reference_codes:
+    def reference_codes(self, clip: AudioClip | str) -> np.ndarray:
+        """Codes (codebooks, frames) of a reference clip (a file, or a segment of one), encoded once per clip."""
+        clip = clip if isinstance(clip, AudioClip) else AudioClip(clip)
+        if clip not in self._reference_codes:
             try:
-                wave = load_audio(path, self.sample_rate)
+                wave = load_audio(clip.path, self.sample_rate, clip.offset, clip.duration)
             except AudioError as err:
-                raise ConfigError(f"reference audio {path}: {err}") from None
-            self._reference_codes[path] = encode_waveform(self.codec, wave)
-        return self._reference_codes[path]
+                raise ConfigError(f"reference audio {clip}: {err}") from None
+            self._reference_codes[clip] = encode_waveform(self.codec, wave)
+        return self._reference_codes[clip]
+
+    def prompt(self, prompt: Prompt) -> dict[str, np.ndarray]:
+        """input_ids and audio_input_ids of `prompt`, laid out as training lays out the same conversation:
+        its own system message and scene, else --system_prompt, and every reference clip before the target."""
+        messages = prompt_messages(prompt, self.system_prompt)
+        codes = [self.reference_codes(clip) for clip in context_clips(messages)]
+        return prompt_arrays(self.tokenizer, self.layout, messages, codes)
 
     def synthesize(self, prompt: Prompt, gen: GenerationArgs, max_seconds: float, seed: int,
                    streamer: Any = None) -> Clip:
@@ -85,10 +94,7 @@ class Synthesizer:
         `streamer` (a transformers streamer, such as a progress counter) sees each generated step."""
         import torch
 
-        reference = None
-        if prompt.reference is not None:
-            reference = (prompt.reference[0], self.reference_codes(prompt.reference[1]))
-        arrays = prompt_arrays(self.tokenizer, self.layout, self.system_prompt, prompt.text, reference)
+        arrays = self.prompt(prompt)
         model = self.model
         device = next(model.parameters()).device
         input_ids = torch.from_numpy(arrays["input_ids"])[None].to(device)

@@ -81,6 +81,9 @@ def child_env(environ: Mapping[str, str], outcome_dir: str | None) -> dict[str, 
         env[rank_reports.OUTCOME_DIR_ENV] = outcome_dir
         env[TORCHRUN_REPORT_ENV] = os.path.join(outcome_dir, TORCHRUN_REPORT)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # torchrun itself (`python -m torch.distributed.run`) must not import from the working directory either:
+    # a data folder holding `datasets/` or `transformers/` would shadow the installed packages.
+    env.setdefault("PYTHONSAFEPATH", "1")
     return env
 
 
@@ -97,8 +100,8 @@ def decide(
     A rank's configuration or data error wins (a retry cannot fix it), then a signal the launcher got,
     then a rank that ended without a word (of the `expected` local processes; killed, for example out of
     memory: the errors of the others follow from it, and a restart can succeed), then a rank's
-    unexpected error, then a rank stopped by a signal from elsewhere. A torchrun failure no rank
-    explains (a lost peer, a failed rendezvous) is retried too; a single process's own code
+    unexpected error, then a rank that lost a peer (160), then a rank stopped by a signal from elsewhere.
+    A torchrun failure no rank explains (a lost peer, a failed rendezvous) is retried too; a single process's own code
     (`torchrun=False`) is kept.
     """
     failed = [o for o in outcomes if o.code != errors.OK]
@@ -120,7 +123,10 @@ def decide(
         return errors.PROCESS_LOST, (
             f"{silent} of {expected} training processes ended without a reason (killed, for example out of "
             "memory); see the log above")
-    for wanted in (lambda c: c == errors.FAILURE, lambda c: c >= errors.SIGNAL_BASE):
+    # A rank that lost its peer (a collective or a wait past --ddp_timeout: 160) says what went wrong; the signal
+    # torchrun then sends the rank it waited for is only the consequence.
+    for wanted in (lambda c: c == errors.FAILURE, lambda c: c == errors.PROCESS_LOST,
+                   lambda c: c >= errors.SIGNAL_BASE):
         match = [o for o in failed if wanted(o.code)]
         if match:
             return match[0].code, told(match[0])

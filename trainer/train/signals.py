@@ -21,6 +21,7 @@ from trainer import errors
 from trainer.dist import tell_peers
 from trainer.errors import Stopped
 from trainer.rank_reports import record
+from trainer.train.signal_wakeup import SignalWakeup
 
 log = logging.getLogger(__name__)
 
@@ -59,22 +60,30 @@ class StopOnSignal(TrainerCallback):
         self._previous: dict[int, Any] = {}
         self._watchdog: threading.Timer | None = None
         self.agreed: int | None = None  # this step's agreement of every rank (`StepAgreement`)
+        self._watchdog_lock = threading.RLock()  # the handler may run while the main thread holds it
+        # The watchdog is also armed from a thread that sees the signal at once, even while the main thread,
+        # whose handler would arm it, waits in a collective (trainer.train.signal_wakeup).
+        self._wakeup = SignalWakeup(HANDLED, self._arm_from_wakeup)
 
     # ---- handlers --------------------------------------------------------------------------------
     def __enter__(self) -> StopOnSignal:
         if threading.current_thread() is threading.main_thread():
             for sig in HANDLED:
                 self._previous[sig] = signal.signal(sig, self._handle)
+            self._wakeup.start()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         if isinstance(exc, Stopped):
             self._stopping(exc)
-        if self._watchdog is not None:
-            self._watchdog.cancel()
+        # Handlers first, then the wakeup thread: after those nothing can arm a watchdog that outlives the run.
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+        self._wakeup.stop()
+        with self._watchdog_lock:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
 
     def _stopping(self, stopped: Stopped) -> None:
         """On the way out with `stopped`: tell the other ranks if this one was signalled before training, and
@@ -109,18 +118,31 @@ class StopOnSignal(TrainerCallback):
                     "stopping at the next step end without saving (--save_on_signal false)")
             if self.timeout_seconds > 0:
                 what += f", within {self.timeout_seconds:g} s (--signal_save_timeout_seconds)"
-                self._watchdog = threading.Timer(self.timeout_seconds, self._expire)
-                self._watchdog.daemon = True
-                self._watchdog.start()
+                self._arm_watchdog(signum)
             # os.write, not logging: a handler may interrupt a logging call holding its lock.
             os.write(2, f"higgs-audio-trainer: got {name}: {what}\n".encode())
 
-    def _expire(self) -> None:
+    def _arm_watchdog(self, signum: int) -> None:
+        """Start the watchdog for `signum` unless one runs already (from the handler or the wakeup thread)."""
+        with self._watchdog_lock:
+            if self._watchdog is not None or self.timeout_seconds <= 0:
+                return
+            self._watchdog = threading.Timer(self.timeout_seconds, self._expire, args=(signum,))
+            self._watchdog.daemon = True
+            self._watchdog.start()
+
+    def _arm_from_wakeup(self, signum: int) -> None:
+        """The wakeup thread saw `signum`: bound the time to the end as the handler would, in case the main
+        thread cannot run the handler now (a collective). Before training the handler itself stops the run."""
+        if self.phase in ("training", "after"):
+            self._arm_watchdog(signum)
+
+    def _expire(self, signum: int) -> None:
         """The watchdog: the save after a signal took longer than the bound; exit now with its code."""
-        assert self.received is not None
-        code = errors.for_signal(self.received)
+        signum = self.received or signum
+        code = errors.for_signal(signum)
         reason = (
-            f"stopped by {signal.Signals(self.received).name}: the step and checkpoint did not finish within "
+            f"stopped by {signal.Signals(signum).name}: the step and checkpoint did not finish within "
             f"{self.timeout_seconds:g} s (--signal_save_timeout_seconds); a restart resumes from the newest "
             "complete checkpoint"
         )

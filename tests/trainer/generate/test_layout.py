@@ -8,7 +8,8 @@ from tests.trainer.datafiles import DEMO, SYSTEM, load, write_jsonl
 from trainer.config.options import ModelArgs
 from trainer.encode.code_cache import encode_waveform
 from trainer.encode.collator import EncodedSample, Layout, delay_pattern, expand, tokenize_conversation
-from trainer.generate.layout import generated_codes, prompt_arrays
+from trainer.generate.layout import context_clips, generated_codes, prompt_arrays, prompt_messages
+from trainer.generate.prompts import Prompt
 
 
 def test_prompt_equals_the_training_layout_prefix_of_the_same_conversation(tiny_ckpt, tmp_path) -> None:
@@ -34,8 +35,10 @@ def test_prompt_equals_the_training_layout_prefix_of_the_same_conversation(tiny_
                       conv.target_flags()),
         layout, text_labels=False,
     )
-    prompt = prompt_arrays(parts.tokenizer, layout, SYSTEM, "The kettle whistled on the stove.",
-                           ("Please close the window.", codes[0]))
+    messages = prompt_messages(Prompt("p", "The kettle whistled on the stove.", str(ref), "Please close the window."),
+                               SYSTEM)
+    assert [c.path for c in context_clips(messages)] == [str(ref)]
+    prompt = prompt_arrays(parts.tokenizer, layout, messages, codes[:1])
     n, f = len(prompt["input_ids"]), len(prompt["audio_input_ids"])
     assert f == codes[0].shape[1] + 2 + layout.num_codebooks - 1  # the whole reference, delayed
     np.testing.assert_array_equal(prompt["input_ids"], training["input_ids"][:n])

@@ -372,3 +372,15 @@ def test_sigterm_to_one_rank_then_restart_gives_the_losses_of_an_uninterrupted_r
     resumed = _losses(cut_out / f"checkpoint-{steps}")
     after = range(stopped + 1, int(steps) + 1)
     assert [resumed[s] for s in after] == [expected[s] for s in after]
+
+
+def test_decide_a_lost_peer_outweighs_the_signal_stop_torchrun_then_sends_the_rank_it_waited_for() -> None:
+    # Rank 1 gave up waiting past --ddp_timeout (160); torchrun then stopped rank 0 with SIGTERM (143).
+    outcomes = [o(0, 143, "stopped by SIGTERM at step 2: checkpoint-2 saved"),
+                o(1, 160, "lost a peer: DistStoreError: waiting for rank 0's samples at step 2: ...")]
+    assert decide(1, outcomes, None, expected=2) == (
+        errors.PROCESS_LOST, "rank 1: lost a peer: DistStoreError: waiting for rank 0's samples at step 2: ...")
+
+
+def test_child_env_keeps_torchrun_from_importing_the_working_directory() -> None:
+    assert child_env({}, None)["PYTHONSAFEPATH"] == "1"
