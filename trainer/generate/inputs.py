@@ -57,12 +57,13 @@ def check_prompt_lengths(prompts: list[Prompt], wheres: list[str], parts: Any, s
                          max_seconds: float) -> None:
     """Each prompt plus the longest generation fits the model's positions (max_position_embeddings).
 
-    The prompt is laid out by the code that lays it out for generation, with zero codes of the reference's
-    length standing in for its encoding (only their number counts).
+    The prompt is laid out by the code that lays it out for generation (the line's own system message and
+    scene, else `system_prompt`), with zero codes of each reference's length standing in for its encoding
+    (only their number counts).
     """
     from trainer.data.audio import audio_info
     from trainer.encode.collator import Layout
-    from trainer.generate.layout import prompt_arrays
+    from trainer.generate.layout import context_clips, prompt_arrays, prompt_messages
 
     limit = getattr(parts.model_config, "max_position_embeddings", None)
     if not limit:
@@ -71,11 +72,12 @@ def check_prompt_lengths(prompts: list[Prompt], wheres: list[str], parts: Any, s
     frame_rate = float(parts.codec_config.frame_rate)
     generated = max(1, math.floor(max_seconds * frame_rate)) + layout.num_codebooks
     for prompt, where in zip(prompts, wheres, strict=True):
-        reference = None
-        if prompt.reference is not None:
-            frames = math.ceil(audio_info(prompt.reference[1])[0] * frame_rate)
-            reference = (prompt.reference[0], np.zeros((layout.num_codebooks, frames), dtype=np.int64))
-        used = len(prompt_arrays(parts.tokenizer, layout, system_prompt, prompt.text, reference)["input_ids"])
+        messages = prompt_messages(prompt, system_prompt)
+        codes = []
+        for clip in context_clips(messages):
+            seconds = clip.duration if clip.duration is not None else audio_info(clip.path)[0] - clip.offset
+            codes.append(np.zeros((layout.num_codebooks, math.ceil(seconds * frame_rate)), dtype=np.int64))
+        used = len(prompt_arrays(parts.tokenizer, layout, messages, codes)["input_ids"])
         if used + generated > int(limit):
             raise ConfigError(
                 f"{where}: the prompt takes {used} positions (system prompt, text and reference) and up to "
