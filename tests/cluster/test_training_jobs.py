@@ -1,0 +1,111 @@
+"""The chart, installed with `helm install` on the real control plane, run by the real Kubeflow training
+operator; its pods run as local processes by the test node agent (tests/cluster/node_agent.py: the stand-in
+for a kubelet). Each test asserts what the operator and the API server recorded and what is on the claim."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.cluster.cluster import Release
+
+pytestmark = pytest.mark.slow
+
+
+def trainer_reasons(release: Release) -> list[str]:
+    return [e.reason for e in release.events() if e.source and e.source.component == "higgs-audio-trainer"]
+
+
+def test_two_pods_train_a_lora_adapter_with_ddp_and_the_job_succeeds(release: Release) -> None:
+    release.install()
+    done = release.wait_condition("Succeeded")
+    assert "successfully completed" in done["message"]
+    pods = {p.metadata.name: p for p in release.pods()}
+    assert sorted(pods) == ["demo-master-0", "demo-worker-0"]
+    for pod in pods.values():
+        assert pod.status.phase == "Succeeded"
+        (state,) = pod.status.container_statuses
+        assert state.state.terminated.exit_code == 0
+        inits = {s.name: s.state.terminated.exit_code for s in pod.status.init_container_statuses}
+        assert inits.pop("preflight") == 0
+        # the operator's own init container of a Worker waits until the Master's name resolves
+        assert inits == ({"init-pytorch": 0} if "worker" in pod.metadata.name else {})
+    out = release.output()
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-10", "checkpoint-20"]
+    for ckpt in out.glob("checkpoint-*"):
+        assert (ckpt / "checkpoint_complete.json").is_file()
+        # one RNG state per rank: the two pods trained as one DDP group of WORLD_SIZE 2
+        assert sorted(p.name for p in ckpt.glob("rng_state_*.pth")) == ["rng_state_0.pth", "rng_state_1.pth"]
+    assert (out / "lora_adapters" / "adapter_model.safetensors").is_file()
+    # the trainer's own Events, read back from the API server
+    assert trainer_reasons(release)[0] == "TrainingStarted" and "TrainingSucceeded" in trainer_reasons(release)
+    status = release.status("--wait", "--interval", "1")
+    assert (status.returncode, status.stdout) == (0, ""), status.stderr
+    shown = release.status()
+    assert shown.returncode == 0, shown.stderr
+    assert f"PyTorchJob {release.ns}/demo: succeeded" in shown.stdout
+    assert "progress: step 20" in shown.stdout
+    assert "next: done: succeeded; the result is in /output/demo/lora_adapters" in shown.stdout
+    test = release.helm("test", "demo", timeout=300)
+    assert "Phase:          Succeeded" in test.stdout or "Succeeded" in test.stdout, test.stdout
+
+
+def master_line(text: str, pod: str) -> str:
+    (line,) = [x for x in text.splitlines() if x.startswith("  ") and f" {pod}: " in x]
+    return line
+
+
+def test_a_configuration_error_fails_the_job_with_exit_code_2_and_status_says_why_in_one_line(
+        release: Release) -> None:
+    release.install({"args": ["train", "--lora_rnak", "8"]})
+    failed = release.wait_condition("Failed", timeout=300)
+    assert "failed because 1 Master replica(s) failed" in failed["message"]
+    master = next(p for p in release.pods() if p.metadata.name == "demo-master-0")
+    (state,) = master.status.container_statuses
+    assert state.state.terminated.exit_code == 2
+    assert "--lora_rnak" in state.state.terminated.message  # the launcher's termination message
+    assert not release.events(reason="ExitedWithCode") or all(
+        "code 2" in e.message for e in release.events(reason="ExitedWithCode"))
+    shown = release.status()
+    assert shown.returncode == 0, shown.stderr
+    line = master_line(shown.stdout, "demo-master-0")
+    assert "Failed, 0 restarts; last exit 2 (configuration error" in line and "--lora_rnak" in line
+    assert "is running." not in shown.stdout  # the operator's stale Running message is left out
+    assert shown.stdout.rstrip().splitlines()[-1].startswith("next: done: failed; the operator does not restart it")
+    waited = release.status("--wait", "--interval", "1")
+    assert (waited.returncode, waited.stdout) == (1, "")
+    assert not release.output().joinpath("checkpoint-10").exists()
+
+
+def test_events_go_through_the_charts_role_and_a_role_without_create_counts_them_refused(release: Release) -> None:
+    """The same tiny run twice under real RBAC: with the chart's Role the trainer's Events are on the job,
+    recorded from the pods' own hosts; with `create` on events taken out of that Role (the job suspended
+    until then), none is, the run still succeeds, and the launcher counts the refused ones."""
+    release.install({"runPolicy": {"suspend": True}})
+    from kubernetes import client
+
+    rbac = client.RbacAuthorizationV1Api(release.cluster.agent.api)
+    role_name = "demo-higgs-audio-trainer-events"
+    role = rbac.read_namespaced_role(role_name, release.ns)
+    assert ["create"] in [r.verbs for r in role.rules if r.resources == ["events"]]
+    role.rules = [r for r in role.rules if r.resources != ["events"]]
+    rbac.replace_namespaced_role(role_name, release.ns, role)
+    release.cluster.custom.patch_namespaced_custom_object("kubeflow.org", "v1", release.ns, "pytorchjobs", "demo",
+                                                          {"spec": {"runPolicy": {"suspend": False}}})
+    release.wait_condition("Succeeded")
+    assert trainer_reasons(release) == []
+    log = (release.cluster.agent.run_of(release.ns, "demo-master-0").current.log).read_text()
+    (counted,) = re.findall(r"higgs-audio-trainer launch: events: (\d+) of (\d+) could not be recorded", log)
+    assert counted[0] == counted[1] and int(counted[0]) >= 2  # started and succeeded, each refused
+    assert (release.output() / "lora_adapters" / "adapter_model.safetensors").is_file()
+
+    # the same chart's Role, whole: the Events are there, sent from the master pod (its hostname)
+    second = Release(release.cluster, release.ns, "again", release.tmp, release.environ)
+    second.install({"jobName": "again"})
+    second.wait_condition("Succeeded")
+    mine = [e for e in second.events() if e.source and e.source.component == "higgs-audio-trainer"
+            and e.involved_object.name == "again"]
+    assert mine[0].reason == "TrainingStarted" and mine[-1].reason == "TrainingSucceeded"
+    assert {e.source.host for e in mine} == {"again-master-0"}
+    assert all(e.involved_object.uid == second.job()["metadata"]["uid"] for e in mine)
