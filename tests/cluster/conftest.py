@@ -1,5 +1,5 @@
 """Fixtures of the cluster tier: one real control plane and one node agent per session, a namespace per test,
-and the chart installed into it with `helm install` (tests/cluster/README.md says what runs)."""
+and the chart installed into it with `helm install` (docs/development.md, "The cluster tier")."""
 
 from __future__ import annotations
 

@@ -5,6 +5,8 @@ for a kubelet). Each test asserts what the operator and the API server recorded 
 from __future__ import annotations
 
 import re
+import subprocess
+from typing import Any
 
 import pytest
 
@@ -109,3 +111,86 @@ def test_events_go_through_the_charts_role_and_a_role_without_create_counts_them
     assert mine[0].reason == "TrainingStarted" and mine[-1].reason == "TrainingSucceeded"
     assert {e.source.host for e in mine} == {"again-master-0"}
     assert all(e.involved_object.uid == second.job()["metadata"]["uid"] for e in mine)
+
+
+def running_run(release: Release, pod: str, after: set[str]) -> Any:
+    """The agent's run of `pod` whose trainer container is running, of a pod uid not in `after`."""
+    def found() -> Any:
+        run = release.cluster.agent.run_of(release.ns, pod)
+        ok = run is not None and run.uid not in after and run.current is not None and run.current.name == "pytorch"
+        return run if ok and run.current.pid1() is not None else None
+    return release.wait_for(found, f"{pod}'s trainer container to run", timeout=300, interval=0.2)
+
+
+def test_a_sigkilled_worker_is_recreated_and_the_job_resumes_from_the_last_complete_checkpoint(
+        release: Release) -> None:
+    from trainer.train.checkpoint import MARKER
+
+    release.install({"trainer": {"max_steps": 40, "save_steps": 10, "logging_steps": 1}})
+    out = release.output()
+    worker = running_run(release, "demo-worker-0", set())
+    release.wait_for(lambda: (out / "checkpoint-10" / MARKER).is_file(), "checkpoint-10", interval=0.1)
+    worker.kill()  # as the out-of-memory killer would: the container's PID 1 and every process in it
+    assert worker.done.wait(60) and worker.exit_code == 137
+    done = release.wait_condition("Succeeded", timeout=900)
+    assert done["status"] == "True"
+    exited = [e.message for e in release.events(reason="ExitedWithCode")]
+    assert any("demo-worker-0 exited with code 137" in m for m in exited), exited
+    assert release.events(reason="PyTorchJobRestarting")  # the operator's own record of the retry
+    resumed = [e for e in release.events(reason="TrainingResumed")]
+    assert resumed and "checkpoint-" in resumed[-1].message
+    assert (out / "checkpoint-40" / MARKER).is_file()
+    assert (out / "lora_adapters" / "adapter_model.safetensors").is_file()
+    shown = release.status()
+    line = master_line(shown.stdout, "demo-worker-0")
+    assert "Succeeded, 1 restarts; recreated by the operator after exit 137 (killed by signal 9)" in line, shown.stdout
+    assert "last exit 0 (success)" in line
+
+
+def test_crashes_before_any_checkpoint_spend_the_retry_budget_and_fail_the_job_with_exit_code_6(
+        release: Release) -> None:
+    release.install({"workers": 0, "trainer": {"retry_budget": 2, "max_steps": 1000, "save_steps": 1000}})
+    seen: set[str] = set()
+    for _ in range(2):  # two attempts SIGKILLed before their first checkpoint
+        run = running_run(release, "demo-master-0", seen)
+        seen.add(run.uid)
+        run.kill()
+        assert run.done.wait(60) and run.exit_code == 137
+    failed = release.wait_condition("Failed", timeout=600)
+    assert "Master replica(s) failed" in failed["message"]
+    (master,) = release.pods()
+    assert master.metadata.uid not in seen  # the third pod
+    (state,) = master.status.container_statuses
+    assert state.state.terminated.exit_code == 6
+    assert state.state.terminated.message.startswith("retry budget spent: the last 2 attempts (of --retry_budget 2)")
+    from trainer.launch.ledger import LEDGER_NAME, read
+
+    assert [a.code for a in read(release.output() / LEDGER_NAME)] == [None, None, 6]  # the kills wrote no end
+    shown = release.status()
+    line = master_line(shown.stdout, "demo-master-0")
+    assert "Failed, 2 restarts; recreated by the operator after exit 137" in line
+    assert "last exit 6 (retry budget spent" in line
+
+
+def test_a_failing_preflight_shows_on_the_pod_and_in_status_and_the_operator_recreates_the_pod(
+        release: Release) -> None:
+    """The output claim cannot be written (an immutable directory: even root cannot create files in it). The
+    preflight init container exits 2 naming it; the operator reads only the `pytorch` container's exit code,
+    finds none, and under `restartPolicy: ExitCode` recreates the pod again and again: `status` says so."""
+    claim = release.cluster.agent.claim_dir(release.ns, "demo-higgs-audio-trainer-output")
+    subprocess.run(["chattr", "+i", str(claim)], check=True)
+    try:
+        release.install({"workers": 0})
+        release.wait_for(lambda: len(release.events(reason="ExitedWithCode")) >= 2, "two recreations", timeout=300)
+        cond = release.conditions()
+        assert "Failed" not in cond and "Succeeded" not in cond
+        shown = release.status()
+        assert shown.returncode == 0, shown.stderr
+        line = master_line(shown.stdout, "demo-master-0")
+        assert "init container preflight exited 2 (configuration error" in line, shown.stdout
+        assert "/output" in line and "writ" in line  # the preflight's line names the volume
+        assert "next: demo-master-0's init container preflight failed (exit code 2); the operator" in shown.stdout
+    finally:
+        release.cluster.custom.delete_namespaced_custom_object("kubeflow.org", "v1", release.ns, "pytorchjobs",
+                                                               "demo")
+        subprocess.run(["chattr", "-i", str(claim)], check=True)
