@@ -47,6 +47,9 @@ def namespace(cluster: Cluster) -> Iterator[str]:
     `higgs-audio-data` claims; its pods are stopped afterwards."""
     ns = f"t-{uuid.uuid4().hex[:8]}"
     cluster.core.create_namespace({"metadata": {"name": ns}})
+    # The controller-manager's service account controller gives every namespace this one (`helm test`'s pod
+    # names no other); none runs here.
+    cluster.core.create_namespaced_service_account(ns, {"metadata": {"name": "default"}})
     model, codec = cluster.tiny
     models = cluster.agent.claim_dir(ns, "higgs-audio-models")
     shutil.copytree(model, models / "model")

@@ -62,7 +62,7 @@ def test_a_configuration_error_fails_the_job_with_exit_code_2_and_status_says_wh
         release: Release) -> None:
     release.install({"args": ["train", "--lora_rnak", "8"]})
     failed = release.wait_condition("Failed", timeout=300)
-    assert "failed because 1 Master replica(s) failed" in failed["message"]
+    assert failed["message"] == 'job "demo" is failing because "Master" replica(s) failed.'
     master = next(p for p in release.pods() if p.metadata.name == "demo-master-0")
     (state,) = master.status.container_statuses
     assert state.state.terminated.exit_code == 2
@@ -150,22 +150,25 @@ def test_a_sigkilled_worker_is_recreated_and_the_job_resumes_from_the_last_compl
 def test_crashes_before_any_checkpoint_spend_the_retry_budget_and_fail_the_job_with_exit_code_6(
         release: Release) -> None:
     release.install({"workers": 0, "trainer": {"retry_budget": 2, "max_steps": 1000, "save_steps": 1000}})
+    from trainer.launch.ledger import LEDGER_NAME, read
+
+    ledger = release.output() / LEDGER_NAME
     seen: set[str] = set()
-    for _ in range(2):  # two attempts SIGKILLed before their first checkpoint
+    for n in range(1, 3):  # two attempts SIGKILLed before their first checkpoint, once the launcher logged them
         run = running_run(release, "demo-master-0", seen)
         seen.add(run.uid)
+        release.wait_for(lambda n=n: ledger.is_file() and len(read(ledger)) == n, f"attempt {n} in the ledger",
+                         interval=0.1)
         run.kill()
         assert run.done.wait(60) and run.exit_code == 137
     failed = release.wait_condition("Failed", timeout=600)
-    assert "Master replica(s) failed" in failed["message"]
+    assert failed["message"] == 'job "demo" is failing because "Master" replica(s) failed.'
     (master,) = release.pods()
     assert master.metadata.uid not in seen  # the third pod
     (state,) = master.status.container_statuses
     assert state.state.terminated.exit_code == 6
     assert state.state.terminated.message.startswith("retry budget spent: the last 2 attempts (of --retry_budget 2)")
-    from trainer.launch.ledger import LEDGER_NAME, read
-
-    assert [a.code for a in read(release.output() / LEDGER_NAME)] == [None, None, 6]  # the kills wrote no end
+    assert [a.code for a in read(ledger)] == [None, None, 6]  # the kills wrote no end
     shown = release.status()
     line = master_line(shown.stdout, "demo-master-0")
     assert "Failed, 2 restarts; recreated by the operator after exit 137" in line
@@ -194,3 +197,18 @@ def test_a_failing_preflight_shows_on_the_pod_and_in_status_and_the_operator_rec
         release.cluster.custom.delete_namespaced_custom_object("kubeflow.org", "v1", release.ns, "pytorchjobs",
                                                                "demo")
         subprocess.run(["chattr", "-i", str(claim)], check=True)
+
+
+def test_an_elastic_job_trains_through_the_rendezvous_the_operator_sets(release: Release) -> None:
+    release.install({"workers": 2, "elastic": {"enabled": True, "minReplicas": 1, "maxReplicas": 2},
+                     "trainer": {"max_steps": 10, "save_steps": 10}})
+    release.wait_condition("Succeeded")
+    pods = {p.metadata.name: p for p in release.pods()}
+    assert sorted(pods) == ["demo-worker-0", "demo-worker-1"]  # Workers only, no Master
+    env = {e.name: e.value for e in pods["demo-worker-1"].spec.containers[0].env}
+    assert env["PET_RDZV_ENDPOINT"] == "demo-worker-0:23456" and env["PET_NNODES"] == "1:2"
+    assert "MASTER_ADDR" not in env
+    out = release.output()
+    ranks = sorted(p.name for p in (out / "checkpoint-10").glob("rng_state_*.pth"))
+    assert ranks == ["rng_state_0.pth", "rng_state_1.pth"]  # both pods joined one group
+    assert (out / "lora_adapters" / "adapter_model.safetensors").is_file()

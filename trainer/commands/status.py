@@ -143,8 +143,8 @@ def next_line(view: JobView) -> str:
     if init:
         pod, (name, code, _) = init[0]
         return (f"{pod}'s init container {name} failed (exit code {code}); the operator reads only the trainer "
-                "container's exit code, so under restartPolicy ExitCode it recreates the pod without end: fix "
-                "the cause (above) or delete the job")
+                "container's exit code, so under restartPolicy ExitCode it recreates the pod again and again "
+                "(until activeDeadlineSeconds): fix the cause (above) or delete the job")
     if "Suspended" in types:
         return "suspended: no pods until the job is resumed"
     last = events[-1] if events else None

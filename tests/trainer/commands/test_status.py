@@ -238,4 +238,5 @@ def test_what_the_cluster_keeps_after_a_pod_is_replaced_and_after_a_permanent_fa
             "var, YAML key or path)): preflight failed: /output is not writable") in text
     assert text.endswith("next: demo-worker-0's init container preflight failed (exit code 2); the operator reads "
                          "only the trainer container's exit code, so under restartPolicy ExitCode it recreates the "
-                         "pod without end: fix the cause (above) or delete the job")
+                         "pod again and again (until activeDeadlineSeconds): fix the cause (above) or delete the "
+                         "job")
