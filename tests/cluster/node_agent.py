@@ -263,9 +263,11 @@ class NodeAgent:
 
     @staticmethod
     def own_group(path: Path, gid: int) -> None:
-        """fsGroup: the volume's root belongs to the group and is group-writable (setgid), as a kubelet makes it."""
-        os.chown(path, -1, gid)
-        path.chmod(0o2775)
+        """fsGroup: the volume's root belongs to the group and is group-writable (setgid), as a kubelet makes it.
+        A volume that refuses it (read-only, immutable) is mounted as it is: the pod's own checks find it."""
+        with contextlib.suppress(OSError):
+            os.chown(path, -1, gid)
+            path.chmod(0o2775)
 
     # ---- for tests --------------------------------------------------------------------------------------
     def run_of(self, ns: str, name: str) -> PodRun | None:

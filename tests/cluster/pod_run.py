@@ -164,8 +164,8 @@ class PodRun:
         env["TERMINATION_LOG"] = f"{TERMINATION_DIR}/{c.name}"
         script = self._mount_script(c, volumes)
         log_path = self.dir / f"{c.name}.log"
-        argv = ["unshare", "--mount", "--uts", "--pid", "--fork", "--mount-proc", "--propagation", "private",
-                "--kill-child=SIGKILL", "--", "sh", "-c", script, "sh", *command, *args]
+        argv = ["unshare", "--mount", "--uts", "--propagation", "private", "--", "sh", "-c", script, "sh",
+                *command, *args]
         with log_path.open("ab") as out:
             proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd="/",
                                     start_new_session=True)
@@ -203,7 +203,11 @@ class PodRun:
                                         and vol.persistent_volume_claim.read_only)
             if read_only:
                 lines.append(f"mount -o remount,bind,ro {shlex.quote(target)}")
-        lines.append('exec "$@"')
+        # The command is PID 1 of a PID namespace of its own (a SIGKILL to it ends every process of the pod),
+        # the first child of a shell that exits with its status, 128 + N for signal N, as a runtime reports it.
+        # (`unshare --fork` passes a child's SIGKILL on by killing itself, which it cannot, and exits 1.)
+        lines.append("exec unshare --pid -- sh -c '" + 'sh -c "mount -t proc proc /proc && exec \\"\\$@\\"" sh "$@"; '
+                     "exit $?' sh \"$@\"")
         return "\n".join(lines)
 
     def _volume(self, name: str) -> Any:
