@@ -10,9 +10,8 @@ environment is the pod's: `value` with `$(VAR)` expansion, `valueFrom` field, Se
 references, `envFrom`; `KUBERNETES_SERVICE_HOST`/`PORT` point at the real API server, and the
 ServiceAccount token of the pod's projected volume is minted with the TokenRequest API (bound to the pod),
 so the trainer's kubernetes client talks to the API server as the pod's service account under real RBAC.
-Service names also resolve through a name server of the agent's (tests/cluster/dns.py), which the
-operator's worker init container asks with `nslookup` (run here by `getent`, through the libc resolver as
-the busybox of the operator's alpine 3.10 image does).
+The operator's worker init container waits with `nslookup` for the Master's name: run here by `getent`,
+through the libc resolver (so /etc/hosts) as the busybox of the operator's alpine 3.10 image does.
 
 What a kubelet does and this does not: images (the container's command runs with the worktree's venv first
 on PATH, standing in for the image, whose ENTRYPOINT and CMD are `higgs-audio-trainer launch` / `train`),
@@ -37,7 +36,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from tests.cluster.dns import DnsServer
 from tests.cluster.pod_run import NODE, PodRun, now
 
 
@@ -66,9 +64,7 @@ class NodeAgent:
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="node-agent", daemon=True)
         self.errors: list[str] = []
-        self.services: set[tuple[str, str]] = set()  # (namespace, name)
         self.tools_dir = root / "bin"  # what the operator's init container image has: nslookup
-        self.dns: DnsServer | None = None
 
     # ---- the loop ---------------------------------------------------------------------------------------
     def start(self) -> NodeAgent:
@@ -81,7 +77,6 @@ class NodeAgent:
         nslookup = self.tools_dir / "nslookup"
         nslookup.write_text('#!/bin/sh\nexec getent ahostsv4 "$1"\n')
         nslookup.chmod(0o755)
-        self.dns = DnsServer(self.known_service)
         node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE, "labels": {
             "kubernetes.io/hostname": NODE, "kubernetes.io/os": "linux"}},
             "status": {"capacity": {"cpu": "64", "memory": "256Gi", "pods": "110"},
@@ -103,8 +98,6 @@ class NodeAgent:
         self._thread.join(30)
         for run in list(self.runs.values()):
             run.stop(5)
-        if self.dns is not None:
-            self.dns.close()
         for path in reversed(self.created_dirs):  # the mount points this agent made on the host
             with contextlib.suppress(OSError):
                 path.rmdir()
@@ -120,8 +113,6 @@ class NodeAgent:
     def _tick(self) -> None:
         from kubernetes import client
 
-        self.services = {(s.metadata.namespace, s.metadata.name)
-                         for s in self.core.list_service_for_all_namespaces(_request_timeout=10).items}
         pods = self.core.list_pod_for_all_namespaces(_request_timeout=10).items
         seen = set()
         for pod in pods:
@@ -176,9 +167,6 @@ class NodeAgent:
             if err.status not in (404, 409):
                 raise
         self.runs.pop(pod.metadata.uid, None)
-
-    def known_service(self, name: str, ns: str | None) -> bool:
-        return any(n == name and (ns is None or s == ns) for s, n in self.services)
 
     # ---- what pods need from the API and the host ---------------------------------------------------------
     def patch_status(self, ns: str, name: str, uid: str, status: dict) -> None:

@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tests.cluster.dns import ADDRESS as DNS_ADDRESS
-
 if TYPE_CHECKING:
     from tests.cluster.node_agent import NodeAgent
 
@@ -178,13 +176,10 @@ class PodRun:
     def _mount_script(self, c: Any, volumes: dict[str, Path]) -> str:
         hosts = self.dir / "hosts"
         hosts.write_text(self.agent.hosts_text(self.ns, self.pod))
-        resolv = self.dir / "resolv.conf"
-        resolv.write_text(f"nameserver {DNS_ADDRESS}\nsearch {self.ns}.svc.cluster.local svc.cluster.local "
-                          "cluster.local\noptions ndots:5\n")
         term = self.agent.mount_point(TERMINATION_DIR)
         lines = ["set -e", f"mount --bind {shlex.quote(str(self.dir / 'termination'))} {term}",
                  f"mount --bind {shlex.quote(str(hosts))} /etc/hosts",
-                 f"mount --bind {shlex.quote(str(resolv))} /etc/resolv.conf", f"hostname {shlex.quote(self.name)}"]
+                 f"hostname {shlex.quote(self.name)}"]
         mounts = list(c.volume_mounts or [])
         root = str(self.agent.root)
         # A mount that covers the agent's own directory (/tmp) goes last: the others' sources lie below it.

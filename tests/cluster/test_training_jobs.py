@@ -179,14 +179,17 @@ def test_a_failing_preflight_shows_on_the_pod_and_in_status_and_the_operator_rec
         release: Release) -> None:
     """The output claim cannot be written (an immutable directory: even root cannot create files in it). The
     preflight init container exits 2 naming it; the operator reads only the `pytorch` container's exit code,
-    finds none, and under `restartPolicy: ExitCode` recreates the pod again and again: `status` says so."""
+    finds none, and under `restartPolicy: ExitCode` recreates the pod again and again (seen on v1.9.4; the job
+    is never marked Failed): `status` says so."""
     claim = release.cluster.agent.claim_dir(release.ns, "demo-higgs-audio-trainer-output")
     subprocess.run(["chattr", "+i", str(claim)], check=True)
     try:
         release.install({"workers": 0})
-        release.wait_for(lambda: len(release.events(reason="ExitedWithCode")) >= 2, "two recreations", timeout=300)
-        cond = release.conditions()
-        assert "Failed" not in cond and "Succeeded" not in cond
+        # No ExitedWithCode Event: the operator emits it only for a `pytorch` container that terminated.
+        release.wait_for(lambda: len(release.events(reason="SuccessfulCreatePod")) >= 3, "two recreations",
+                         timeout=300)
+        true = {t for t, c in release.conditions().items() if c["status"] == "True"}
+        assert not true & {"Failed", "Succeeded"}, true
         shown = release.status()
         assert shown.returncode == 0, shown.stderr
         line = master_line(shown.stdout, "demo-master-0")
