@@ -126,7 +126,9 @@ def test_a_sigkilled_worker_is_recreated_and_the_job_resumes_from_the_last_compl
         release: Release) -> None:
     from trainer.train.checkpoint import MARKER
 
-    release.install({"trainer": {"max_steps": 40, "save_steps": 10, "logging_steps": 1}})
+    # The operator recreates the worker while the master still runs the old group: the new worker's ranks can
+    # join that group's store and wait for peers that are gone. ddp_timeout bounds that wait (160, retried).
+    release.install({"trainer": {"max_steps": 40, "save_steps": 10, "logging_steps": 1, "ddp_timeout": 60}})
     out = release.output()
     worker = running_run(release, "demo-worker-0", set())
     release.wait_for(lambda: (out / "checkpoint-10" / MARKER).is_file(), "checkpoint-10", interval=0.1)
@@ -186,8 +188,9 @@ def test_a_failing_preflight_shows_on_the_pod_and_in_status_and_the_operator_rec
     try:
         release.install({"workers": 0})
         # No ExitedWithCode Event: the operator emits it only for a `pytorch` container that terminated.
-        release.wait_for(lambda: len(release.events(reason="SuccessfulCreatePod")) >= 3, "two recreations",
-                         timeout=300)
+        # (the recorder folds repeats into one Event and counts them)
+        release.wait_for(lambda: sum(e.count or 1 for e in release.events(reason="SuccessfulCreatePod")) >= 3,
+                         "two recreations", timeout=300)
         true = {t for t, c in release.conditions().items() if c["status"] == "True"}
         assert not true & {"Failed", "Succeeded"}, true
         shown = release.status()
@@ -212,6 +215,8 @@ def test_an_elastic_job_trains_through_the_rendezvous_the_operator_sets(release:
     assert env["PET_RDZV_ENDPOINT"] == "demo-worker-0:23456" and env["PET_NNODES"] == "1:2"
     assert "MASTER_ADDR" not in env
     out = release.output()
-    ranks = sorted(p.name for p in (out / "checkpoint-10").glob("rng_state_*.pth"))
-    assert ranks == ["rng_state_0.pth", "rng_state_1.pth"]  # both pods joined one group
+    # min 1: the rendezvous may close with the first Worker alone (one RNG state, rng_state.pth) or both
+    ranks = sorted(p.name for p in (out / "checkpoint-10").glob("rng_state*.pth"))
+    assert ranks in (["rng_state.pth"], ["rng_state_0.pth", "rng_state_1.pth"]), ranks
+    assert (out / "checkpoint-10" / "checkpoint_complete.json").is_file()
     assert (out / "lora_adapters" / "adapter_model.safetensors").is_file()

@@ -70,7 +70,8 @@ def operator_exits(events: list[Any]) -> dict[str, list[tuple[Any, int]]]:
         match = EXITED.search(event.message or "") if event.reason == "ExitedWithCode" else None
         if match:
             when = event.last_timestamp or event.event_time or event.metadata.creation_timestamp
-            found.setdefault(match["pod"], []).append((when, int(match["code"])))
+            # the same ending twice is one Event counted twice (the recorder folds repeats)
+            found.setdefault(match["pod"], []).extend([(when, int(match["code"]))] * (event.count or 1))
     return found
 
 

@@ -220,13 +220,13 @@ def test_what_the_cluster_keeps_after_a_pod_is_replaced_and_after_a_permanent_fa
                 "source": {"component": "pytorchjob-controller"}, "lastTimestamp": when}
 
     pods = V1PodList.from_dict({"items": [pod("demo-worker-0", "2026-12-06T08:00:10Z", "Failed", 6)]}).items
-    events = CoreV1EventList.from_dict({"items": [exited("demo-worker-0", 137, "2026-12-06T08:00:05Z"),
+    events = CoreV1EventList.from_dict({"items": [{**exited("demo-worker-0", 137, "2026-12-06T08:00:05Z"), "count": 2},
                                                   exited("demo-worker-0", 6, "2026-12-06T08:00:30Z")]}).items
     job = {"status": {"conditions": [
         {"type": "Running", "status": "False", "reason": "PyTorchJobRunning", "message": "PyTorchJob demo is running."},
         {"type": "Failed", "status": "True", "reason": "PyTorchJobFailed", "message": "PyTorchJob demo is failed."}]}}
     text = render(JobView(KINDS["PyTorchJob"], job, pods, None, events, None), "demo", "team")
-    assert ("  worker-0 demo-worker-0: Failed, 1 restarts; recreated by the operator after exit 137 (killed by "
+    assert ("  worker-0 demo-worker-0: Failed, 2 restarts; recreated by the operator after exit 137 (killed by "
             "signal 9); last exit 6 (retry budget spent") in text
     assert "  Running=False\n" in text and "is running." not in text
     assert "next: done: failed" in text
