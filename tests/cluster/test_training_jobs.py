@@ -193,7 +193,9 @@ def test_a_failing_preflight_shows_on_the_pod_and_in_status_and_the_operator_rec
                          "two recreations", timeout=300)
         true = {t for t, c in release.conditions().items() if c["status"] == "True"}
         assert not true & {"Failed", "Succeeded"}, true
-        shown = release.status()
+        # The pod is failed most of the time and freshly recreated (Pending) for a moment: read until failed.
+        shown = release.wait_for(lambda: (r := release.status()) and "init container preflight" in r.stdout and r,
+                                 "status showing the failed preflight", timeout=120, interval=0.5)
         assert shown.returncode == 0, shown.stderr
         line = master_line(shown.stdout, "demo-master-0")
         assert "init container preflight exited 2 (configuration error" in line, shown.stdout
