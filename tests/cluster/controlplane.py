@@ -17,8 +17,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from tests.tooling import REPO, missing
 
 TOOLS = ("etcd", "kubectl", "openssl", "xz", "unshare", "curl", "getent")
@@ -105,11 +103,3 @@ def control_plane(state: Path) -> Iterator[ControlPlane]:
         subprocess.run(["bash", str(script), "down", str(state)], env=env, capture_output=True, timeout=120)
         shutil.rmtree(state, ignore_errors=True)
 
-
-def operator_version(plane: ControlPlane) -> tuple[str, str]:
-    """(kube-apiserver's gitVersion, the operator's CRD file), for the docs' statement of what the tier runs."""
-    from kubernetes import client
-
-    version = client.VersionApi(plane.api()).get_code().git_version
-    crd = yaml.safe_load((cluster_dir() / "manifests" / "kubeflow.org_pytorchjobs.yaml").read_text())
-    return version, crd["metadata"]["name"]
