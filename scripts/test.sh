@@ -24,6 +24,14 @@ fi
 needs "tests/chart/" && bash scripts/ci/install_k8s_tools.sh
 needs "tests/monitoring/|tests/trainer/metrics/|tests/trainer/generate/" && bash scripts/ci/install_monitoring_tools.sh
 needs "tests/trainer/commands/test_status.py" && bash scripts/ci/install_apiserver.sh
+# The cluster tier (tests/cluster/): ../shared/cluster's kube-apiserver and training operator need etcd, kubectl
+# and openssl; helm installs the chart.
+if needs "tests/cluster/test_training_jobs.py"; then
+  source scripts/lib/apt.sh
+  apt_install_services etcd-server
+  apt_install_missing kubectl openssl xz-utils util-linux curl
+  bash scripts/ci/install_k8s_tools.sh
+fi
 .venv/bin/ruff check .
 set +e
 .venv/bin/python -m pytest "$@"

@@ -13,6 +13,8 @@ from tests.chart.chartlib import CHART, helm_bin, run_helm
 # `a.b`, Helm 4 as `/a/b`; template checks use the dotted form.
 CASES = {
     "string-for-number": ({"trainer": {"lora_rank": "8"}}, "run", "trainer.lora_rank"),
+    "pushgateway-password-in-plain": ({"trainer": {"pushgateway_password": "s3cret"}}, "run",
+                                      "trainer.pushgateway_password"),
     "string-for-count": ({"workers": "two"}, "run", "workers"),
     "string-for-bool": ({"trainer": {"use_lora": "yes"}}, "run", "trainer.use_lora"),
     "number-out-of-range": ({"trainer": {"lora_dropout": 2}}, "run", "trainer.lora_dropout"),
@@ -189,3 +191,19 @@ def test_schema_holds_the_grace_period_floor(helm: str) -> None:
     assert "is too short" not in proc.stderr, "the template check answered, not the schema"
     proc = run_helm(helm, "template", "run", str(CHART), "--set", "terminationGracePeriodSeconds=30")
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_plain_pushgateway_password_is_refused_without_echoing_it_and_a_secret_is_referenced(helm: str,
+                                                                                               tmp_path: Path) -> None:
+    plain = write_values(tmp_path, {"trainer": {"pushgateway_password": "s3cret-value"}})
+    proc = run_helm(helm, "template", "run", str(CHART), "-f", str(plain))
+    assert proc.returncode != 0 and "trainerFromSecret.pushgateway_password" in proc.stderr
+    assert "s3cret-value" not in proc.stderr + proc.stdout
+    ref = write_values(tmp_path, {"trainerFromSecret": {"pushgateway_password": {"name": "gw", "key": "pw"}}})
+    proc = run_helm(helm, "template", "run", str(CHART), "-f", str(ref))
+    assert proc.returncode == 0, proc.stderr
+    docs = [d for d in yaml.safe_load_all(proc.stdout) if d and d["kind"] == "PyTorchJob"]
+    pod = docs[0]["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
+    for container in [*pod["initContainers"], *pod["containers"]]:
+        (var,) = [e for e in container["env"] if e["name"] == "PUSHGATEWAY_PASSWORD"]
+        assert var == {"name": "PUSHGATEWAY_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "gw", "key": "pw"}}}

@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from trainer import errors
+from trainer import errors, rank_reports
 from trainer.config.options import Config
 from trainer.config.values import SPECS, build_config, parse_value
 
@@ -184,6 +184,10 @@ def run(argv: Sequence[str]) -> int:
     for line in failed:
         print(f"preflight failed: {line}", flush=True)
     if failed:
+        # The init container's termination message: `kubectl describe pod` and `status` show why it failed.
+        env = os.environ
+        if env.get(rank_reports.TERMINATION_LOG_ENV) or os.path.exists(rank_reports.DEFAULT_TERMINATION_LOG):
+            rank_reports.write_termination_log("preflight failed: " + "; ".join(failed), env)
         return errors.CONFIG_ERROR
     print("preflight: output volume, /dev/shm, GPUs, inputs and gateway ok", flush=True)
     return errors.OK

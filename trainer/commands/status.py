@@ -12,6 +12,7 @@ line and exit code 2.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -55,17 +56,62 @@ def last_exit(pod: Any) -> tuple[int, str] | None:
     return None
 
 
-def pod_line(pod: Any) -> str:
+EXITED = re.compile(r"Pod: (?P<ns>[^.\s]+)\.(?P<pod>\S+) exited with code (?P<code>-?\d+)")
+
+
+def operator_exits(events: list[Any]) -> dict[str, list[tuple[Any, int]]]:
+    """Pod name -> [(time, exit code)] of the operator's `ExitedWithCode` Events, oldest first.
+
+    Under `restartPolicy: ExitCode` the operator deletes a pod that exited with a retried code and creates a
+    new one of the same name: its restart count is 0 again and its last exit code is gone. These Events are
+    the only record of the endings before it."""
+    found: dict[str, list[tuple[Any, int]]] = {}
+    for event in events:
+        match = EXITED.search(event.message or "") if event.reason == "ExitedWithCode" else None
+        if match:
+            when = event.last_timestamp or event.event_time or event.metadata.creation_timestamp
+            # the same ending twice is one Event counted twice (the recorder folds repeats)
+            found.setdefault(match["pod"], []).extend([(when, int(match["code"]))] * (event.count or 1))
+    return found
+
+
+def _before(when: Any, created: Any) -> bool:
+    try:
+        return when is not None and created is not None and when <= created
+    except TypeError:
+        return False
+
+
+def pod_line(pod: Any, exits: dict[str, list[tuple[Any, int]]] | None = None) -> str:
     labels = pod.metadata.labels or {}
     role = labels.get("training.kubeflow.org/replica-type") or labels.get("jobset.sigs.k8s.io/replicatedjob-name")
     index = labels.get("training.kubeflow.org/replica-index") or labels.get("jobset.sigs.k8s.io/job-index")
     restarts = sum(s.restart_count or 0 for s in (pod.status.container_statuses or []))
+    earlier = [(w, c) for w, c in (exits or {}).get(pod.metadata.name, [])
+               if _before(w, pod.metadata.creation_timestamp)]
+    restarts += len(earlier)  # pods the operator replaced under this name
     line = f"  {role or 'pod'}-{index or 0} {pod.metadata.name}: {pod.status.phase}, {restarts} restarts"
+    if earlier:
+        code = earlier[-1][1]
+        line += f"; recreated by the operator after exit {code} ({meaning(code)})"
     ended = last_exit(pod)
     if ended:
         code, message = ended
         line += f"; last exit {code} ({meaning(code)})" + (f": {message}" if message else "")
+    failed_init = failed_init_container(pod)
+    if failed_init:
+        name, code, message = failed_init
+        line += f"; init container {name} exited {code} ({meaning(code)})" + (f": {message}" if message else "")
     return line
+
+
+def failed_init_container(pod: Any) -> tuple[str, int, str] | None:
+    """(name, exit code, message) of an init container that failed (the preflight), if one did."""
+    for status in (pod.status and pod.status.init_container_statuses) or []:
+        term = status.state and status.state.terminated
+        if term is not None and term.exit_code:
+            return status.name, int(term.exit_code), " ".join((term.message or term.reason or "").split())
+    return None
 
 
 def progress(events: list[Any]) -> dict[str, str]:
@@ -94,6 +140,12 @@ def next_line(view: JobView) -> str:
         why = failed[0].get("message") or failed[0].get("reason") or ""
         return f"done: failed{at}; the operator does not restart it" + (f" ({why})" if why else "")
     types = {c.get("type") for c in conditions(job)}
+    init = [(p.metadata.name, f) for p in view.pods if (f := failed_init_container(p))]
+    if init:
+        pod, (name, code, _) = init[0]
+        return (f"{pod}'s init container {name} failed (exit code {code}); the operator reads only the trainer "
+                "container's exit code, so under restartPolicy ExitCode it recreates the pod again and again "
+                "(until activeDeadlineSeconds): fix the cause (above) or delete the job")
     if "Suspended" in types:
         return "suspended: no pods until the job is resumed"
     last = events[-1] if events else None
@@ -114,7 +166,9 @@ def render(view: JobView, name: str, namespace: str) -> str:
     lines = [f"{kind} {namespace}/{name}: {outcome(job) or 'running'}"]
     for c in (job.get("status") or {}).get("conditions") or []:
         text = f"  {c.get('type')}={c.get('status')}"
-        extra = ": ".join(x for x in (c.get("reason"), c.get("message")) if x)
+        # A condition that is no longer True keeps its old reason and message ("... is running." on a failed
+        # job): only a True one's are current.
+        extra = ": ".join(x for x in (c.get("reason"), c.get("message")) if x) if c.get("status") == "True" else ""
         lines.append(text + (f" ({extra})" if extra else "") + (f" since {c['lastTransitionTime']}"
                                                                   if c.get("lastTransitionTime") else ""))
     if not (job.get("status") or {}).get("conditions"):
@@ -123,7 +177,8 @@ def render(view: JobView, name: str, namespace: str) -> str:
         lines.append(f"pods: not readable ({view.pods_error})")
     else:
         lines.append(f"pods: {len(view.pods)}")
-        lines += [pod_line(p) for p in view.pods]
+        exits = operator_exits(view.events)
+        lines += [pod_line(p, exits) for p in view.pods]
     if view.events_error:
         lines.append(f"progress: Events not readable ({view.events_error})")
     else:

@@ -14,6 +14,7 @@ from trainer import errors
 from trainer.cluster.events import EventRecorder, recorder_from_options
 from trainer.config.options import Config
 from trainer.launch.ledger import Ledger, budget_reason
+from trainer.launch.output_lock import OutputInUse, OutputLock
 from trainer.train import checkpoint as ckpt
 
 
@@ -37,20 +38,28 @@ def final_output(cfg: Config) -> str:
 
 
 class TrainingAttempt:
-    """`begin` before torchrun starts (None, or the reason this attempt must not run), `end` after it."""
+    """`begin` before torchrun starts (None, or the exit code and reason this attempt must not run with),
+    `end` after it. The keeper holds the output directory's lock from `begin` to its exit."""
 
     def __init__(self, cfg: Config, environ: Mapping[str, str], *, keeper: bool) -> None:
         self.cfg, self.keeper = cfg, keeper
         self.ledger = Ledger(cfg.train.output_dir) if keeper and cfg.train.output_dir else None
+        self.lock = OutputLock(cfg.train.output_dir) if self.ledger is not None else None
         self.events: EventRecorder | None = recorder_from_options(cfg.cluster, environ) if keeper else None
 
-    def begin(self) -> str | None:
+    def begin(self) -> tuple[int, str] | None:
+        if self.lock is not None:
+            try:
+                self.lock.acquire()
+            except OutputInUse as err:  # the other run's ledger is not ours to write
+                self.ledger = None
+                return errors.CONFIG_ERROR, f"configuration error: OUTPUT_DIR {err}"
         step, path = newest_step(self.cfg.train.output_dir)
         if self.ledger is not None:
             spent = budget_reason(self.ledger.attempts(), self.cfg.cluster.retry_budget)
             self.ledger.begin(step)
             if spent:
-                return f"{spent}; the attempts are listed in {self.ledger.path}"
+                return errors.RETRIES_SPENT, f"{spent}; the attempts are listed in {self.ledger.path}"
         if self.events is not None:
             if path is not None and self.cfg.train.resume != "never":
                 self.events.resumed(path.name, step, self._attempt_no())

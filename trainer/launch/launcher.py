@@ -248,10 +248,10 @@ def main(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int:
         from trainer.launch.attempt import TrainingAttempt
 
         attempt = TrainingAttempt(cfg, env, keeper=topo.standalone or topo.node_rank == 0)
-        spent = attempt.begin()
-        if spent:
-            attempt.end(errors.RETRIES_SPENT, spent)
-            return finish(errors.RETRIES_SPENT, spent, env)
+        refused = attempt.begin()
+        if refused:
+            attempt.end(*refused)
+            return finish(*refused, env)
     print(f"higgs-audio-trainer launch: {' '.join(cmd)}", file=sys.stderr, flush=True)
     from trainer.launch.supervise import Supervisor
 

@@ -54,21 +54,53 @@ def ledger_path(output_dir: str | os.PathLike[str]) -> Path:
     return Path(output_dir) / LEDGER_NAME
 
 
-def read(path: Path) -> list[Attempt]:
-    """The ledger's attempts in order; a torn or foreign line (a crash mid-write) is skipped, a start line
-    followed by its end line for the same attempt is merged."""
-    attempts: dict[int, Attempt] = {}
+class DamagedLedger(ValueError):
+    """A ledger line that is not an attempt this launcher wrote; the message names the line and what is wrong."""
+
+
+FIELD_TYPES = {"attempt": (int,), "start_time": (int, float), "start_step": (int,),
+               "end_time": (int, float, type(None)), "code": (int, type(None)), "end_step": (int, type(None))}
+
+
+def parse_line(line: str, number: int) -> Attempt:
+    """One ledger line as an `Attempt`; raises `DamagedLedger` naming the line."""
     try:
-        lines = path.read_text().splitlines()
+        data = json.loads(line)
+    except ValueError as err:
+        raise DamagedLedger(f"line {number} is not JSON ({err.msg}): a torn or foreign line") from None
+    if not isinstance(data, dict) or set(data) != set(FIELD_TYPES):
+        raise DamagedLedger(f"line {number} does not hold the fields {', '.join(FIELD_TYPES)}")
+    for key, types in FIELD_TYPES.items():
+        if isinstance(data[key], bool) or not isinstance(data[key], types):
+            raise DamagedLedger(f"line {number}: {key} is {data[key]!r}, expected "
+                                f"{' or '.join('null' if t is type(None) else t.__name__ for t in types)}")
+    return Attempt(**data)
+
+
+def parse(raw: bytes) -> list[Attempt]:
+    """The attempts of a ledger's bytes in order, a start line followed by its end line for the same attempt
+    merged; raises `DamagedLedger` for bytes that are not UTF-8, a torn line or a line of the wrong shape."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DamagedLedger(f"byte {err.start} is not UTF-8") from None
+    if text and not text.endswith("\n"):
+        raise DamagedLedger(f"line {text.count(chr(10)) + 1} is torn (no line end): a write cut short")
+    attempts: dict[int, Attempt] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        found = parse_line(line, number)
+        attempts[found.attempt] = found
+    return [attempts[k] for k in sorted(attempts)]
+
+
+def read(path: Path) -> list[Attempt]:
+    """The ledger's attempts in order; a missing or unreadable ledger has none. A damaged one raises
+    `DamagedLedger` (`Ledger.attempts` moves it aside)."""
+    try:
+        raw = path.read_bytes()
     except OSError:
         return []
-    for line in lines:
-        try:
-            data = json.loads(line)
-            attempts[int(data["attempt"])] = Attempt(**data)
-        except (ValueError, TypeError, KeyError):
-            continue
-    return [attempts[k] for k in sorted(attempts)]
+    return parse(raw)
 
 
 def counted_failures(attempts: list[Attempt]) -> int:
@@ -115,7 +147,21 @@ class Ledger:
         self.current: Attempt | None = None
 
     def attempts(self) -> list[Attempt]:
-        return read(self.path)
+        """The attempts so far. A damaged ledger (a crash mid-write, a foreign editor, a disk fault) is moved
+        aside with a warning and a fresh one is started: the budget restarts full, where crashing here would
+        end every attempt with exit code 1, which the operator never retries."""
+        try:
+            return read(self.path)
+        except DamagedLedger as err:
+            aside = self.path.with_name(f"{self.path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+            try:
+                self.path.replace(aside)
+                where = f"moved to {aside}"
+            except OSError as move_err:
+                where = f"could not be moved aside ({move_err}); it is ignored"
+            log.warning("launch: the attempt ledger %s is damaged (%s); it was %s and a fresh ledger starts, "
+                        "so the retry budget starts full", self.path, err, where)
+            return []
 
     def begin(self, start_step: int, now: float | None = None) -> Attempt:
         previous = self.attempts()

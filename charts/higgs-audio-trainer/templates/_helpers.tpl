@@ -157,6 +157,9 @@ trainer does not read.
 {{- if hasKey $fromSecret $name }}
 {{- fail (printf "trainer.%s: also set in trainerFromSecret; keep one of them" $name) }}
 {{- end }}
+{{- if eq $name "pushgateway_password" }}
+{{- fail "trainer.pushgateway_password: a password is never rendered into the pod spec as a plain value (anyone who can read the job could read it); put it in a Secret and set trainerFromSecret.pushgateway_password: {name: <secret>, key: <key>}" }}
+{{- end }}
 {{- $_ := set $opts $name $value }}
 {{- end }}
 {{- end }}

@@ -209,3 +209,18 @@ def test_the_missing_model_path_message_quotes_its_help_to_the_end(ok_args: dict
     (line,) = failures(proc)
     assert line.endswith("(config.json with model_type higgs_audio_v2, safetensors weights, tokenizer and chat "
                          "template)."), line
+
+
+def test_the_failed_checks_are_the_init_containers_termination_message(ok_args: dict[str, str],
+                                                                       tmp_path: Path) -> None:
+    """Kubernetes shows the file's text as the init container's termination message (`kubectl describe`,
+    `higgs-audio-trainer status`); a passing preflight leaves it empty."""
+    log = tmp_path / "termination-log"
+    proc = preflight(ok_args, *shm(tmp_path), "--min_shm=1", model_path=str(tmp_path / "no-model"),
+                     train_data_file=str(tmp_path / "no-data.jsonl"), termination_log=str(log))
+    assert proc.returncode == errors.CONFIG_ERROR
+    lines = [x.removeprefix("preflight failed: ") for x in failures(proc)]
+    assert log.read_text() == "preflight failed: " + "; ".join(lines) + "\n"
+    ok = tmp_path / "ok-log"
+    assert preflight(ok_args, *shm(tmp_path), "--min_shm=1", termination_log=str(ok)).returncode == 0
+    assert not ok.exists()

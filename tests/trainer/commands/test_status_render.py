@@ -43,3 +43,54 @@ def test_pods_and_events_are_decoded_recorded_responses() -> None:
     assert ": rank 0: stopped by SIGTERM at step 380: checkpoint-380 saved" in text
     assert "progress: step 380 of 1000, last checkpoint checkpoint-380, loss 2.31" in text
     assert text.endswith("next: preempted at step 380; the operator restarts it and it resumes from checkpoint-380")
+
+
+def test_what_the_cluster_keeps_after_a_pod_is_replaced_and_after_a_permanent_failure() -> None:
+    """Shapes the real operator v1.9.4 and API server produced on the cluster tier (tests/cluster/), read into
+    the client's models: a recreated pod's restart count is 0 and its old exit code gone, so they come from the
+    operator's ExitedWithCode Events; a False Running condition keeps its stale "is running." message, which is
+    left out; an init container's failure is shown with its message."""
+    from kubernetes.client import CoreV1EventList, V1PodList
+
+    from trainer.cluster.client import KINDS
+    from trainer.cluster.jobs import JobView
+    from trainer.commands.status import render
+
+    def pod(name: str, created: str, phase: str, code: int | None, init_code: int = 0) -> dict:
+        state = {"terminated": {"exitCode": code, "reason": "Error"}} if code is not None else {"waiting": {}}
+        return {"metadata": {"name": name, "creationTimestamp": created, "labels": {
+                    "training.kubeflow.org/replica-type": "worker", "training.kubeflow.org/replica-index": "0"}},
+                "status": {"phase": phase, "containerStatuses": [{
+                    "name": "pytorch", "image": "t", "imageID": "", "ready": False, "restartCount": 0,
+                    "state": state}],
+                    "initContainerStatuses": [{
+                        "name": "preflight", "image": "t", "imageID": "", "ready": False, "restartCount": 0,
+                        "state": {"terminated": {"exitCode": init_code, "message": "preflight failed: /output is "
+                                                 "not writable" if init_code else None}}}]}}
+
+    def exited(pod_name: str, code: int, when: str) -> dict:
+        return {"metadata": {"name": f"demo.{when}"}, "involvedObject": {"kind": "PyTorchJob", "name": "demo"},
+                "reason": "ExitedWithCode", "message": f"Pod: team.{pod_name} exited with code {code}",
+                "source": {"component": "pytorchjob-controller"}, "lastTimestamp": when}
+
+    pods = V1PodList.from_dict({"items": [pod("demo-worker-0", "2026-12-06T08:00:10Z", "Failed", 6)]}).items
+    events = CoreV1EventList.from_dict({"items": [{**exited("demo-worker-0", 137, "2026-12-06T08:00:05Z"), "count": 2},
+                                                  exited("demo-worker-0", 6, "2026-12-06T08:00:30Z")]}).items
+    job = {"status": {"conditions": [
+        {"type": "Running", "status": "False", "reason": "PyTorchJobRunning", "message": "PyTorchJob demo is running."},
+        {"type": "Failed", "status": "True", "reason": "PyTorchJobFailed", "message": "PyTorchJob demo is failed."}]}}
+    text = render(JobView(KINDS["PyTorchJob"], job, pods, None, events, None), "demo", "team")
+    assert ("  worker-0 demo-worker-0: Failed, 2 restarts; recreated by the operator after exit 137 (killed by "
+            "signal 9); last exit 6 (retry budget spent") in text
+    assert "  Running=False\n" in text and "is running." not in text
+    assert "next: done: failed" in text
+
+    looping = V1PodList.from_dict({"items": [pod("demo-worker-0", "2026-12-06T08:00:10Z", "Failed", None, 2)]}).items
+    text = render(JobView(KINDS["PyTorchJob"], {"status": {"conditions": []}}, looping, None, [], None), "demo",
+                  "team")
+    assert ("demo-worker-0: Failed, 0 restarts; init container preflight exited 2 (configuration error (flag, env "
+            "var, YAML key or path)): preflight failed: /output is not writable") in text
+    assert text.endswith("next: demo-worker-0's init container preflight failed (exit code 2); the operator reads "
+                         "only the trainer container's exit code, so under restartPolicy ExitCode it recreates the "
+                         "pod again and again (until activeDeadlineSeconds): fix the cause (above) or delete the "
+                         "job")

@@ -102,12 +102,86 @@ def test_the_count_follows_the_documented_rules() -> None:
     assert budget_reason([a(lost, 5, 5)] * 9, 0) is None  # 0: no budget
 
 
-def test_a_torn_line_is_skipped_and_an_unwritable_ledger_costs_a_warning_not_the_run(tmp_path, caplog) -> None:
-    ledger = Ledger(tmp_path)
-    ledger.begin(0)
-    (tmp_path / LEDGER_NAME).open("a").write('{"attempt": 2, "start_ti')
-    assert [x.attempt for x in read(tmp_path / LEDGER_NAME)] == [1]
+def test_an_unwritable_ledger_costs_a_warning_not_the_run(tmp_path, caplog) -> None:
     blocked = tmp_path / "file"
     blocked.write_text("")
     Ledger(blocked / "out").begin(0)  # its directory cannot be made
     assert "cannot write the attempt ledger" in caplog.text
+
+
+GOOD = b'{"attempt": 1, "start_time": 1.0, "start_step": 0, "end_time": 2.0, "code": 137, "end_step": 0}\n'
+
+
+@pytest.mark.parametrize("damage, why", [
+    (GOOD + b'{"attempt": 2, "start_ti', "line 2 is torn (no line end)"),
+    (GOOD + b'{"attempt": 2, "start_time": 3.0, "start_step": "ten", "end_time": null, "code": null, '
+            b'"end_step": null}\n', "line 2: start_step is 'ten', expected int"),
+    (GOOD + b'{"attempt": 2, "start_time": 3.0, "start_step": 0, "end_time": null, "code": "137", '
+            b'"end_step": null}\n', "line 2: code is '137', expected int or null"),
+    (GOOD + b'\xff\xfe{"attempt": 2}\n', "byte 96 is not UTF-8"),
+    (GOOD + b'[1, 2]\n', "line 2 does not hold the fields"),
+])
+def test_a_damaged_ledger_is_moved_aside_with_a_warning_and_a_fresh_one_starts(tmp_path, caplog, damage,
+                                                                                why) -> None:
+    (tmp_path / LEDGER_NAME).write_bytes(damage)
+    ledger = Ledger(tmp_path)
+    assert ledger.begin(0).attempt == 1  # a fresh ledger: the budget starts full
+    (aside,) = tmp_path.glob(LEDGER_NAME + ".damaged-*")
+    assert aside.read_bytes() == damage  # kept for whoever wants to see what went wrong
+    assert f"the attempt ledger {tmp_path / LEDGER_NAME} is damaged ({why}" in caplog.text
+    assert f"moved to {aside}" in caplog.text
+    assert [a.attempt for a in read(tmp_path / LEDGER_NAME)] == [1]
+
+
+@pytest.mark.slow
+def test_a_launch_on_a_damaged_ledger_trains_instead_of_failing_with_exit_code_1(base_args, tmp_path) -> None:
+    """Before, `launch` crashed on a ledger with bytes that are not UTF-8 (exit code 1, never retried: the job
+    failed until someone deleted the file)."""
+    out = Path(base_args["output_dir"])
+    out.mkdir(parents=True)
+    (out / LEDGER_NAME).write_bytes(GOOD + b"\xff\xfe\n")
+    proc = launch(launch_env(base_args, tmp_path, max_steps="2", save_steps="100"), "--nproc_per_node", "1",
+                  timeout=300)
+    assert proc.returncode == errors.OK, proc.stderr[-3000:]
+    assert "is damaged (byte 96 is not UTF-8)" in proc.stderr
+    assert [(a.attempt, a.code) for a in read(out / LEDGER_NAME)] == [(1, errors.OK)]
+
+
+HOLD = """
+import sys, time
+from trainer.launch.output_lock import OutputLock
+assert OutputLock(sys.argv[1]).acquire()
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_second_launcher_on_a_live_output_dir_is_refused_and_a_killed_holder_never_blocks(base_args,
+                                                                                            tmp_path) -> None:
+    """The first launcher is a process holding the lock as `launch` holds it; the second is a real `launch`,
+    refused with exit code 2 naming the holder before torchrun starts. Once the holder is SIGKILLed (a pod's
+    end), the kernel has released its lock: the next launch gets past it (here to the spent budget's 6)."""
+    import subprocess
+    import sys
+
+    out = Path(base_args["output_dir"])
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        checkpoint(out, 10)
+        for _ in range(2):
+            attempt(out, errors.PROCESS_LOST)
+        env = launch_env(base_args, tmp_path, retry_budget="2")
+        second = launch(env, timeout=120)
+        assert second.returncode == errors.CONFIG_ERROR, second.stderr[-3000:]
+        message = (tmp_path / "termination-log").read_text()
+        expected = f"configuration error: OUTPUT_DIR {out} is in use by another launcher (host "
+        assert message.startswith(expected), message
+        assert f"pid {holder.pid}, since " in message and str(out / "launch.lock") in message
+        assert "torch.distributed.run" not in second.stderr
+        assert [x.code for x in read(out / LEDGER_NAME)] == [160, 160]  # the refused one wrote nothing there
+    finally:
+        holder.kill()
+        holder.wait()
+    third = launch(env, timeout=120)
+    assert third.returncode == errors.RETRIES_SPENT, third.stderr[-3000:]
