@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from trainer.data.pairs import pair_candidate
+from trainer.data.pairs import pair_candidate, read_transcript
 from trainer.data.samples import Candidate
 
 TRANSCRIPTS = (".normalized.txt", ".original.txt")
@@ -57,18 +57,5 @@ def _utterance(folder: str, utt: str, names: set[str], speaker: str, system_prom
     if transcript is None:
         problems.append(f"audio file has no transcript (expected {utt}.normalized.txt or {utt}.original.txt)")
     else:
-        text = _read_text(os.path.join(folder, transcript), problems)
+        text = read_transcript(os.path.join(folder, transcript), problems)
     return pair_candidate(source, problems, utt, system_prompt, text, audio, speaker=speaker)
-
-
-def _read_text(path: str, problems: list[str]) -> str | None:
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            text = f.read().strip()
-    except (OSError, UnicodeDecodeError) as err:
-        problems.append(f"transcript unreadable ({err}): {path}")
-        return None
-    if not text:
-        problems.append(f"empty transcript: {path}")
-        return None
-    return text

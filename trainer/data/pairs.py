@@ -22,7 +22,7 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 # --- what the three formats share ----------------------------------------------------------------
 
 
-def _read_transcript(path: str, problems: list[str], what: str = "transcript") -> str | None:
+def read_transcript(path: str, problems: list[str], what: str = "transcript") -> str | None:
     try:
         with open(path, encoding="utf-8-sig") as f:
             text = f.read().strip()
@@ -182,14 +182,14 @@ def _metadata_candidate(
 ) -> Candidate:
     audio = _get_path(sample, "audio_file", base, problems, required=True)
     transcript_file = _get_path(sample, "transcript_file", base, problems, required=True)
-    text = _read_transcript(transcript_file, problems) if transcript_file else None
+    text = read_transcript(transcript_file, problems) if transcript_file else None
     ref_text = get_str(sample, "ref_transcript", problems)
     ref_file = _get_path(sample, "ref_transcript_file", base, problems)
     if ref_text is not None and ref_file is not None:
         problems.append("give ref_transcript or ref_transcript_file, not both")
     elif ref_file is not None:
         # An unreadable file is reported here; the placeholder keeps _reference from calling it missing.
-        ref_text = _read_transcript(ref_file, problems, "reference transcript") or "-"
+        ref_text = read_transcript(ref_file, problems, "reference transcript") or "-"
     ref_audio = _get_path(sample, "ref_audio_file", base, problems)
     ref = _reference(ref_text, ref_audio, ("ref_transcript", "ref_audio_file"), problems)
     scene = get_str(sample, "scene", problems)
@@ -221,7 +221,7 @@ def read_pairs_dir(directory: str, system_prompt: str) -> list[Candidate]:
             problems.append(f"several audio files for one transcript: {', '.join(audio_names)}")
         if text_name is None:
             problems.append(f"audio file has no transcript (expected {stem}.txt next to it)")
-        text = _read_transcript(os.path.join(base, text_name), problems) if text_name else None
+        text = read_transcript(os.path.join(base, text_name), problems) if text_name else None
         audio = os.path.join(base, audio_names[0]) if len(audio_names) == 1 else None
         candidates.append(pair_candidate(source, problems, stem, system_prompt, text, audio))
     return candidates
