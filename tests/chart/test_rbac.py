@@ -67,3 +67,26 @@ def test_the_pods_use_the_account_and_mount_its_token_only_with_events(helm4: st
 
 def test_active_deadline_has_a_documented_default(helm4: str) -> None:
     assert the(render(helm4), "PyTorchJob")["spec"]["runPolicy"]["activeDeadlineSeconds"] == 604800
+
+
+@pytest.mark.parametrize(
+    ("settings", "account"),
+    [
+        ((), f"{RELEASE}-higgs-audio-trainer"),
+        (("--set", "serviceAccount.name=voice-sa"), "voice-sa"),
+        (("--set", "serviceAccount.create=false", "--set", "serviceAccount.name=reader"), "reader"),
+        (("--set", "serviceAccount.create=false"), None),
+    ],
+    ids=["created", "created-named", "existing", "namespace-default"],
+)
+def test_the_helm_test_pod_runs_under_the_trainers_account_without_its_token(
+    helm: str, settings: tuple[str, ...], account: str | None
+) -> None:
+    """The test pod reads the trainer's inputs with the trainer's image, so it needs what the trainer's
+    account carries (image pull secrets, a cloud identity that may read the data); the API token it never uses."""
+    docs = render(helm, None, *settings)
+    (pod,) = objects_of(docs, "Pod")
+    assert pod["spec"].get("serviceAccountName") == account
+    for t in pod_templates(the(docs, "PyTorchJob")).values():
+        assert t["spec"].get("serviceAccountName") == account
+    assert pod["spec"]["automountServiceAccountToken"] is False
