@@ -9,10 +9,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import typing
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from trainer.config.declare import kind_of
 from trainer.config.options import COMMAND_GROUPS, GROUPS, Config, ValueKind
 from trainer.errors import ConfigError
 
@@ -40,6 +42,11 @@ class OptionSpec:
     def env(self) -> str:
         return self.name.upper()
 
+    @property
+    def label(self) -> str:
+        """How messages name the option: its flag and its env var (`--max_steps / MAX_STEPS`)."""
+        return f"{self.flag} / {self.env}"
+
     def default_text(self) -> str:
         """The default as a user would write it in an env var or on the command line."""
         if self.default is None:
@@ -55,16 +62,40 @@ def option_specs(groups: Mapping[str, type] = GROUPS) -> list[OptionSpec]:
     """All options of `groups` (default: those of training, which the chart exposes) in declaration order."""
     specs = []
     for group, cls in groups.items():
+        hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
-            specs.append(OptionSpec(name=f.name, group=group, default=default, **f.metadata))
+            kind, choices = kind_of(hints[f.name])
+            spec = OptionSpec(name=f.name, group=group, default=default, kind=kind, choices=choices, **f.metadata)
+            _check_default(spec)
+            specs.append(spec)
     return specs
 
 
-ALL_GROUPS: dict[str, type] = {**GROUPS, **COMMAND_GROUPS}
-SPECS: dict[str, OptionSpec] = {s.name: s for s in option_specs(ALL_GROUPS)}
+def _check_default(spec: OptionSpec) -> None:
+    """A default that its own option would refuse (not among the Literal's choices, a float for an int) is a
+    declaration error: it fails at import, not when a user first leaves the option unset."""
+    if spec.default is None:
+        return
+    try:
+        parsed = parse_value(spec, spec.default, f"the default of {spec.flag}")
+    except ConfigError as err:
+        raise TypeError(f"{spec.group}.{spec.name}: {err}") from None
+    if parsed != spec.default or type(parsed) is not type(spec.default):
+        raise TypeError(f"{spec.group}.{spec.name}: default {spec.default!r} is not a {spec.kind} value")
+
+
 TRUE_WORDS = ("true", "1", "yes", "on")
 FALSE_WORDS = ("false", "0", "no", "off")
+
+
+def label(name: str) -> str:
+    """`--name / NAME`, the way messages name an option; a name that is no option fails here, so a renamed
+    option cannot leave a message naming its old flag behind."""
+    try:
+        return SPECS[name].label
+    except KeyError:
+        raise KeyError(f"no option named {name!r}") from None
 
 
 def parse_value(spec: OptionSpec, raw: Any, source: str) -> Any:
@@ -151,6 +182,10 @@ def _check_range(spec: OptionSpec, value: float, source: str, raw: Any) -> float
     if hi is not None and value > hi:
         raise ConfigError(f"{source}: expected a value of at most {hi:g}, got {raw!r}")
     return value
+
+
+ALL_GROUPS: dict[str, type] = {**GROUPS, **COMMAND_GROUPS}
+SPECS: dict[str, OptionSpec] = {s.name: s for s in option_specs(ALL_GROUPS)}
 
 
 def build_config(values: dict[str, Any], required: Collection[str] | None = None) -> Config:
