@@ -231,10 +231,12 @@ class MetricsArgs:
     )
 
     def __post_init__(self) -> None:
+        from trainer.config.values import label  # values reads this module's declarations: imported at use
+
         url = self.pushgateway_url
         if url and not url.startswith(("http://", "https://")):
             raise ConfigError(
-                f"--pushgateway_url / PUSHGATEWAY_URL: expected http://... or https://..., got {url!r}"
+                f"{label('pushgateway_url')}: expected http://... or https://..., got {url!r}"
             )
         if bool(self.pushgateway_username) != bool(self.pushgateway_password):
             raise ConfigError(

@@ -212,7 +212,7 @@ def check_warmup(warmup_steps: int, run_steps: int, run_source: str) -> None:
     the epochs and the data have (`run_source` names what set it)."""
     if warmup_steps >= run_steps > 0:
         raise ConfigError(
-            f"--warmup_steps / WARMUP_STEPS ({warmup_steps}) is not shorter than the run ({run_steps} optimizer "
+            f"{label('warmup_steps')} ({warmup_steps}) is not shorter than the run ({run_steps} optimizer "
             f"steps, from {run_source}): the learning rate would never leave its warm-up ramp; lower "
             "WARMUP_STEPS, or set it to -1 to warm up for WARMUP_RATIO of the run"
         )
@@ -224,7 +224,7 @@ def validate(cfg: Config, required: Collection[str] | None = None) -> None:
         if required is not None and spec.name not in required:
             continue
         if spec.required and getattr(getattr(cfg, spec.group), spec.name) in (None, ""):
-            raise ConfigError(f"{spec.flag} / {spec.env}: required, not set. {first_sentence(spec.help)}")
+            raise ConfigError(f"{spec.label}: required, not set. {first_sentence(spec.help)}")
     t, lora, model = cfg.train, cfg.lora, cfg.model
     if t.load_best_model_at_end and t.evaluates and t.save_steps % t.eval_steps != 0:
         raise ConfigError(
@@ -239,20 +239,20 @@ def validate(cfg: Config, required: Collection[str] | None = None) -> None:
         )
     if cfg.data.min_audio_seconds >= cfg.data.max_audio_seconds:
         raise ConfigError(
-            f"--min_audio_seconds / MIN_AUDIO_SECONDS ({cfg.data.min_audio_seconds:g}) must be below "
-            f"--max_audio_seconds / MAX_AUDIO_SECONDS ({cfg.data.max_audio_seconds:g}): no clip could pass both"
+            f"{label('min_audio_seconds')} ({cfg.data.min_audio_seconds:g}) must be below "
+            f"{label('max_audio_seconds')} ({cfg.data.max_audio_seconds:g}): no clip could pass both"
         )
     if t.max_steps > 0:
-        check_warmup(t.warmup_steps, t.max_steps, "--max_steps / MAX_STEPS")
+        check_warmup(t.warmup_steps, t.max_steps, label("max_steps"))
     if not lora.lora_target_modules:
-        raise ConfigError("--lora_target_modules / LORA_TARGET_MODULES: expected at least one module name")
+        raise ConfigError(f"{label('lora_target_modules')}: expected at least one module name")
     targets = lora.lora_target_modules
     if any(t_.startswith("re:") for t_ in targets) and len(targets) != 1:
         raise ConfigError(
-            "--lora_target_modules / LORA_TARGET_MODULES: a 're:' regular expression must be the only entry"
+            f"{label('lora_target_modules')}: a 're:' regular expression must be the only entry"
         )
     if t.resume not in ("auto", "never") and not t.resume.strip():
-        raise ConfigError("--resume / RESUME: expected auto, never or a checkpoint path")
+        raise ConfigError(f"{label('resume')}: expected auto, never or a checkpoint path")
 
 
 def run_name(cfg: Config) -> str:
