@@ -91,6 +91,12 @@ def test_the_schedules_offered_are_schedules_transformers_knows() -> None:
     assert set(SPECS["lr_scheduler_type"].choices or ()) <= {s.value for s in SchedulerType}
 
 
+def test_the_job_kinds_offered_are_the_kinds_the_cluster_client_addresses() -> None:
+    from trainer.cluster.client import KINDS
+
+    assert set(SPECS["job_kind"].choices or ()) == set(KINDS)
+
+
 def test_a_label_is_the_flag_and_the_env_var() -> None:
     assert label("max_steps") == "--max_steps / MAX_STEPS"
     assert label("adapter_path") == "--adapter_path / ADAPTER_PATH"
