@@ -59,6 +59,9 @@ def build_parser(
         description=(description or "Fine-tune Higgs Audio v2.") + " " + COMMON_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         add_help=True,
+        # No prefixes: `train --output x.wav` (synthesize's flag) would otherwise be taken as --output_dir, and a
+        # new option could change what an old command line means.
+        allow_abbrev=False,
     )
     parser.add_argument(
         "--config", metavar="FILE", default=None, help=f"YAML file of option: value pairs [env: {CONFIG_ENV}]"

@@ -46,3 +46,9 @@ def test_train_and_synthesize_list_disjoint_command_options(capsys: pytest.Captu
 def test_train_refuses_an_option_of_synthesize(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "--input", "prompts.jsonl"]) == 2
     assert "unrecognized arguments: --input" in capsys.readouterr().err
+
+
+def test_a_flag_of_synthesize_is_not_taken_as_a_prefix_of_a_train_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--output` is synthesize's; argparse would read it as train's --output_dir."""
+    assert main(["train", "--output", "out.wav"]) == 2
+    assert "unrecognized arguments: --output out.wav" in capsys.readouterr().err
