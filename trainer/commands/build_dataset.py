@@ -16,6 +16,7 @@ import os
 from collections.abc import Sequence
 
 from trainer import errors
+from trainer.config.values import label
 from trainer.errors import BadSamplesError, ConfigError, DataError
 
 OPTIONS = (
@@ -32,19 +33,19 @@ def run(argv: Sequence[str]) -> int:
                              "Build a training set from long recordings.", ("recordings_dir", "dataset_dir"))
     logging.basicConfig(level=cfg.train.log_level.upper(), format="%(message)s")
     b = cfg.build
-    for flag, value in (("--recordings_dir / RECORDINGS_DIR", b.recordings_dir),
-                        ("--dataset_dir / DATASET_DIR", b.dataset_dir)):
+    for flag, value in ((label("recordings_dir"), b.recordings_dir),
+                        (label("dataset_dir"), b.dataset_dir)):
         if not value:
             raise ConfigError(f"{flag}: required, not set")
     assert b.recordings_dir and b.dataset_dir
     if not os.path.isdir(b.recordings_dir):
-        raise ConfigError(f"--recordings_dir / RECORDINGS_DIR: not a directory: {b.recordings_dir}")
+        raise ConfigError(f"{label('recordings_dir')}: not a directory: {b.recordings_dir}")
     if b.min_seconds >= b.max_seconds:
         raise ConfigError(f"--min_seconds ({b.min_seconds:g}) must be below --max_seconds ({b.max_seconds:g})")
     if cfg.quality.asr_model_path:
         from trainer.quality.intelligibility import check_model_dir
 
-        check_model_dir(cfg.quality.asr_model_path, "--asr_model_path / ASR_MODEL_PATH")
+        check_model_dir(cfg.quality.asr_model_path, label("asr_model_path"))
     print(build(cfg))
     return errors.OK
 

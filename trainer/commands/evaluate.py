@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from trainer import errors
+from trainer.config.values import label
 from trainer.errors import AudioError, ConfigError
 
 OPTIONS = ("samples_dir", "asr_model_path", "speaker_model_path", "language", "strip_diacritics", "log_level")
@@ -34,9 +35,9 @@ def run(argv: Sequence[str]) -> int:
     q, s = cfg.quality, cfg.synthesis
     d = s.samples_dir
     if not d:
-        raise ConfigError("--samples_dir / SAMPLES_DIR: required, not set (a folder with samples.jsonl)")
+        raise ConfigError(f"{label('samples_dir')}: required, not set (a folder with samples.jsonl)")
     if not (Path(d) / INDEX).is_file():
-        raise ConfigError(f"--samples_dir / SAMPLES_DIR ({d}): no {INDEX}; expected a folder written by "
+        raise ConfigError(f"{label('samples_dir')} ({d}): no {INDEX}; expected a folder written by "
                           "synthesize --input or OUTPUT_DIR/samples/step-N of a training run")
     if not (q.asr_model_path or q.speaker_model_path):
         raise ConfigError(f"{ASR_OPTION} or {SPEAKER_OPTION}: give at least one model directory (nothing to "
@@ -47,7 +48,7 @@ def run(argv: Sequence[str]) -> int:
         from trainer.quality.normalize import language_code
 
         if language_code(s.language) not in LANGUAGES:
-            raise ConfigError(f"--language / LANGUAGE: unknown language {s.language!r}; expected a Whisper language "
+            raise ConfigError(f"{label('language')}: unknown language {s.language!r}; expected a Whisper language "
                               "code or name (en, zh, ar, french, ...)")
     if q.asr_model_path:
         check_asr_dir(q.asr_model_path)
@@ -56,7 +57,7 @@ def run(argv: Sequence[str]) -> int:
     try:
         rows = read_index(d)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"--samples_dir / SAMPLES_DIR: {Path(d) / INDEX} is not JSON lines: {err}") from None
+        raise ConfigError(f"{label('samples_dir')}: {Path(d) / INDEX} is not JSON lines: {err}") from None
     import soundfile as sf
 
     scorer = Scorer.load(q.asr_model_path, q.speaker_model_path, s.language, s.strip_diacritics)

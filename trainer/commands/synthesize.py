@@ -19,6 +19,7 @@ from pathlib import Path
 
 from trainer import errors, fsmode
 from trainer.config.options import Config
+from trainer.config.values import SPECS, label
 from trainer.errors import ConfigError
 
 OPTIONS = (
@@ -28,13 +29,16 @@ OPTIONS = (
     "system_prompt", "log_level",
 )
 REQUIRED = ("model_path", "audio_tokenizer_path")
-DEPRECATED_LIMIT = "--max_audio_seconds / MAX_AUDIO_SECONDS"
+# Training's clip limit, once synthesize's too: still read (with a deprecation line), no longer in its --help.
+DEPRECATED = ("max_audio_seconds",)
+DEPRECATED_LIMIT = label("max_audio_seconds")
 
 
 def _given(name: str, argv: Sequence[str], environ: Mapping[str, str]) -> bool:
     """Whether the option was set on the command line or in the environment (not left at its default)."""
-    flag = f"--{name}"
-    return any(a == flag or a.startswith(flag + "=") for a in argv) or bool(environ.get(name.upper(), "").strip())
+    spec = SPECS[name]
+    return (any(a == spec.flag or a.startswith(spec.flag + "=") for a in argv)
+            or bool(environ.get(spec.env, "").strip()))
 
 
 def generation_limit(cfg: Config, argv: Sequence[str], environ: Mapping[str, str]) -> float:
@@ -43,7 +47,7 @@ def generation_limit(cfg: Config, argv: Sequence[str], environ: Mapping[str, str
         from trainer.generate.progress import say
 
         say(f"{DEPRECATED_LIMIT} is deprecated for synthesize (it is the training clip limit); use "
-            f"--max_synthesis_seconds / MAX_SYNTHESIS_SECONDS ({cfg.data.max_audio_seconds:g} taken from it)")
+            f"{label('max_synthesis_seconds')} ({cfg.data.max_audio_seconds:g} taken from it)")
         return cfg.data.max_audio_seconds
     return cfg.synthesis.max_synthesis_seconds
 
@@ -52,13 +56,14 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
     from trainer.config.cli import parse_command_args
 
     cfg = parse_command_args(argv, environ, "higgs-audio-trainer synthesize", OPTIONS,
-                             "Synthesize speech with Higgs Audio v2 (optionally with a LoRA adapter).", REQUIRED)
+                             "Synthesize speech with Higgs Audio v2 (optionally with a LoRA adapter).", REQUIRED,
+                             hidden=DEPRECATED)
     m = cfg.model
     for name in REQUIRED:
         if not getattr(m, name):
-            raise ConfigError(f"--{name} / {name.upper()}: required, not set")
+            raise ConfigError(f"{label(name)}: required, not set")
         if not Path(getattr(m, name)).is_dir():
-            raise ConfigError(f"--{name} / {name.upper()}: directory not found: {getattr(m, name)}")
+            raise ConfigError(f"{label(name)}: directory not found: {getattr(m, name)}")
     return cfg
 
 
@@ -74,34 +79,34 @@ def plan(cfg: Config) -> tuple[list, list[str], Path, bool]:
         check_adapter_dir(s.adapter_path)
     if s.input:
         if s.text or s.reference_audio or s.reference_text or s.output:
-            raise ConfigError("--input / INPUT: a batch takes its texts and references from the file; drop "
+            raise ConfigError(f"{label('input')}: a batch takes its texts and references from the file; drop "
                               "--text, --reference_audio, --reference_text and --output (clips go to --output_dir)")
         if not cfg.train.output_dir:
-            raise ConfigError("--output_dir / OUTPUT_DIR: required with --input (where the clips are written)")
-        prompts = read_prompts(s.input, "--input / INPUT")
+            raise ConfigError(f"{label('output_dir')}: required with --input (where the clips are written)")
+        prompts = read_prompts(s.input, label("input"))
         lines = prompt_lines(s.input)
-        wheres = [f"--input / INPUT ({s.input}:{lines.get(p.id, '?')})" for p in prompts]
+        wheres = [f"{label('input')} ({s.input}:{lines.get(p.id, '?')})" for p in prompts]
         for p, where in zip(prompts, wheres, strict=True):
             if p.reference_audio:
                 check_reference(p.reference_audio, f"{where}: field 'reference_audio'", s.max_reference_seconds)
         out = Path(cfg.train.output_dir)
-        fsmode.ensure_writable_dir(out, "--output_dir / OUTPUT_DIR")
-        check_outputs([out / INDEX, *(out / f"{p.id}.wav" for p in prompts)], "--output_dir / OUTPUT_DIR",
+        fsmode.ensure_writable_dir(out, label("output_dir"))
+        check_outputs([out / INDEX, *(out / f"{p.id}.wav" for p in prompts)], label("output_dir"),
                       s.overwrite)
         return prompts, wheres, out, True
     if not s.output:
-        raise ConfigError("--output / OUTPUT: required with --text (the WAV file to write); or give --input "
+        raise ConfigError(f"{label('output')}: required with --text (the WAV file to write); or give --input "
                           "and --output_dir for a batch")
     if not s.output.lower().endswith(".wav"):
-        raise ConfigError(f"--output / OUTPUT: expected a .wav file name, got {s.output!r}")
-    where = {"text": "--text / TEXT", "reference_audio": "--reference_audio / REFERENCE_AUDIO",
-             "reference_text": "--reference_text / REFERENCE_TEXT"}
+        raise ConfigError(f"{label('output')}: expected a .wav file name, got {s.output!r}")
+    where = {"text": label("text"), "reference_audio": label("reference_audio"),
+             "reference_text": label("reference_text")}
     prompt = make_prompt(Path(s.output).stem, s.text, s.reference_audio, s.reference_text, where)
     if prompt.reference_audio:
         check_reference(prompt.reference_audio, where["reference_audio"], s.max_reference_seconds)
     out = Path(s.output).absolute().parent
-    fsmode.ensure_writable_dir(out, "--output / OUTPUT")
-    check_outputs([Path(s.output)], "--output / OUTPUT", s.overwrite)
+    fsmode.ensure_writable_dir(out, label("output"))
+    check_outputs([Path(s.output)], label("output"), s.overwrite)
     return [prompt], [where["text"]], out, False
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from trainer import dist, errors, fsmode
 from trainer.config.options import Config
+from trainer.config.values import label
 from trainer.errors import ConfigError
 from trainer.train import checkpoint as ckpt
 
@@ -35,7 +36,7 @@ def resolve_resume(cfg: Config) -> str | None:
     if mode != "auto":
         path = Path(mode)
         if not ckpt.is_complete(path):
-            raise ConfigError(f"--resume / RESUME: {mode} is not a complete checkpoint (no {ckpt.MARKER})")
+            raise ConfigError(f"{label('resume')}: {mode} is not a complete checkpoint (no {ckpt.MARKER})")
         log.info("resuming from %s at step %d (--resume)", path, ckpt.step_of(path))
         return str(path)
     newest, incomplete = ckpt.newest_complete(out or ".")
@@ -60,15 +61,15 @@ def refuse_earlier_checkpoints(out: str) -> None:
     shown = ", ".join(p.name for p in complete[-3:])
     more = f"{len(complete) - 3} more and " if len(complete) > 3 else ""
     raise ConfigError(
-        f"--resume / RESUME: never starts a new run, but OUTPUT_DIR {out} already holds complete checkpoints of "
+        f"{label('resume')}: never starts a new run, but OUTPUT_DIR {out} already holds complete checkpoints of "
         f"an earlier run ({more}{shown}), which this run's would be mixed with (--save_total_limit would delete "
         f"this run's own first). Use --resume auto to continue from {complete[-1].name}, an empty OUTPUT_DIR, "
         f"or delete them"
     )
 
 
-OUTPUT_DIR_LABEL = "--output_dir / OUTPUT_DIR"
-CACHE_DIR_LABEL = "--cache_dir / CACHE_DIR"
+OUTPUT_DIR_LABEL = label("output_dir")
+CACHE_DIR_LABEL = label("cache_dir")
 
 
 def check_output_dirs(cfg: Config, *, output_dir: bool = True) -> None:
@@ -161,7 +162,7 @@ def build(cfg: Config):
     on_gpu = torch.cuda.is_available()
     bf16 = on_gpu if m.bf16 == "auto" else m.bf16 == "true"
     if bf16 and not on_gpu:
-        raise ConfigError("--bf16 / BF16: bfloat16 training needs a GPU here; use BF16=auto or false on CPU")
+        raise ConfigError(f"{label('bf16')}: bfloat16 training needs a GPU here; use BF16=auto or false on CPU")
     args = build_training_args(cfg, use_cpu=not on_gpu, bf16=bf16)  # also starts the process group
     set_seed(t.seed)
     tidy_output_dir(t.output_dir)

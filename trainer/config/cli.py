@@ -9,14 +9,14 @@ variable or the file and key, and says what was expected.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from trainer.config.options import Config
-from trainer.config.values import SPECS, OptionSpec, build_config, option_specs, parse_value
+from trainer.config.values import SPECS, OptionSpec, build_config, label, option_specs, parse_value
 from trainer.errors import ConfigError
 
 CONFIG_ENV = "CONFIG"
@@ -48,15 +48,20 @@ COMMON_HELP = (
 
 
 def build_parser(
-    prog: str = "higgs-audio-trainer train", names: Sequence[str] | None = None, description: str = ""
+    prog: str = "higgs-audio-trainer train", names: Sequence[str] | None = None, description: str = "",
+    hidden: Collection[str] = (),
 ) -> argparse.ArgumentParser:
     """The parser of `train` (all training options) or of a command that reads only the options `names`: one
-    flag per option; its help shows the env var and the default."""
+    flag per option; its help shows the env var and the default. `hidden`: options still accepted but left out
+    of --help (a deprecated spelling, so that a command shows only its own options)."""
     parser = _Parser(
         prog=prog,
         description=(description or "Fine-tune Higgs Audio v2.") + " " + COMMON_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         add_help=True,
+        # No prefixes: `train --output x.wav` (synthesize's flag) would otherwise be taken as --output_dir, and a
+        # new option could change what an old command line means.
+        allow_abbrev=False,
     )
     parser.add_argument(
         "--config", metavar="FILE", default=None, help=f"YAML file of option: value pairs [env: {CONFIG_ENV}]"
@@ -72,7 +77,8 @@ def build_parser(
         kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "metavar": _metavar(spec), "dest": spec.name}
         if spec.kind == "bool":
             kwargs.update(nargs="?", const="true")
-        group.add_argument(spec.flag, help=f"{spec.help} {suffix}".replace("%", "%%"), **kwargs)
+        text = argparse.SUPPRESS if spec.name in hidden else f"{spec.help} {suffix}".replace("%", "%%")
+        group.add_argument(spec.flag, help=text, **kwargs)
     return parser
 
 
@@ -109,12 +115,13 @@ def parse_train_args(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
 
 def parse_command_args(
     argv: Sequence[str], environ: Mapping[str, str], prog: str, names: Sequence[str], description: str,
-    required: Sequence[str] = (),
+    required: Sequence[str] = (), hidden: Collection[str] = (),
 ) -> Config:
     """Like `parse_train_args`, for a command that reads only the options `names` (its flags, their env
     vars, their YAML keys); the others keep their defaults, and of the required options only `required` count
-    (`output_dir`, say, is required for training, not for every command that reads it)."""
-    return _resolve(build_parser(prog, names, description), argv, environ, names, required)
+    (`output_dir`, say, is required for training, not for every command that reads it). `hidden`: names
+    accepted but not shown in --help."""
+    return _resolve(build_parser(prog, names, description, hidden), argv, environ, names, required)
 
 
 def _resolve(parser: argparse.ArgumentParser, argv: Sequence[str], environ: Mapping[str, str],
@@ -148,13 +155,13 @@ def check_paths(cfg: Config) -> None:
         spec = SPECS[name]
         path = Path(value)
         if not path.exists():
-            raise ConfigError(f"{spec.flag} / {spec.env}: path does not exist: {value}")
+            raise ConfigError(f"{spec.label}: path does not exist: {value}")
         if kind == "dir" and not path.is_dir():
-            raise ConfigError(f"{spec.flag} / {spec.env}: expected a directory, got a file: {value}")
+            raise ConfigError(f"{spec.label}: expected a directory, got a file: {value}")
     resume = cfg.train.resume
     if resume not in ("auto", "never") and not Path(resume).is_dir():
         raise ConfigError(
-            f"--resume / RESUME: expected auto, never or an existing checkpoint directory, got {resume!r}"
+            f"{label('resume')}: expected auto, never or an existing checkpoint directory, got {resume!r}"
         )
 
 

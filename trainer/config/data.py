@@ -4,50 +4,48 @@ a bad sample (docs/bring-your-data.md); collected with the other groups in `trai
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
-from trainer.config.declare import MIN_AUDIO_SECONDS, opt
+from trainer.config.declare import MIN_AUDIO_SECONDS, PathStr, opt
+
+DataFormat = Literal["auto", "chatml", "jsonl", "directory", "ljspeech", "libritts", "commonvoice", "hf_dataset"]
 
 
 @dataclass
 class DataArgs:
     """Training data, its code cache and what counts as a bad sample."""
 
-    train_data_file: str | None = opt(
+    train_data_file: PathStr | None = opt(
         None,
         "Training data: a ChatML JSON list, a JSONL manifest, a directory (metadata.json or wav+txt pairs), or "
         "an LJSpeech, LibriTTS, Common Voice or Hugging Face datasets corpus (docs/bring-your-data.md).",
-        "path",
         required=True,
     )
-    eval_data_file: str | None = opt(None, "Evaluation data, in any of the training formats.", "path")
+    eval_data_file: PathStr | None = opt(None, "Evaluation data, in any of the training formats.")
     validation_split: float = opt(
         0.05,
         "Fraction of the training samples held out for evaluation when no eval_data_file is given "
         "(at least one sample).",
-        "float",
         minimum=0.0,
         maximum=0.9,
     )
-    cache_dir: str | None = opt(
+    cache_dir: PathStr | None = opt(
         None,
         "Directory of the audio code cache (encoded once per file and tokenizer); defaults to "
         "OUTPUT_DIR/code_cache.",
-        "path",
     )
     max_audio_seconds: float = opt(
-        30.0, "Longest clip accepted; longer ones are bad samples.", "float", minimum=0.0, exclusive_min=True
+        30.0, "Longest clip accepted; longer ones are bad samples.", minimum=0.0, exclusive_min=True
     )
     min_audio_seconds: float = opt(
         MIN_AUDIO_SECONDS,
         "Shortest clip accepted; shorter ones (the audio tokenizer cannot encode a few milliseconds) are bad "
         "samples.",
-        "float",
         minimum=0.0,
     )
     skip_bad_samples: bool = opt(
         False,
         "Skip (and count) bad samples instead of stopping before training with a report of all of them.",
-        "bool",
     )
     system_prompt: str = opt(
         "Generate audio following instruction.",
@@ -57,19 +55,17 @@ class DataArgs:
         0,
         "Data loader worker processes per rank. 0 collates in the training process: a batch from the code "
         "cache costs well under 1% of a step (bench/bench_data_path.py). Workers start with the spawn method.",
-        "int",
         minimum=0,
     )
     seed_split: int = opt(
         0, "Seed of the train/validation split and of the reference clips picked for corpora that name "
-        "speakers, kept apart from the training seed.", "int",
+        "speakers, kept apart from the training seed.",
     )
     # --- corpus layouts (docs/bring-your-data.md) ---
-    data_format: str = opt(
+    data_format: DataFormat = opt(
         "auto",
         "Format of train_data_file and eval_data_file; auto tells it from what the path holds "
-        "(docs/bring-your-data.md).", "choice",
-        choices=("auto", "chatml", "jsonl", "directory", "ljspeech", "libritts", "commonvoice", "hf_dataset"),
+        "(docs/bring-your-data.md).",
     )
     text_column: str = opt("text", "Hugging Face datasets (save_to_disk, parquet, arrow): the transcript column.")
     audio_column: str = opt("audio", "Hugging Face datasets: the Audio column (encoded bytes and/or a file path).")
@@ -79,14 +75,13 @@ class DataArgs:
     )
     reference_clips: int = opt(
         1, "Corpora that name speakers (LibriTTS, Common Voice, datasets with a speaker column): reference clips "
-        "of the same speaker put before each target (never the target itself); 0: none.", "int", minimum=0,
+        "of the same speaker put before each target (never the target itself); 0: none.", minimum=0,
     )
     reference_max_seconds: float = opt(
-        20.0, "Longest clip picked as a reference clip.", "float", minimum=0.0, exclusive_min=True,
+        20.0, "Longest clip picked as a reference clip.", minimum=0.0, exclusive_min=True,
     )
     group_by_length: bool = opt(
         True,
         "Batch samples of similar length together (random groups of length-sorted samples): far less "
         "padding when per_device_train_batch_size > 1, the same samples every epoch.",
-        "bool",
     )

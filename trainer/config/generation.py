@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trainer.config.declare import opt
+from trainer.config.declare import PathStr, opt
 
 
 @dataclass
@@ -13,12 +13,12 @@ class GenerationArgs:
     """How speech is sampled: by `synthesize` and for the samples taken while training (docs/synthesis.md)."""
 
     temperature: float = opt(
-        0.3, "Sampling temperature of the audio codes; 0 picks the most likely code (greedy).", "float",
+        0.3, "Sampling temperature of the audio codes; 0 picks the most likely code (greedy).",
         minimum=0.0,
     )
-    top_k: int = opt(50, "Sample among the K most likely codes of each codebook; 0: no limit.", "int", minimum=0)
+    top_k: int = opt(50, "Sample among the K most likely codes of each codebook; 0: no limit.", minimum=0)
     top_p: float = opt(
-        0.95, "Sample among the most likely codes whose probabilities add up to P (nucleus sampling).", "float",
+        0.95, "Sample among the most likely codes whose probabilities add up to P (nucleus sampling).",
         minimum=0.0, maximum=1.0, exclusive_min=True,
     )
 
@@ -27,23 +27,22 @@ class GenerationArgs:
 class SampleArgs:
     """Audio samples synthesized while training, to listen to and to score (docs/synthesis.md)."""
 
-    sample_prompts_file: str | None = opt(
+    sample_prompts_file: PathStr | None = opt(
         None,
         "JSONL file of prompts to synthesize while training, one {\"text\", \"reference_audio\"?, "
         "\"reference_text\"?, \"id\"?} per line (the format of synthesize --input).",
-        "path",
     )
     sample_from_eval: int = opt(
-        0, "Also synthesize the texts of the first N evaluation samples, with their own reference clips.", "int",
+        0, "Also synthesize the texts of the first N evaluation samples, with their own reference clips.",
         minimum=0,
     )
     sample_steps: int = opt(
         0, "Synthesize the prompts every N optimizer steps into OUTPUT_DIR/samples/step-N/; 0: not by steps.",
-        "int", minimum=0,
+        minimum=0,
     )
-    sample_at_checkpoints: bool = opt(False, "Synthesize the prompts at every checkpoint too.", "bool")
+    sample_at_checkpoints: bool = opt(False, "Synthesize the prompts at every checkpoint too.")
     sample_max_audio_seconds: float = opt(
-        10.0, "Longest sample clip: generation stops there unless the audio stream ends first.", "float",
+        10.0, "Longest sample clip: generation stops there unless the audio stream ends first.",
         minimum=0.0, exclusive_min=True,
     )
 
@@ -52,17 +51,15 @@ class SampleArgs:
 class QualityArgs:
     """Objective quality of generated speech; both metrics are optional and read local models only."""
 
-    asr_model_path: str | None = opt(
+    asr_model_path: PathStr | None = opt(
         None,
         "Directory of a transformers speech recognition checkpoint (a Whisper-family model) used to transcribe "
         "generated clips for their word and character error rates; unset: no error rates.",
-        "path",
     )
-    speaker_model_path: str | None = opt(
+    speaker_model_path: PathStr | None = opt(
         None,
         "Directory of a transformers audio x-vector checkpoint (WavLM speaker verification) used for the "
         "speaker similarity of generated clips to their references; unset: no similarity.",
-        "path",
     )
 
 
@@ -70,33 +67,32 @@ class QualityArgs:
 class SynthesisArgs:
     """Options of the synthesize and evaluate commands alone (not of training, so not in the chart)."""
 
-    adapter_path: str | None = opt(
-        None, "A lora_adapters/ directory (a checkpoint's or the final one); unset: the model as it is.", "path"
+    adapter_path: PathStr | None = opt(
+        None, "A lora_adapters/ directory (a checkpoint's or the final one); unset: the model as it is."
     )
     text: str | None = opt(None, "Text to speak.")
-    reference_audio: str | None = opt(None, "Audio file of the voice to clone (needs reference_text).", "path")
+    reference_audio: PathStr | None = opt(None, "Audio file of the voice to clone (needs reference_text).")
     reference_text: str | None = opt(None, "Transcript of reference_audio.")
     max_reference_seconds: float = opt(
-        30.0, "Longest reference clip synthesize accepts (it is encoded into the prompt whole).", "float",
+        30.0, "Longest reference clip synthesize accepts (it is encoded into the prompt whole).",
         minimum=0.0, exclusive_min=True,
     )
     max_synthesis_seconds: float = opt(
         30.0, "Longest clip synthesize generates: generation stops there unless the audio stream ends first "
-        "(replaces max_audio_seconds, which synthesize still reads with a deprecation line).", "float",
+        "(replaces max_audio_seconds, which synthesize still reads with a deprecation line).",
         minimum=0.0, exclusive_min=True,
     )
-    output: str | None = opt(None, "WAV file to write (with text).", "path")
+    output: PathStr | None = opt(None, "WAV file to write (with text).")
     overwrite: bool = opt(
-        False, "Replace existing clips (output, or output_dir's <id>.wav and samples.jsonl); unset: refuse.", "bool"
+        False, "Replace existing clips (output, or output_dir's <id>.wav and samples.jsonl); unset: refuse."
     )
-    input: str | None = opt(
+    input: PathStr | None = opt(
         None,
         "Batch: JSONL file, one {\"text\", \"reference_audio\"?, \"reference_text\"?, \"id\"?} per line; "
         "clips go to output_dir/<id>.wav with an index output_dir/samples.jsonl.",
-        "path",
     )
-    samples_dir: str | None = opt(
-        None, "evaluate: a folder of generated clips with its samples.jsonl (synthesize's or training's).", "path"
+    samples_dir: PathStr | None = opt(
+        None, "evaluate: a folder of generated clips with its samples.jsonl (synthesize's or training's)."
     )
     language: str | None = opt(
         None,
@@ -106,5 +102,4 @@ class SynthesisArgs:
     )
     strip_diacritics: bool = opt(
         False, "evaluate: remove diacritics (accents, Arabic harakat) before comparing texts other than English.",
-        "bool",
     )

@@ -9,10 +9,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import typing
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from trainer.config.declare import kind_of
 from trainer.config.options import COMMAND_GROUPS, GROUPS, Config, ValueKind
 from trainer.errors import ConfigError
 
@@ -40,6 +42,11 @@ class OptionSpec:
     def env(self) -> str:
         return self.name.upper()
 
+    @property
+    def label(self) -> str:
+        """How messages name the option: its flag and its env var (`--max_steps / MAX_STEPS`)."""
+        return f"{self.flag} / {self.env}"
+
     def default_text(self) -> str:
         """The default as a user would write it in an env var or on the command line."""
         if self.default is None:
@@ -55,16 +62,40 @@ def option_specs(groups: Mapping[str, type] = GROUPS) -> list[OptionSpec]:
     """All options of `groups` (default: those of training, which the chart exposes) in declaration order."""
     specs = []
     for group, cls in groups.items():
+        hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
-            specs.append(OptionSpec(name=f.name, group=group, default=default, **f.metadata))
+            kind, choices = kind_of(hints[f.name])
+            spec = OptionSpec(name=f.name, group=group, default=default, kind=kind, choices=choices, **f.metadata)
+            _check_default(spec)
+            specs.append(spec)
     return specs
 
 
-ALL_GROUPS: dict[str, type] = {**GROUPS, **COMMAND_GROUPS}
-SPECS: dict[str, OptionSpec] = {s.name: s for s in option_specs(ALL_GROUPS)}
+def _check_default(spec: OptionSpec) -> None:
+    """A default that its own option would refuse (not among the Literal's choices, a float for an int) is a
+    declaration error: it fails at import, not when a user first leaves the option unset."""
+    if spec.default is None:
+        return
+    try:
+        parsed = parse_value(spec, spec.default, f"the default of {spec.flag}")
+    except ConfigError as err:
+        raise TypeError(f"{spec.group}.{spec.name}: {err}") from None
+    if parsed != spec.default or type(parsed) is not type(spec.default):
+        raise TypeError(f"{spec.group}.{spec.name}: default {spec.default!r} is not a {spec.kind} value")
+
+
 TRUE_WORDS = ("true", "1", "yes", "on")
 FALSE_WORDS = ("false", "0", "no", "off")
+
+
+def label(name: str) -> str:
+    """`--name / NAME`, the way messages name an option; a name that is no option fails here, so a renamed
+    option cannot leave a message naming its old flag behind."""
+    try:
+        return SPECS[name].label
+    except KeyError:
+        raise KeyError(f"no option named {name!r}") from None
 
 
 def parse_value(spec: OptionSpec, raw: Any, source: str) -> Any:
@@ -153,6 +184,10 @@ def _check_range(spec: OptionSpec, value: float, source: str, raw: Any) -> float
     return value
 
 
+ALL_GROUPS: dict[str, type] = {**GROUPS, **COMMAND_GROUPS}
+SPECS: dict[str, OptionSpec] = {s.name: s for s in option_specs(ALL_GROUPS)}
+
+
 def build_config(values: dict[str, Any], required: Collection[str] | None = None) -> Config:
     """Assemble a `Config` from already-parsed values keyed by option name, then validate it (`required`: the
     names whose `required` flag counts, for a command that reads only some options; default: all)."""
@@ -177,7 +212,7 @@ def check_warmup(warmup_steps: int, run_steps: int, run_source: str) -> None:
     the epochs and the data have (`run_source` names what set it)."""
     if warmup_steps >= run_steps > 0:
         raise ConfigError(
-            f"--warmup_steps / WARMUP_STEPS ({warmup_steps}) is not shorter than the run ({run_steps} optimizer "
+            f"{label('warmup_steps')} ({warmup_steps}) is not shorter than the run ({run_steps} optimizer "
             f"steps, from {run_source}): the learning rate would never leave its warm-up ramp; lower "
             "WARMUP_STEPS, or set it to -1 to warm up for WARMUP_RATIO of the run"
         )
@@ -189,7 +224,7 @@ def validate(cfg: Config, required: Collection[str] | None = None) -> None:
         if required is not None and spec.name not in required:
             continue
         if spec.required and getattr(getattr(cfg, spec.group), spec.name) in (None, ""):
-            raise ConfigError(f"{spec.flag} / {spec.env}: required, not set. {first_sentence(spec.help)}")
+            raise ConfigError(f"{spec.label}: required, not set. {first_sentence(spec.help)}")
     t, lora, model = cfg.train, cfg.lora, cfg.model
     if t.load_best_model_at_end and t.evaluates and t.save_steps % t.eval_steps != 0:
         raise ConfigError(
@@ -204,20 +239,20 @@ def validate(cfg: Config, required: Collection[str] | None = None) -> None:
         )
     if cfg.data.min_audio_seconds >= cfg.data.max_audio_seconds:
         raise ConfigError(
-            f"--min_audio_seconds / MIN_AUDIO_SECONDS ({cfg.data.min_audio_seconds:g}) must be below "
-            f"--max_audio_seconds / MAX_AUDIO_SECONDS ({cfg.data.max_audio_seconds:g}): no clip could pass both"
+            f"{label('min_audio_seconds')} ({cfg.data.min_audio_seconds:g}) must be below "
+            f"{label('max_audio_seconds')} ({cfg.data.max_audio_seconds:g}): no clip could pass both"
         )
     if t.max_steps > 0:
-        check_warmup(t.warmup_steps, t.max_steps, "--max_steps / MAX_STEPS")
+        check_warmup(t.warmup_steps, t.max_steps, label("max_steps"))
     if not lora.lora_target_modules:
-        raise ConfigError("--lora_target_modules / LORA_TARGET_MODULES: expected at least one module name")
+        raise ConfigError(f"{label('lora_target_modules')}: expected at least one module name")
     targets = lora.lora_target_modules
     if any(t_.startswith("re:") for t_ in targets) and len(targets) != 1:
         raise ConfigError(
-            "--lora_target_modules / LORA_TARGET_MODULES: a 're:' regular expression must be the only entry"
+            f"{label('lora_target_modules')}: a 're:' regular expression must be the only entry"
         )
     if t.resume not in ("auto", "never") and not t.resume.strip():
-        raise ConfigError("--resume / RESUME: expected auto, never or a checkpoint path")
+        raise ConfigError(f"{label('resume')}: expected auto, never or a checkpoint path")
 
 
 def run_name(cfg: Config) -> str:

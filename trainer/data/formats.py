@@ -8,8 +8,10 @@ keep the rules they always had (docs/bring-your-data.md).
 from __future__ import annotations
 
 import os
+import typing
 from dataclasses import dataclass
 
+from trainer.config.data import DataFormat
 from trainer.data.chatml import read_chatml
 from trainer.data.commonvoice import read_commonvoice, table_of
 from trainer.data.hfdataset import is_saved_dataset, read_hf_dataset
@@ -19,7 +21,7 @@ from trainer.data.pairs import read_jsonl, read_metadata_dir, read_pairs_dir
 from trainer.data.samples import Candidate
 from trainer.errors import DataError
 
-FORMATS = ("auto", "chatml", "jsonl", "directory", "ljspeech", "libritts", "commonvoice", "hf_dataset")
+FORMATS: tuple[str, ...] = typing.get_args(DataFormat)  # the --data_format choices, "auto" first
 # Formats whose samples name their speaker and carry no reference of their own: paired by trainer.data.references.
 SPEAKER_CORPORA = ("libritts", "commonvoice", "hf_dataset")
 

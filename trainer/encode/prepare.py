@@ -18,6 +18,7 @@ from typing import Any
 
 from trainer import dist
 from trainer.config.options import Config, DataArgs
+from trainer.config.values import label
 from trainer.data.load import ReadOptions, References, format_bad_samples, load_conversations
 from trainer.data.samples import BadSample, Clip, Conversation
 from trainer.encode.code_cache import CodeCache, clip_key, file_digest, fill_cache, tokenizer_identity
@@ -164,7 +165,7 @@ def split_validation(samples: list[EncodedSample], fraction: float, seed: int) -
     """Deterministic hold-out of `fraction` of the samples (at least one), the same on every rank."""
     if len(samples) < 2:
         raise ConfigError(
-            f"--validation_split / VALIDATION_SPLIT: {len(samples)} training sample(s) cannot be split; "
+            f"{label('validation_split')}: {len(samples)} training sample(s) cannot be split; "
             "give EVAL_DATA_FILE or set DISABLE_EVAL=true"
         )
     order = list(range(len(samples)))

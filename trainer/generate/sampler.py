@@ -22,6 +22,7 @@ from transformers import TrainerCallback
 
 from trainer import dist
 from trainer.config.options import Config
+from trainer.config.values import label
 from trainer.errors import ConfigError
 from trainer.generate.isolation import isolated, log_keeping_control
 from trainer.generate.prompts import Prompt, read_prompts
@@ -108,7 +109,7 @@ class SampleCallback(TrainerCallback):
     def prompts_from_config(cls, cfg: Config) -> list[Prompt]:
         """The prompts file's prompts, read and checked before anything loads (a bad line: exit code 2)."""
         s = cfg.samples
-        prompts = read_prompts(s.sample_prompts_file, "--sample_prompts_file / SAMPLE_PROMPTS_FILE") \
+        prompts = read_prompts(s.sample_prompts_file, label("sample_prompts_file")) \
             if s.sample_prompts_file else []
         if (s.sample_steps or s.sample_at_checkpoints) and not (prompts or s.sample_from_eval):
             raise ConfigError("--sample_steps / --sample_at_checkpoints: no prompts to synthesize; set "

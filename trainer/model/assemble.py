@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from trainer.config.options import LoraArgs, ModelArgs
+from trainer.config.values import label
 from trainer.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def apply_lora(model: Any, args: LoraArgs) -> Any:
         with quiet_peft():
             peft_model = get_peft_model(model, lora_config(args))
     except ValueError as err:
-        raise ConfigError(f"--lora_target_modules / LORA_TARGET_MODULES: {err}") from None
+        raise ConfigError(f"{label('lora_target_modules')}: {err}") from None
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in peft_model.parameters())
     log.info("LoRA: %d trainable parameters of %d (%.3f%%)", trainable, total, 100 * trainable / max(total, 1))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainer.config.options import ModelArgs
-from trainer.config.values import SPECS
+from trainer.config.values import SPECS, label
 from trainer.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ WEIGHT_FILES = (
 def check_checkpoint_dir(path: str, expected_type: str, option: str) -> dict[str, Any]:
     """Return the directory's config.json, or raise `ConfigError` saying what is there instead."""
     spec = SPECS[option]
-    where = f"{spec.flag} / {spec.env} ({path})"
+    where = f"{spec.label} ({path})"
     d = Path(path)
     cfg_file = d / "config.json"
     if not cfg_file.is_file():
@@ -69,7 +69,7 @@ def check_tokenizer_dir(path: str, option: str) -> None:
     d = Path(path)
     if not ((d / "tokenizer.json").is_file() or (d / "tokenizer_config.json").is_file()):
         raise ConfigError(
-            f"{spec.flag} / {spec.env} ({path}): no text tokenizer (tokenizer.json / tokenizer_config.json); "
+            f"{spec.label} ({path}): no text tokenizer (tokenizer.json / tokenizer_config.json); "
             "set --tokenizer_path to the directory that holds it"
         )
 
@@ -160,15 +160,15 @@ def check_adapter_dir(path: str) -> None:
     """A LoRA adapter folder, checked before any model loads."""
     d = Path(path)
     if not d.is_dir():
-        raise ConfigError(f"--adapter_path / ADAPTER_PATH: adapter folder not found: {path}")
+        raise ConfigError(f"{label('adapter_path')}: adapter folder not found: {path}")
     cfg = d / "adapter_config.json"
     if not cfg.is_file():
-        raise ConfigError(f"--adapter_path / ADAPTER_PATH ({path}): no adapter_config.json; expected a "
+        raise ConfigError(f"{label('adapter_path')} ({path}): no adapter_config.json; expected a "
                           "lora_adapters/ folder (a checkpoint's checkpoint-N/lora_adapters or the final one)")
     try:
         json.loads(cfg.read_text())
     except json.JSONDecodeError as err:
-        raise ConfigError(f"--adapter_path / ADAPTER_PATH ({path}): adapter_config.json is not valid JSON: {err}") \
+        raise ConfigError(f"{label('adapter_path')} ({path}): adapter_config.json is not valid JSON: {err}") \
             from None
 
 
@@ -184,7 +184,7 @@ def attach_adapter(model: Any, path: str) -> Any:
     except (RuntimeError, ValueError, KeyError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(
-            f"--adapter_path / ADAPTER_PATH ({path}): the adapter does not fit this base model "
+            f"{label('adapter_path')} ({path}): the adapter does not fit this base model "
             f"(--model_path): {first[:300]}"
         ) from None
 

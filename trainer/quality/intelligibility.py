@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from trainer.config.values import label
 from trainer.errors import ConfigError
 from trainer.quality.normalize import TextRules, count_errors, language_code
 
-ASR_OPTION = "--asr_model_path / ASR_MODEL_PATH"
+ASR_OPTION = label("asr_model_path")
 CUT_SEARCH_SECONDS = 5.0  # a window's cut falls in its last seconds, at the quietest 20 ms
 
 
@@ -127,7 +128,7 @@ class Transcriber:
             known = getattr(self.model.generation_config, "lang_to_id", None) or {}
             if f"<|{self.language}|>" not in known:
                 listed = ", ".join(sorted(k.strip("<|>") for k in known)[:20]) or "none: it takes no language"
-                raise ConfigError(f"--language / LANGUAGE: {language!r} is not a language of the ASR model {path} "
+                raise ConfigError(f"{label('language')}: {language!r} is not a language of the ASR model {path} "
                                   f"(it knows: {listed})")
 
     def token_ids(self, samples: np.ndarray, max_new_tokens: int = 128) -> list[int]:

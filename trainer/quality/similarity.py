@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from trainer.config.values import label
 from trainer.quality.intelligibility import check_model_dir, load_errors, load_failure, prepare
 
-SPEAKER_OPTION = "--speaker_model_path / SPEAKER_MODEL_PATH"
+SPEAKER_OPTION = label("speaker_model_path")
 
 
 def check_speaker_dir(path: str, option: str = SPEAKER_OPTION) -> None:

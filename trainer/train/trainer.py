@@ -16,7 +16,7 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from trainer import dist as ranks
-from trainer.config.values import check_warmup
+from trainer.config.values import check_warmup, label
 from trainer.encode.collator import IGNORE, Layout
 from trainer.train import checkpoint as ckpt
 from trainer.train.agreement import StepAgreement
@@ -259,8 +259,8 @@ class HiggsAudioTrainer(Trainer):
     def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
         # Here the run's length is known also when the epochs and the data set it, not --max_steps alone.
         if self.args.warmup_steps >= 1:
-            source = ("--max_steps / MAX_STEPS" if self.args.max_steps > 0 else
-                      f"--num_train_epochs / NUM_TRAIN_EPOCHS ({self.args.num_train_epochs:g}) over "
+            source = (label("max_steps") if self.args.max_steps > 0 else
+                      f"{label('num_train_epochs')} ({self.args.num_train_epochs:g}) over "
                       f"{len(self.train_dataset)} training samples")  # type: ignore[arg-type]
             check_warmup(int(self.args.warmup_steps), num_training_steps, source)
         return super().create_scheduler(num_training_steps, optimizer)
