@@ -53,7 +53,7 @@ def test_two_pods_train_a_lora_adapter_with_ddp_and_the_job_succeeds(release: Re
     assert "Phase:          Succeeded" in test.stdout or "Succeeded" in test.stdout, test.stdout
 
 
-def master_line(text: str, pod: str) -> str:
+def pod_line(text: str, pod: str) -> str:
     (line,) = [x for x in text.splitlines() if x.startswith("  ") and f" {pod}: " in x]
     return line
 
@@ -62,16 +62,22 @@ def test_a_configuration_error_fails_the_job_with_exit_code_2_and_status_says_wh
         release: Release) -> None:
     release.install({"args": ["train", "--lora_rnak", "8"]})
     failed = release.wait_condition("Failed", timeout=300)
-    assert failed["message"] == 'job "demo" is failing because "Master" replica(s) failed.'
-    master = next(p for p in release.pods() if p.metadata.name == "demo-master-0")
-    (state,) = master.status.container_statuses
+    # Both replicas meet the same error; whichever ends first fails the job (and the operator then deletes the
+    # other's running pod), so the failing replica is the one the condition names.
+    roles = [r for r in ("Master", "Worker")
+             if failed["message"] == f'job "demo" is failing because "{r}" replica(s) failed.']
+    assert roles, failed["message"]
+    role = roles[0]
+    pod_name = f"demo-{role.lower()}-0"
+    failing = next(p for p in release.pods() if p.metadata.name == pod_name)
+    (state,) = failing.status.container_statuses
     assert state.state.terminated.exit_code == 2
     assert "--lora_rnak" in state.state.terminated.message  # the launcher's termination message
     assert not release.events(reason="ExitedWithCode") or all(
         "code 2" in e.message for e in release.events(reason="ExitedWithCode"))
     shown = release.status()
     assert shown.returncode == 0, shown.stderr
-    line = master_line(shown.stdout, "demo-master-0")
+    line = pod_line(shown.stdout, pod_name)
     assert "Failed, 0 restarts; last exit 2 (configuration error" in line and "--lora_rnak" in line
     assert "is running." not in shown.stdout  # the operator's stale Running message is left out
     assert shown.stdout.rstrip().splitlines()[-1].startswith("next: done: failed; the operator does not restart it")
@@ -144,7 +150,7 @@ def test_a_sigkilled_worker_is_recreated_and_the_job_resumes_from_the_last_compl
     assert (out / "checkpoint-40" / MARKER).is_file()
     assert (out / "lora_adapters" / "adapter_model.safetensors").is_file()
     shown = release.status()
-    line = master_line(shown.stdout, "demo-worker-0")
+    line = pod_line(shown.stdout, "demo-worker-0")
     assert "Succeeded, 1 restarts; recreated by the operator after exit 137 (killed by signal 9)" in line, shown.stdout
     assert "last exit 0 (success)" in line
 
@@ -172,7 +178,7 @@ def test_crashes_before_any_checkpoint_spend_the_retry_budget_and_fail_the_job_w
     assert state.state.terminated.message.startswith("retry budget spent: the last 2 attempts (of --retry_budget 2)")
     assert [a.code for a in read(ledger)] == [None, None, 6]  # the kills wrote no end
     shown = release.status()
-    line = master_line(shown.stdout, "demo-master-0")
+    line = pod_line(shown.stdout, "demo-master-0")
     assert "Failed, 2 restarts; recreated by the operator after exit 137" in line
     assert "last exit 6 (retry budget spent" in line
 
@@ -205,7 +211,7 @@ def test_a_failing_preflight_shows_on_the_pod_and_in_status_and_the_operator_rec
             # ExitedWithCode Event (there is no trainer exit code), so a reader finds only fresh Pending pods.
             pytest.xfail("status cannot show a failed preflight: the operator replaces the pod at once and "
                          f"keeps no record of why; status said: {shown.stdout.splitlines()[-1]}")
-        line = master_line(shown.stdout, "demo-master-0")
+        line = pod_line(shown.stdout, "demo-master-0")
         assert "init container preflight exited 2 (configuration error" in line, shown.stdout
         assert "next: demo-master-0's init container preflight failed (exit code 2); the operator" in shown.stdout
     finally:
