@@ -48,7 +48,7 @@ def test_sigterm_to_a_rank_waiting_for_the_audio_encoding_stops_the_launch_at_on
 
     again = launch(env, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert f"| 0/{CLIPS - encoded} [" in again.stderr  # nothing lost: only the rest is encoded
+    assert f"encoding audio: 0/{CLIPS - encoded} clips" in again.stderr  # nothing lost: only the rest is encoded
     assert (Path(base_args["output_dir"]) / "lora_adapters" / "adapter_model.safetensors").is_file()
 
 
