@@ -116,8 +116,9 @@ def test_a_full_disk_in_the_background_write_of_a_two_rank_launch_ends_it_with_5
     assert second.returncode == errors.DISK_FULL == 5, second.stderr[-3000:]
     assert f"out of disk space while saving {out / 'checkpoint-10'}" in second.stderr
     assert (tmp_path / "termination-log").read_text().startswith("rank 0: out of disk space while saving")
-    # besides the launcher's attempt ledger (the retry budget), only the complete checkpoint is there
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-5", "launch-attempts.jsonl"]
+    # besides the launcher's attempt ledger (the retry budget) and its lock file (one launcher per output
+    # directory), only the complete checkpoint is there
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-5", "launch-attempts.jsonl", "launch.lock"]
     assert _digests(out / "checkpoint-5") == kept
 
 
