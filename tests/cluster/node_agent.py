@@ -13,9 +13,9 @@ so the trainer's kubernetes client talks to the API server as the pod's service 
 The operator's worker init container waits with `nslookup` for the Master's name: run here by `getent`,
 through the libc resolver (so /etc/hosts) as the busybox of the operator's alpine 3.10 image does.
 
-What a kubelet does and this does not: images (the container's command runs with the worktree's venv first
+What a kubelet does and this does not: images (the container's command runs with the checkout's venv first
 on PATH, standing in for the image, whose ENTRYPOINT and CMD are `higgs-audio-trainer launch` / `train`),
-resource limits, probes, the security context's user (the processes run as root: the worktree's venv
+resource limits, probes, the security context's user (the processes run as root: the checkout's venv
 need not be readable by uid 1000; fsGroup is applied to writable volumes), restarts in place (the
 operator's pods are `restartPolicy: Never`). The
 termination message is read from the file `TERMINATION_LOG` names (the launcher's documented override, a
@@ -48,7 +48,7 @@ class NodeAgent:
         api_port: the API server's port on 127.0.0.1 (`KUBERNETES_SERVICE_PORT` of the pods).
         ca_file: the API server's CA, published as each namespace's `kube-root-ca.crt` ConfigMap (the
             controller-manager's root CA publisher does this in a cluster).
-        bin_dir: directory first on the pods' PATH (the worktree's venv: the image's `higgs-audio-trainer`).
+        bin_dir: directory first on the pods' PATH (the checkout's venv: the image's `higgs-audio-trainer`).
     """
 
     def __init__(self, api: Any, root: Path, *, api_port: int, ca_file: Path, bin_dir: Path) -> None:
