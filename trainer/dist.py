@@ -75,7 +75,8 @@ def store() -> Any | None:
 
 def note_progress() -> None:
     """Tell the ranks waiting in `barrier` that this one is still at work (one store round trip), so that
-    their wait, bounded by the time without progress, goes on (no-op without a process group)."""
+    their wait, bounded by the time without progress, goes on (no-op without a process group).
+    """
     shared = store()
     if shared is not None:
         shared.add(PROGRESS_KEY, 1)
@@ -83,7 +84,8 @@ def note_progress() -> None:
 
 def announce(name: str) -> None:
     """Set the flag `name` for ranks waiting in `wait_for_flag` (no-op without a process group). Safe from any
-    thread: rank 0's checkpoint thread announces the end of its write."""
+    thread: rank 0's checkpoint thread announces the end of its write.
+    """
     shared = store()
     if shared is not None:
         shared.set(f"{KEY_PREFIX}{name}", "1")
@@ -91,7 +93,8 @@ def announce(name: str) -> None:
 
 def clear_flag(name: str) -> None:
     """Remove the flag `name`, which an earlier attempt of the run may have left in the store (no-op without a
-    process group). Call it before any rank may wait for the flag again."""
+    process group). Call it before any rank may wait for the flag again.
+    """
     shared = store()
     if shared is not None:
         shared.delete_key(f"{KEY_PREFIX}{name}")
@@ -180,7 +183,8 @@ def tell_peers(signum: int) -> None:
 
 def raise_if_peer_stopped() -> None:
     """Raise `Stopped`, with the peer's signal's code, if another rank stopped before training (one store
-    round trip; a no-op without a process group)."""
+    round trip; a no-op without a process group).
+    """
     shared = store()
     if shared is None or not shared.check([PEER_STOP_KEY]):
         return

@@ -102,7 +102,8 @@ PEER_LOST_MESSAGES = ("Connection closed by peer", "Connection reset by peer", "
 
 def lost_peer(err: BaseException) -> bool:
     """Whether `err` says another rank or the rendezvous went away (torch.distributed's own errors, or
-    the messages gloo and NCCL raise as plain RuntimeErrors), rather than a fault of this process."""
+    the messages gloo and NCCL raise as plain RuntimeErrors), rather than a fault of this process.
+    """
     dist = sys.modules.get("torch.distributed")  # loaded only if the run got that far
     dist_error = getattr(dist, "DistError", None) if dist is not None else None
     if dist_error is not None and isinstance(err, dist_error):

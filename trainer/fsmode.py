@@ -40,7 +40,8 @@ def _proc_umask() -> int | None:
 
 def _umask_by_setting() -> int:
     """The umask read the only way `os` offers: set it and put it back. While it is set, a file another thread
-    creates gets the strictest mode (077), never a wider one; done once, at import, before the writers start."""
+    creates gets the strictest mode (077), never a wider one; done once, at import, before the writers start.
+    """
     previous = os.umask(0o077)
     os.umask(previous)
     return previous

@@ -64,7 +64,8 @@ def operator_exits(events: list[Any]) -> dict[str, list[tuple[Any, int]]]:
 
     Under `restartPolicy: ExitCode` the operator deletes a pod that exited with a retried code and creates a
     new one of the same name: its restart count is 0 again and its last exit code is gone. These Events are
-    the only record of the endings before it."""
+    the only record of the endings before it.
+    """
     found: dict[str, list[tuple[Any, int]]] = {}
     for event in events:
         match = EXITED.search(event.message or "") if event.reason == "ExitedWithCode" else None

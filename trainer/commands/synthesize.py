@@ -1,6 +1,6 @@
-"""`higgs-audio-trainer synthesize`: speak a text (or a JSONL file of texts) with a trained model.
+r"""`higgs-audio-trainer synthesize`: speak a text (or a JSONL file of texts) with a trained model.
 
-    higgs-audio-trainer synthesize --model_path BASE --audio_tokenizer_path TOK \\
+    higgs-audio-trainer synthesize --model_path BASE --audio_tokenizer_path TOK \
         --adapter_path out/lora_adapters --text "Hello there." --output hello.wav
     higgs-audio-trainer synthesize ... --input prompts.jsonl --output_dir clips/
 

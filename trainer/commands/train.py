@@ -90,7 +90,8 @@ def check_output_dirs(cfg: Config, *, output_dir: bool = True) -> None:
 def tidy_output_dir(out: str) -> None:
     """What a killed run left in OUTPUT_DIR and no later run would clean up (rank 0, before anything is read):
     the temporary copies of a final adapter or model it was writing, and a previous one it had moved aside
-    (put back if the final output is missing). Incomplete checkpoints are `resolve_resume`'s to remove."""
+    (put back if the final output is missing). Incomplete checkpoints are `resolve_resume`'s to remove.
+    """
     if dist.is_main():
         ckpt.recover_final_outputs(out)
 
@@ -244,10 +245,10 @@ def save_final(trainer, cfg: Config, tokenizer) -> None:
 
 
 def run(argv: Sequence[str]) -> int:
-    """`higgs-audio-trainer train`: options from flags, env vars and YAML, then `main`.
+    r"""`higgs-audio-trainer train`: options from flags, env vars and YAML, then `main`.
 
-        torchrun --nproc_per_node=2 -m trainer train \\
-            --model_path tiny/model --audio_tokenizer_path tiny/audio_tokenizer \\
+        torchrun --nproc_per_node=2 -m trainer train \
+            --model_path tiny/model --audio_tokenizer_path tiny/audio_tokenizer \
             --train_data_file examples/demo_data/train.json --output_dir out --use_lora --disable_eval
 
     Every flag is also an environment variable (`USE_LORA=true`, ...).

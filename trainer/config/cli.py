@@ -53,7 +53,8 @@ def build_parser(
 ) -> argparse.ArgumentParser:
     """The parser of `train` (all training options) or of a command that reads only the options `names`: one
     flag per option; its help shows the env var and the default. `hidden`: options still accepted but left out
-    of --help (a deprecated spelling, so that a command shows only its own options)."""
+    of --help (a deprecated spelling, so that a command shows only its own options).
+    """
     parser = _Parser(
         prog=prog,
         description=(description or "Fine-tune Higgs Audio v2.") + " " + COMMON_HELP,
@@ -120,7 +121,8 @@ def parse_command_args(
     """Like `parse_train_args`, for a command that reads only the options `names` (its flags, their env
     vars, their YAML keys); the others keep their defaults, and of the required options only `required` count
     (`output_dir`, say, is required for training, not for every command that reads it). `hidden`: names
-    accepted but not shown in --help."""
+    accepted but not shown in --help.
+    """
     return _resolve(build_parser(prog, names, description, hidden), argv, environ, names, required)
 
 

@@ -1,5 +1,6 @@
 """The training data's options: where the samples are, which corpus layout, reference clips and what counts as
-a bad sample (docs/bring-your-data.md); collected with the other groups in `trainer.config.options`."""
+a bad sample (docs/bring-your-data.md); collected with the other groups in `trainer.config.options`.
+"""
 
 from __future__ import annotations
 

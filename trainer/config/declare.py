@@ -32,7 +32,8 @@ _PLAIN: dict[Any, ValueKind] = {bool: "bool", int: "int", float: "float", str: "
 def kind_of(annotation: Any) -> tuple[ValueKind, tuple[str, ...] | None]:
     """(kind, choices) of an option from its evaluated annotation; `| None` only says the option may be unset.
 
-    Raises TypeError for a type the parser cannot read, so a new option with one fails at import."""
+    Raises TypeError for a type the parser cannot read, so a new option with one fails at import.
+    """
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         rest = [a for a in typing.get_args(annotation) if a is not type(None)]
         if len(rest) != 1:
@@ -69,7 +70,8 @@ def opt(
     exclusive_min: bool = False,
 ) -> Any:
     """Declare one option: a dataclass field whose metadata drives parsing, validation and docs (its kind and
-    choices come from the field's annotation, see `kind_of`)."""
+    choices come from the field's annotation, see `kind_of`).
+    """
     metadata = {
         "help": help,
         "required": required,

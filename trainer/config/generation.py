@@ -1,5 +1,6 @@
 """The options of speech generation: sampling, the samples taken while training, their quality metrics, and
-the synthesize/evaluate commands' own inputs (declared with `opt`, collected in `trainer.config.options`)."""
+the synthesize/evaluate commands' own inputs (declared with `opt`, collected in `trainer.config.options`).
+"""
 
 from __future__ import annotations
 

@@ -185,7 +185,8 @@ class TrainArgs:
     @property
     def evaluates(self) -> bool:
         """Whether the run evaluates at all: the one place this is decided (data preparation builds an
-        evaluation set, `TrainingArguments` get a strategy and the best-model reload, the Trainer runs it)."""
+        evaluation set, `TrainingArguments` get a strategy and the best-model reload, the Trainer runs it).
+        """
         return not self.disable_eval
 
 

@@ -80,7 +80,8 @@ def pair_messages(
 ) -> list[dict]:
     """The conversation of one transcript and clip: system [+ scene] [+ user ref text + assistant ref audio] +
     user text + assistant audio. Training lays out its samples with it, and `synthesize` its prompts, so that
-    a model is prompted exactly as it was trained."""
+    a model is prompted exactly as it was trained.
+    """
     messages = [text_message("system", system_prompt)]
     if scene and scene.strip():
         messages.append(text_message("scene", scene.strip()))

@@ -31,7 +31,8 @@ def prompt_lines(path: str) -> dict[str, int]:
 
 def check_reference(path: str, where: str, max_seconds: float) -> None:
     """A reference clip that decodes, holds samples, and is at most `max_seconds` long (the header says how
-    long before anything is decoded, so a 10-minute file costs nothing)."""
+    long before anything is decoded, so a 10-minute file costs nothing).
+    """
     from trainer.data.audio import audio_info, load_audio
 
     try:

@@ -23,7 +23,8 @@ import torch
 @contextmanager
 def forked_random_state() -> Iterator[None]:
     """Every generator a sample may draw from, put back as it was on the way out: torch's CPU generator and
-    every initialised CUDA device's, Python's `random` and NumPy's global state."""
+    every initialised CUDA device's, Python's `random` and NumPy's global state.
+    """
     py_state, np_state = random.getstate(), np.random.get_state()
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() and torch.cuda.is_initialized() \
         else []

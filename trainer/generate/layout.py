@@ -28,7 +28,8 @@ def prompt_messages(prompt: Prompt, default_system: str) -> list[dict]:
     A prompt taken from training data carries its conversation up to the target turn (`context`: its own
     system message, scene and every reference); any other is laid out by `pair_messages`, as training lays out
     a transcript and its clip, with the prompt's own `system` (else `default_system`, --system_prompt) and
-    `scene`."""
+    `scene`.
+    """
     target = {"role": "assistant", "content": [{"type": "audio", "path": TARGET_PLACEHOLDER}]}
     if prompt.context is not None:
         return [*prompt.context, target]
@@ -45,7 +46,8 @@ def prompt_arrays(
     tokenizer: Any, layout: Layout, messages: list[dict], codes: list[np.ndarray]
 ) -> dict[str, np.ndarray]:
     """input_ids (L,) and audio_input_ids (F, codebooks) of the prompt `messages` (`prompt_messages`), with the
-    codes (codebooks, frames) of each of its `context_clips`."""
+    codes (codebooks, frames) of each of its `context_clips`.
+    """
     ids = tokenize_conversation(tokenizer, messages, layout)
     placeholders = [i for i, t in enumerate(ids) if t == layout.audio_token_id]
     if len(placeholders) != len(codes) + 1:

@@ -39,7 +39,8 @@ def final_output(cfg: Config) -> str:
 
 class TrainingAttempt:
     """`begin` before torchrun starts (None, or the exit code and reason this attempt must not run with),
-    `end` after it. The keeper holds the output directory's lock from `begin` to its exit."""
+    `end` after it. The keeper holds the output directory's lock from `begin` to its exit.
+    """
 
     def __init__(self, cfg: Config, environ: Mapping[str, str], *, keeper: bool) -> None:
         self.cfg, self.keeper = cfg, keeper

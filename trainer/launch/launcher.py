@@ -1,6 +1,7 @@
 """`higgs-audio-trainer launch`: `torchrun` with the documented exit codes, in a container or on a workstation.
 
-`USAGE` (its `--help`) says where the nodes come from and what it does with signals and the ranks' exit codes."""
+`USAGE` (its `--help`) says where the nodes come from and what it does with signals and the ranks' exit codes.
+"""
 
 from __future__ import annotations
 
@@ -61,7 +62,8 @@ TRAINER_COMMANDS = ("train", "prepare", "merge", "options", "make-tiny-model")
 @contextlib.contextmanager
 def _outcome_dir() -> Iterator[str | None]:
     """A fresh directory for the ranks' outcomes; None without a writable temporary directory (a read-only
-    root filesystem and no /tmp volume), where codes come from the processes alone."""
+    root filesystem and no /tmp volume), where codes come from the processes alone.
+    """
     try:
         path = tempfile.mkdtemp(prefix="higgs-launch-")
     except OSError:
@@ -75,7 +77,8 @@ def _outcome_dir() -> Iterator[str | None]:
 
 def child_env(environ: Mapping[str, str], outcome_dir: str | None) -> dict[str, str]:
     """The child's environment: PET_* removed (torchrun would read them as defaults behind the explicit
-    arguments, which are the only truth), the per-launch outcome directory and torchrun's report file added."""
+    arguments, which are the only truth), the per-launch outcome directory and torchrun's report file added.
+    """
     env = {k: v for k, v in environ.items() if not k.startswith("PET_")}
     if outcome_dir:
         env[rank_reports.OUTCOME_DIR_ENV] = outcome_dir
@@ -140,7 +143,7 @@ def decide(
 
 
 def torchrun_report(outcome_dir: str | None) -> str:
-    """torchrun's failure report (`trainer.launch.torchrun`), or "" when it wrote none."""
+    """Torchrun's failure report (`trainer.launch.torchrun`), or "" when it wrote none."""
     if not outcome_dir:
         return ""
     with contextlib.suppress(OSError), open(os.path.join(outcome_dir, TORCHRUN_REPORT)) as f:
@@ -151,7 +154,8 @@ def torchrun_report(outcome_dir: str | None) -> str:
 def explained(code: int, reason: str, outcomes: Sequence[rank_reports.Outcome]) -> bool:
     """The launch ends with a rank's own reason (a configuration or data error, a rank's exception, a signal
     stop): that rank's message is in the log, and torchrun's report of exit codes would only bury it. Where
-    the launch's reason is not a rank's (a rank killed without a word), torchrun's report is the evidence."""
+    the launch's reason is not a rank's (a rank killed without a word), torchrun's report is the evidence.
+    """
     return any(o.code == code and o.reason and reason == f"rank {o.rank}: {o.reason}" for o in outcomes)
 
 
@@ -193,7 +197,8 @@ def launcher_options(args: Sequence[str]) -> tuple[str | None, list[str]]:
 
 def _misplaced_nproc(args: Sequence[str]) -> None:
     """A `--nproc_per_node` among the trainer's flags is meant for the launcher: say where it goes instead of
-    letting the trainer's parser call it unknown."""
+    letting the trainer's parser call it unknown.
+    """
     for arg in args:
         if arg.split("=", 1)[0] in NPROC_FLAGS:
             raise ConfigError(f"{arg.split('=', 1)[0]} is an option of launch, not of the trainer: put it before "

@@ -79,7 +79,8 @@ def parse_line(line: str, number: int) -> Attempt:
 
 def parse(raw: bytes) -> list[Attempt]:
     """The attempts of a ledger's bytes in order, a start line followed by its end line for the same attempt
-    merged; raises `DamagedLedger` for bytes that are not UTF-8, a torn line or a line of the wrong shape."""
+    merged; raises `DamagedLedger` for bytes that are not UTF-8, a torn line or a line of the wrong shape.
+    """
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -95,7 +96,8 @@ def parse(raw: bytes) -> list[Attempt]:
 
 def read(path: Path) -> list[Attempt]:
     """The ledger's attempts in order; a missing or unreadable ledger has none. A damaged one raises
-    `DamagedLedger` (`Ledger.attempts` moves it aside)."""
+    `DamagedLedger` (`Ledger.attempts` moves it aside).
+    """
     try:
         raw = path.read_bytes()
     except OSError:
@@ -140,7 +142,8 @@ def budget_reason(attempts: list[Attempt], budget: int) -> str | None:
 
 class Ledger:
     """The ledger of one output directory. Best effort: a volume that cannot be written costs a warning and
-    the budget, never the run."""
+    the budget, never the run.
+    """
 
     def __init__(self, output_dir: str | os.PathLike[str]) -> None:
         self.path = ledger_path(output_dir)
@@ -149,7 +152,8 @@ class Ledger:
     def attempts(self) -> list[Attempt]:
         """The attempts so far. A damaged ledger (a crash mid-write, a foreign editor, a disk fault) is moved
         aside with a warning and a fresh one is started: the budget restarts full, where crashing here would
-        end every attempt with exit code 1, which the operator never retries."""
+        end every attempt with exit code 1, which the operator never retries.
+        """
         try:
             return read(self.path)
         except DamagedLedger as err:

@@ -32,7 +32,8 @@ class OutputLock:
 
     def acquire(self) -> bool:
         """Take the lock; False when the directory cannot hold one (not writable: the preflight and the
-        ledger report that); raises `OutputInUse` when a live launcher holds it."""
+        ledger report that); raises `OutputInUse` when a live launcher holds it.
+        """
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o664)

@@ -100,7 +100,8 @@ class Supervisor:
 
     def _wait(self, proc: subprocess.Popen[bytes]) -> int:
         """Wait for the child; as PID 1 the launcher also reaps orphaned processes, which would otherwise stay
-        zombies."""
+        zombies.
+        """
         reap_all = os.getpid() == 1
         while True:
             pid, status = os.waitpid(-1 if reap_all else proc.pid, os.WNOHANG)

@@ -129,7 +129,8 @@ def topology_from_env(
     env: Mapping[str, str], gpus: Callable[[], int] = visible_gpus, nproc_flag: str | None = None
 ) -> Topology:
     """This node's place in the job, from the training operator's variables (processes per node from
-    `--nproc_per_node`, `nproc_flag`, when given); raises `ConfigError`."""
+    `--nproc_per_node`, `nproc_flag`, when given); raises `ConfigError`.
+    """
     nproc = nproc_per_node(env, gpus, nproc_flag)
     endpoint = _get(env, "PET_RDZV_ENDPOINT")
     restarts = _get(env, "PET_MAX_RESTARTS")
@@ -181,7 +182,8 @@ TORCHRUN_MODULE = "trainer.launch.torchrun"
 
 def torchrun_command(topo: Topology, args: Sequence[str]) -> list[str]:
     """`python -m trainer.launch.torchrun ... -m trainer ARGS` for this node: torchrun's own arguments, run by
-    `trainer.launch.torchrun`, which keeps torchrun's failure report for the launcher."""
+    `trainer.launch.torchrun`, which keeps torchrun's failure report for the launcher.
+    """
     cmd = [sys.executable, "-m", TORCHRUN_MODULE, f"--nnodes={topo.nnodes}",
            f"--nproc_per_node={topo.nproc_per_node}", f"--max_restarts={topo.max_restarts}"]
     if topo.standalone:

@@ -63,7 +63,8 @@ def lora_config(args: LoraArgs) -> Any:
 @contextmanager
 def quiet_peft() -> Iterator[None]:
     """Silence the deprecation warning peft triggers whenever it wraps a model: it reads transformers'
-    `is_gradient_checkpointing`, and the warning, shown in every LoRA run, is nothing a user can act on."""
+    `is_gradient_checkpointing`, and the warning, shown in every LoRA run, is nothing a user can act on.
+    """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
         yield

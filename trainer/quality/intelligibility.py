@@ -91,7 +91,8 @@ def load_failure(option: str, path: str, err: BaseException) -> ConfigError:
 
 def windows(samples: np.ndarray, window: int, rate: int) -> list[np.ndarray]:
     """`samples` cut into pieces of at most `window` samples, each cut at the quietest 20 ms of the last
-    `CUT_SEARCH_SECONDS` of its window (a pause between words, in speech)."""
+    `CUT_SEARCH_SECONDS` of its window (a pause between words, in speech).
+    """
     frame = max(1, rate // 50)
     search = min(window // 2, int(CUT_SEARCH_SECONDS * rate))
     out, x = [], samples

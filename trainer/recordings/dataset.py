@@ -21,14 +21,16 @@ REFERENCE_MIN_SECONDS = 2.0  # shorter clips carry too little of a voice to clon
 
 def reference_pool(clips: list[dict[str, Any]], size: int, max_seconds: float) -> list[dict[str, Any]]:
     """A speaker's `size` cleanest clips of a useful reference length (all its clips if none has that length),
-    cleanest first; ties broken by file name so the pick is deterministic."""
+    cleanest first; ties broken by file name so the pick is deterministic.
+    """
     fit = [c for c in clips if REFERENCE_MIN_SECONDS <= c["seconds"] <= max_seconds] or clips
     return sorted(fit, key=lambda c: (-c["clean_db"], c["file"]))[:size]
 
 
 def samples(by_speaker: dict[str, list[dict[str, Any]]], pool_size: int, max_seconds: float) -> list[dict]:
     """The samples of every kept clip, speakers in name order and clips in recording order; the j-th target of a
-    speaker takes the pool's clips in turn, never itself."""
+    speaker takes the pool's clips in turn, never itself.
+    """
     out = []
     for speaker in sorted(by_speaker):
         clips = by_speaker[speaker]

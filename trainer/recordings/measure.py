@@ -64,7 +64,8 @@ def audio_reason(seconds: float, m: Measures, limits: Limits) -> str | None:
 
 def text_reason(text: str, seconds: float, limits: Limits) -> str | None:
     """Why a clip's transcript is rejected, or None: empty, or a speaking rate no voice has (the recognizer
-    hallucinated, or a script line was matched to the wrong clip)."""
+    hallucinated, or a script line was matched to the wrong clip).
+    """
     if not text.strip():
         return "empty_text"
     rate = len(text.replace(" ", "")) / seconds

@@ -16,7 +16,8 @@ from trainer import dist as ranks
 @runtime_checkable
 class Voter(Protocol):
     """A callback with a per-step flag: `step_flag()` is this rank's value (0: nothing to report; an int or a
-    0-d tensor on any device), and `agreed` receives the largest value of any rank, once per step."""
+    0-d tensor on any device), and `agreed` receives the largest value of any rank, once per step.
+    """
 
     agreed: int | None
 
@@ -27,7 +28,8 @@ class StepAgreement(TrainerCallback):
     """Right before each optimizer step, reduce the flag of every `Voter` among the trainer's callbacks in one
     collective (`dist.max_over_ranks`) and hand each its agreed value; the voters act on it in their own
     events (`NanGuard` before the optimizer, `StopOnSignal` at the step end). A voter that finds no agreed
-    value (it runs under a trainer without this callback) asks `dist` itself."""
+    value (it runs under a trainer without this callback) asks `dist` itself.
+    """
 
     def __init__(self, callbacks: Callable[[], Iterable[Any]]) -> None:
         self.callbacks = callbacks

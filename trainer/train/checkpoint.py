@@ -32,7 +32,8 @@ _CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 def _fsync_dir(path: Path) -> None:
     """Flush a directory's entries. Some filesystems cannot fsync a directory and say so (EINVAL, ENOTSUP,
-    EBADF): nothing more can be done there. Any other error (EIO) is raised, like a file's."""
+    EBADF): nothing more can be done there. Any other error (EIO) is raised, like a file's.
+    """
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:

@@ -60,7 +60,8 @@ class CheckpointWriter(TrainerCallback):
     @cached_property
     def peft_model(self) -> Any:
         """The `PeftModel` inside the DDP wrapper, or None with full fine-tuning. Looked up once: a save asks
-        several times, unwrapping walks every module (about a millisecond), and the model stays the same object."""
+        several times, unwrapping walks every module (about a millisecond), and the model stays the same object.
+        """
         from peft import PeftModel
 
         model = self.trainer.accelerator.unwrap_model(self.trainer.model)
@@ -69,7 +70,8 @@ class CheckpointWriter(TrainerCallback):
     @property
     def in_background(self) -> bool:
         """Whether rank 0 finishes a checkpoint on a background thread (`--async_save`, DDP). The same answer
-        on every rank, which take the same barriers."""
+        on every rank, which take the same barriers.
+        """
         t = self.trainer
         return self.async_save and not (t.is_deepspeed_enabled or t.is_fsdp_enabled)
 
@@ -138,7 +140,8 @@ class CheckpointWriter(TrainerCallback):
 
     def failed(self, err: BaseException) -> BaseException:
         """What to raise for `err`, raised while a save was under way (or not): `Stopped` (exit code 5) when
-        the disk is full, the partial checkpoint removed; else `err` itself."""
+        the disk is full, the partial checkpoint removed; else `err` itself.
+        """
         begun, self._begun, self.resume_state = self._begun, None, None
         if begun is None or not isinstance(err, Exception):
             return err
@@ -158,7 +161,8 @@ class CheckpointWriter(TrainerCallback):
     def finish(self, *, wait: bool = True, log_now: bool = True) -> None:
         """End the background write of the last checkpoint, if there is one: log it once it is complete,
         or raise what it failed with (out of disk: `Stopped` with exit code 5, the partial checkpoint
-        removed). With `wait=False` only a write that has already ended is dealt with."""
+        removed). With `wait=False` only a write that has already ended is dealt with.
+        """
         pending = self._pending
         if pending is None or not (wait or pending.done()):
             return
@@ -264,7 +268,8 @@ class CheckpointWriter(TrainerCallback):
     # ---- disk space ---------------------------------------------------------------------------------
     def checkpoint_bytes(self) -> int:
         """What a checkpoint needs on disk: the previous one's size, else the weights it saves and AdamW's two
-        fp32 moments per trainable weight."""
+        fp32 moments per trainable weight.
+        """
         previous = ckpt.last_size(self.trainer.args.output_dir)
         if previous:
             return previous
