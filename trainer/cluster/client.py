@@ -1,5 +1,6 @@
-"""Which Kubernetes API to talk to, and with whose credentials: in-cluster (the pod's service account) or a
-kubeconfig (a workstation), and the job kinds this project runs.
+"""Which Kubernetes API to talk to, and with whose credentials.
+
+In-cluster (the pod's service account) or a kubeconfig (a workstation), and the job kinds this project runs.
 
 The `kubernetes` package is imported here only, when a client is wanted: a run with Events off never loads it.
 """

@@ -190,8 +190,9 @@ def _attempt(attempt: int | None) -> str:
 
 
 def recorder_from_options(opts: Any, environ: Mapping[str, str]) -> EventRecorder | None:
-    """A recorder for the job `opts` (`ClusterArgs`) names, or None: Events off, no job name, or no
-    credentials (outside a cluster, with no kubeconfig). Never raises.
+    """A recorder for the job `opts` (`ClusterArgs`) names, or None.
+
+    Events off, no job name, or no credentials (outside a cluster, with no kubeconfig). Never raises.
     """
     if not opts.events or not opts.job_name:
         return None
