@@ -53,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def options_from_env(environ: Mapping[str, str]) -> Config:
-    """The trainer's options from its environment, as `train` reads them, without its path checks
-    (those are this command's, each reported on its own line).
+    """The trainer's options from its environment, as `train` reads them, without its path checks.
+
+    The path checks are this command's, each reported on its own line.
     """
     values = {spec.name: parse_value(spec, raw, f"environment variable {spec.env}")
               for spec in SPECS.values() if (raw := environ.get(spec.env)) is not None and raw.strip() != ""}

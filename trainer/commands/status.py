@@ -1,5 +1,6 @@
-"""`higgs-audio-trainer status NAME [-n NAMESPACE] [--watch | --wait]`: what a run on the cluster is doing,
-and why it stopped, without reading pod logs.
+"""`higgs-audio-trainer status NAME [-n NAMESPACE] [--watch | --wait]`.
+
+What a run on the cluster is doing, and why it stopped, without reading pod logs.
 
 Reads the PyTorchJob (or TrainJob), its pods and its Events with the kubeconfig (or in-cluster) credentials:
 the job's conditions, each pod's phase, restarts and last exit code decoded with the project's exit table

@@ -73,8 +73,9 @@ CACHE_DIR_LABEL = label("cache_dir")
 
 
 def check_output_dirs(cfg: Config, *, output_dir: bool = True) -> None:
-    """Create OUTPUT_DIR (with `output_dir`) and CACHE_DIR (when given) and check both are writable, or raise
-    `ConfigError` naming the option, the path and why (exit code 2).
+    """Create OUTPUT_DIR (with `output_dir`) and CACHE_DIR (when given) and check both are writable.
+
+    Raises `ConfigError` naming the option, the path and why (exit code 2).
 
     First thing in `train` and `prepare`, before any tokenizer or model loads: a path under a regular file or
     on a read-only volume would otherwise end, minutes later, in a traceback at the first write. `prepare`
@@ -88,9 +89,10 @@ def check_output_dirs(cfg: Config, *, output_dir: bool = True) -> None:
 
 
 def tidy_output_dir(out: str) -> None:
-    """What a killed run left in OUTPUT_DIR and no later run would clean up (rank 0, before anything is read):
-    the temporary copies of a final adapter or model it was writing, and a previous one it had moved aside
-    (put back if the final output is missing). Incomplete checkpoints are `resolve_resume`'s to remove.
+    """What a killed run left in OUTPUT_DIR and no later run would clean up (rank 0, before anything is read).
+
+    The temporary copies of a final adapter or model it was writing, and a previous one it had moved aside (put back if
+    the final output is missing). Incomplete checkpoints are `resolve_resume`'s to remove.
     """
     if dist.is_main():
         ckpt.recover_final_outputs(out)
