@@ -1,5 +1,7 @@
-"""The options of `build-dataset` alone (long recordings -> a training set; docs/bring-your-data.md), declared with
-`opt` and collected in `trainer.config.options` as a command group: in its --help and the docs, not in the chart.
+"""The options of `build-dataset` alone (long recordings -> a training set, docs/bring-your-data.md).
+
+Declared with `opt` and collected in `trainer.config.options` as a command group: in its
+--help and the docs, not in the chart.
 """
 
 from __future__ import annotations

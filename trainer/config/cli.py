@@ -51,9 +51,10 @@ def build_parser(
     prog: str = "higgs-audio-trainer train", names: Sequence[str] | None = None, description: str = "",
     hidden: Collection[str] = (),
 ) -> argparse.ArgumentParser:
-    """The parser of `train` (all training options) or of a command that reads only the options `names`: one
-    flag per option; its help shows the env var and the default. `hidden`: options still accepted but left out
-    of --help (a deprecated spelling, so that a command shows only its own options).
+    """The parser of `train` (all training options) or of a command that reads only the options `names`.
+
+    One flag per option; its help shows the env var and the default. `hidden`: options still accepted but left out of
+    --help (a deprecated spelling, so that a command shows only its own options).
     """
     parser = _Parser(
         prog=prog,
@@ -118,10 +119,26 @@ def parse_command_args(
     argv: Sequence[str], environ: Mapping[str, str], prog: str, names: Sequence[str], description: str,
     required: Sequence[str] = (), hidden: Collection[str] = (),
 ) -> Config:
-    """Like `parse_train_args`, for a command that reads only the options `names` (its flags, their env
-    vars, their YAML keys); the others keep their defaults, and of the required options only `required` count
-    (`output_dir`, say, is required for training, not for every command that reads it). `hidden`: names
-    accepted but not shown in --help.
+    """Like `parse_train_args`, for a command that reads only some of the options.
+
+    The other options keep their defaults.
+
+    Args:
+        argv (`Sequence[str]`):
+            The command's arguments, after the command name.
+        environ (`Mapping[str, str]`):
+            The environment its options are read from (upper-case option names).
+        prog (`str`):
+            The command as --help and error messages name it.
+        names (`Sequence[str]`):
+            The options the command reads: its flags, their env vars, their YAML keys.
+        description (`str`):
+            The --help text above the options.
+        required (`Sequence[str]`, *optional*):
+            The required options that count here (`output_dir`, say, is required for training, not for every
+            command that reads it).
+        hidden (`Collection[str]`, *optional*):
+            Names accepted but not shown in --help.
     """
     return _resolve(build_parser(prog, names, description, hidden), argv, environ, names, required)
 

@@ -1,5 +1,7 @@
-"""The training data's options: where the samples are, which corpus layout, reference clips and what counts as
-a bad sample (docs/bring-your-data.md); collected with the other groups in `trainer.config.options`.
+"""The training data's options.
+
+Where the samples are, which corpus layout, reference clips and what counts as a bad sample (docs/bring-your-data.md);
+collected with the other groups in `trainer.config.options`.
 """
 
 from __future__ import annotations

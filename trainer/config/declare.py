@@ -69,8 +69,10 @@ def opt(
     maximum: float | None = None,
     exclusive_min: bool = False,
 ) -> Any:
-    """Declare one option: a dataclass field whose metadata drives parsing, validation and docs (its kind and
-    choices come from the field's annotation, see `kind_of`).
+    """Declare one option.
+
+    A dataclass field whose metadata drives parsing, validation and docs (its kind and choices come from the field's
+    annotation, see `kind_of`).
     """
     metadata = {
         "help": help,

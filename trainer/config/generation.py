@@ -1,5 +1,7 @@
-"""The options of speech generation: sampling, the samples taken while training, their quality metrics, and
-the synthesize/evaluate commands' own inputs (declared with `opt`, collected in `trainer.config.options`).
+"""The options of speech generation.
+
+Sampling, the samples taken while training, their quality metrics, and the synthesize/evaluate commands' own inputs
+(declared with `opt`, collected in `trainer.config.options`).
 """
 
 from __future__ import annotations

@@ -184,8 +184,10 @@ class TrainArgs:
 
     @property
     def evaluates(self) -> bool:
-        """Whether the run evaluates at all: the one place this is decided (data preparation builds an
-        evaluation set, `TrainingArguments` get a strategy and the best-model reload, the Trainer runs it).
+        """Whether the run evaluates at all.
+
+        The one place this is decided (data preparation builds an evaluation set, `TrainingArguments` get a strategy and
+        the best-model reload, the Trainer runs it).
         """
         return not self.disable_eval
 

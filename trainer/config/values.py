@@ -73,8 +73,9 @@ def option_specs(groups: Mapping[str, type] = GROUPS) -> list[OptionSpec]:
 
 
 def _check_default(spec: OptionSpec) -> None:
-    """A default that its own option would refuse (not among the Literal's choices, a float for an int) is a
-    declaration error: it fails at import, not when a user first leaves the option unset.
+    """Fail at import on a default that its own option would refuse, not when a user first leaves it unset.
+
+    Such a default (not among the Literal's choices, a float for an int) is a declaration error.
     """
     if spec.default is None:
         return
@@ -91,8 +92,9 @@ FALSE_WORDS = ("false", "0", "no", "off")
 
 
 def label(name: str) -> str:
-    """`--name / NAME`, the way messages name an option; a name that is no option fails here, so a renamed
-    option cannot leave a message naming its old flag behind.
+    """`--name / NAME`, the way messages name an option.
+
+    A name that is no option fails here, so a renamed option cannot leave a message naming its old flag behind.
     """
     try:
         return SPECS[name].label
@@ -191,8 +193,13 @@ SPECS: dict[str, OptionSpec] = {s.name: s for s in option_specs(ALL_GROUPS)}
 
 
 def build_config(values: dict[str, Any], required: Collection[str] | None = None) -> Config:
-    """Assemble a `Config` from already-parsed values keyed by option name, then validate it (`required`: the
-    names whose `required` flag counts, for a command that reads only some options; default: all).
+    """Assemble a `Config` from already-parsed values keyed by option name, then validate it.
+
+    Args:
+        values (`dict[str, Any]`):
+            Already-parsed values keyed by option name.
+        required (`Collection[str]`, *optional*):
+            The names whose `required` flag counts, for a command that reads only some options; default: all.
     """
     groups: dict[str, dict[str, Any]] = {g: {} for g in ALL_GROUPS}
     for name, value in values.items():
@@ -203,17 +210,20 @@ def build_config(values: dict[str, Any], required: Collection[str] | None = None
 
 
 def first_sentence(text: str) -> str:
-    """`text` up to its first full stop followed by a space or the end, the stop included: a period inside a
-    name (`config.json`) does not end a sentence, and a message quoting the help must not stop mid-parenthesis.
+    """`text` up to its first full stop followed by a space or the end, the stop included.
+
+    A period inside a name (`config.json`) does not end a sentence, and a message quoting the help must not stop
+    mid-parenthesis.
     """
     match = re.search(r"[.!?](?=\s|$)", text)
     return text[: match.end()] if match else text
 
 
 def check_warmup(warmup_steps: int, run_steps: int, run_source: str) -> None:
-    """A warm-up not shorter than the run keeps the learning rate on its ramp to the end: the run barely
-    learns and nothing else says so. Checked here when --max_steps sets the length, and by the trainer once
-    the epochs and the data have (`run_source` names what set it).
+    """A warm-up not shorter than the run keeps the learning rate on its ramp to the end.
+
+    The run barely learns and nothing else says so. Checked here when --max_steps sets the length, and by the trainer
+    once the epochs and the data have (`run_source` names what set it).
     """
     if warmup_steps >= run_steps > 0:
         raise ConfigError(
