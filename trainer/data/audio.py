@@ -54,8 +54,9 @@ def audio_info(path: str | os.PathLike[str]) -> tuple[float, int]:
 def load_audio(
     path: str | os.PathLike[str], target_rate: int, offset: float = 0.0, duration: float | None = None
 ) -> np.ndarray:
-    """Decode a file, or the segment `offset` .. `offset + duration` seconds of it, to one mono float32
-    channel at `target_rate`.
+    """Decode a file, or a segment of it, to one mono float32 channel at `target_rate`.
+
+    The segment is `offset` .. `offset + duration` seconds.
 
     Channels are averaged (a stereo file with identical channels equals its mono version) and the rate
     is converted with `torchaudio.functional.resample`, the resampler the audio tokenizer's own examples

@@ -158,8 +158,10 @@ def native_turns(
 
 
 def _clips_with_transcripts(content: list[dict], where: list[str]) -> tuple[list[tuple[str, dict, str]], str]:
-    """Split a message's items at its audio: (text before it, the audio item, where it is) per clip, and the
-    text after the last clip. Both layouts put a clip's transcript right before the clip.
+    """Split a message's items at its audio.
+
+    (text before it, the audio item, where it is) per clip, and the text after the last clip. Both layouts put a clip's
+    transcript right before the clip.
     """
     clips, text = [], []
     for item, at in zip(content, where, strict=True):

@@ -1,6 +1,7 @@
-"""Reader of Hugging Face `datasets` data: a `save_to_disk` directory (`state.json` and Arrow files, or a
-`dataset_dict.json` of splits, of which `train` is read), a `.arrow` file or a `.parquet` file, with an `Audio`
-column and a text column.
+"""Reader of Hugging Face `datasets` data.
+
+A `save_to_disk` directory (`state.json` and Arrow files, or a `dataset_dict.json` of splits, of which `train` is read),
+a `.arrow` file or a `.parquet` file, with an `Audio` column and a text column.
 
 Read with pyarrow alone, not with `datasets`: the files are plain Arrow and Parquet, an `Audio` column is a
 struct of the encoded file's `bytes` and its original `path`, and `datasets` would decode through its own

@@ -1,6 +1,7 @@
-"""Reader of the LibriTTS and LibriTTS-R layout: `SPEAKER/CHAPTER/UTT.wav` with `UTT.normalized.txt` (or, where
-that is missing, `UTT.original.txt`) beside it, under the directory given (one subset such as
-`train-clean-100/`).
+"""Reader of the LibriTTS and LibriTTS-R layout.
+
+`SPEAKER/CHAPTER/UTT.wav` with `UTT.normalized.txt` (or, where that is missing, `UTT.original.txt`) beside it, under the
+directory given (one subset such as `train-clean-100/`).
 
 The speaker is the first folder, so `trainer.data.references` pairs each target with another clip of the same
 speaker.

@@ -1,5 +1,6 @@
-"""Reader of the LJSpeech layout: `metadata.csv` (`id|text|normalized text`, pipe-separated, no header) beside a
-`wavs/` folder holding `id.wav`.
+"""Reader of the LJSpeech layout.
+
+`metadata.csv` (`id|text|normalized text`, pipe-separated, no header) beside a `wavs/` folder holding `id.wav`.
 
 The normalized text (numbers and abbreviations spelled out) is what the clip speaks, so it is the transcript;
 a line with only `id|text` (the many LJSpeech-style corpora that skip normalization) uses the text. The layout

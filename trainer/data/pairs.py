@@ -1,5 +1,7 @@
-"""Readers of the clip-and-transcript formats: a `.jsonl` manifest (format 3), and a directory (format 2)
-with a `metadata.json` or else `x.wav`/`x.flac`/`x.ogg` + `x.txt` pairs at its top level.
+"""Readers of the clip-and-transcript formats.
+
+A `.jsonl` manifest (format 3), and a directory (format 2) with a `metadata.json` or else `x.wav`/`x.flac`/`x.ogg` +
+`x.txt` pairs at its top level.
 
 Each of their samples is one transcript and one clip, with an optional reference pair (voice cloning)
 and scene, so one builder (`pair_candidate`) turns all three into conversations; only where the fields
@@ -78,9 +80,10 @@ def pair_candidate(
 def pair_messages(
     system_prompt: str, text: str, audio: str, ref: tuple[str, str] | None = None, scene: str | None = None
 ) -> list[dict]:
-    """The conversation of one transcript and clip: system [+ scene] [+ user ref text + assistant ref audio] +
-    user text + assistant audio. Training lays out its samples with it, and `synthesize` its prompts, so that
-    a model is prompted exactly as it was trained.
+    """The conversation of one transcript and clip.
+
+    System [+ scene] [+ user ref text + assistant ref audio] + user text + assistant audio. Training lays out its
+    samples with it, and `synthesize` its prompts, so that a model is prompted exactly as it was trained.
     """
     messages = [text_message("system", system_prompt)]
     if scene and scene.strip():
@@ -94,8 +97,10 @@ def pair_messages(
 def _reference(
     ref_text: str | None, ref_audio: str | None, keys: tuple[str, str], problems: list[str]
 ) -> tuple[str, str] | None:
-    """(text, audio) of a reference, or None. A reference clip needs its transcript: the chat format puts a
-    user turn with text before every assistant audio turn, and an empty one would teach speech without text.
+    """(text, audio) of a reference, or None.
+
+    A reference clip needs its transcript: the chat format puts a user turn with text before every assistant audio turn,
+    and an empty one would teach speech without text.
     """
     text_key, audio_key = keys
     if ref_text is not None and not ref_text.strip():

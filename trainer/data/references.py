@@ -1,6 +1,7 @@
-"""Reference clips for the corpus layouts that name speakers (LibriTTS, Common Voice, datasets with a speaker
-column): each target is paired with other clips of the same speaker, so that the model learns the
-voice-cloning prompt it is used with (reference transcript and audio, then the text to speak).
+"""Reference clips for the corpus layouts that name speakers (LibriTTS, Common Voice, datasets with a speaker column).
+
+Each target is paired with other clips of the same speaker, so that the model learns the voice-cloning prompt it is used
+with (reference transcript and audio, then the text to speak).
 
 The choice is deterministic: a random generator seeded by `--seed_split` and the sample's id, so the same data
 and seed give the same pairs on every rank and every run, and adding a sample changes no other sample's pick.

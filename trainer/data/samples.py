@@ -1,5 +1,7 @@
-"""The sample types of the data layer: what the format readers produce, the loader checks and returns, and
-data preparation encodes (a conversation, its audio clips, a bad sample and why).
+"""The sample types of the data layer.
+
+What the format readers produce, the loader checks and returns, and data preparation encodes (a conversation, its audio
+clips, a bad sample and why).
 """
 
 from __future__ import annotations
