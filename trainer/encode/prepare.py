@@ -135,8 +135,9 @@ def encode_all(
 
 
 def digest_files(paths: list[str], *, progress: bool) -> dict[str, str]:
-    """Each audio file's content digest (the cache key's part that notices a file replaced under its name): a
-    read of every byte, minutes on a large data set, so rank 0 shows it counting.
+    """Each audio file's content digest (the cache key's part that notices a file replaced under its name).
+
+    A read of every byte, minutes on a large data set, so rank 0 shows it counting.
     """
     if not progress:
         return {p: file_digest(p) for p in paths}
