@@ -1,5 +1,6 @@
-"""Synthesize's inputs checked before a model loads: every reference clip, every output file, and every
-prompt's length against the model's context.
+"""Synthesize's inputs checked before a model loads.
+
+Every reference clip, every output file, and every prompt's length against the model's context.
 
 Loading the real model takes minutes; a reference that is not audio, a clip that would replace an earlier one
 or a text the model cannot hold must be named in milliseconds, not after the load or halfway through a batch.
@@ -30,8 +31,9 @@ def prompt_lines(path: str) -> dict[str, int]:
 
 
 def check_reference(path: str, where: str, max_seconds: float) -> None:
-    """A reference clip that decodes, holds samples, and is at most `max_seconds` long (the header says how
-    long before anything is decoded, so a 10-minute file costs nothing).
+    """A reference clip that decodes, holds samples, and is at most `max_seconds` long.
+
+    The header says how long before anything is decoded, so a 10-minute file costs nothing.
     """
     from trainer.data.audio import audio_info, load_audio
 

@@ -1,5 +1,6 @@
-"""Observation that leaves a training run as it was: a sample runs inside `isolated(model)`, and its figures
-reach the Trainer's log through `log_keeping_control`.
+"""Observation that leaves a training run as it was.
+
+A sample runs inside `isolated(model)`, and its figures reach the Trainer's log through `log_keeping_control`.
 
 A sample draws random numbers (its own seeded sampling, and the weight initialisation that loading the audio
 tokenizer or a scorer does before it reads the real weights), switches the model to evaluation mode with the
@@ -22,8 +23,9 @@ import torch
 
 @contextmanager
 def forked_random_state() -> Iterator[None]:
-    """Every generator a sample may draw from, put back as it was on the way out: torch's CPU generator and
-    every initialised CUDA device's, Python's `random` and NumPy's global state.
+    """Every generator a sample may draw from, put back as it was on the way out.
+
+    Torch's CPU generator and every initialised CUDA device's, Python's `random` and NumPy's global state.
     """
     py_state, np_state = random.getstate(), np.random.get_state()
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() and torch.cuda.is_initialized() \
@@ -58,8 +60,9 @@ def isolated(model: Any) -> Iterator[None]:
 
 
 def log_keeping_control(trainer: Any) -> Callable[[dict[str, float]], None]:
-    """`trainer.log` for figures reported from inside a callback, with the Trainer's control flags
-    (`should_log`, `should_save`, `should_evaluate`, ...) as they were before the call.
+    """`trainer.log` for figures reported from inside a callback, leaving the Trainer's control flags alone.
+
+    The flags (`should_log`, `should_save`, `should_evaluate`, ...) are as they were before the call.
 
     The Trainer's own `on_log` clears `should_log`: called at a step end before the Trainer has logged that
     step, a plain `trainer.log` would drop the step's training loss on this rank only.

@@ -1,5 +1,4 @@
-"""A prompt as the model sees it, built by the code that lays out training samples, and generated codes back
-to plain codes.
+"""A prompt as the model sees it, laid out by the training code, and generated codes back to plain codes.
 
 The prompt is the training layout of the same conversation cut right after the target turn's
 `<|audio_out_bos|>`: the conversation is the training sample's own up to its target turn, or `pair_messages`'s
@@ -45,8 +44,9 @@ def context_clips(messages: list[dict]) -> list[Clip]:
 def prompt_arrays(
     tokenizer: Any, layout: Layout, messages: list[dict], codes: list[np.ndarray]
 ) -> dict[str, np.ndarray]:
-    """input_ids (L,) and audio_input_ids (F, codebooks) of the prompt `messages` (`prompt_messages`), with the
-    codes (codebooks, frames) of each of its `context_clips`.
+    """input_ids (L,) and audio_input_ids (F, codebooks) of the prompt `messages` (`prompt_messages`).
+
+    `context_clips` holds the codes (codebooks, frames) of each of its clips.
     """
     ids = tokenize_conversation(tokenizer, messages, layout)
     placeholders = [i for i, t in enumerate(ids) if t == layout.audio_token_id]
@@ -59,8 +59,10 @@ def prompt_arrays(
 
 
 def generated_codes(frames: np.ndarray, layout: Layout) -> tuple[np.ndarray, bool]:
-    """Generated frames (T, codebooks), delayed and starting with the stream-BOS frame -> plain codes
-    (codebooks, frames) and whether the stream ended (an all-EOS frame) rather than being cut off.
+    """Generated frames (T, codebooks) -> plain codes (codebooks, frames), and whether the stream ended.
+
+    The frames are delayed and start with the stream-BOS frame; the stream ended when it holds an all-EOS frame,
+    rather than being cut off.
 
     The inverse of `trainer.encode.collator.delay_pattern`: codebook k is read k frames later.
     """

@@ -1,6 +1,8 @@
-"""Progress of synthesis on stderr: one line when a clip starts, a line every few seconds while it generates
-(frames so far, seconds of audio, elapsed time), one when it ends. Plain lines, so a log file reads as well as
-a terminal; the command that prints them runs in one process, so no rank needs to be chosen.
+"""Progress of synthesis on stderr.
+
+One line when a clip starts, a line every few seconds while it generates (frames so far, seconds of audio, elapsed
+time), one when it ends. Plain lines, so a log file reads as well as a terminal; the command that prints them runs in
+one process, so no rank needs to be chosen.
 
 It is a transformers streamer (the `put`/`end` pair `generate` calls; transformers itself is not imported, so
 a bad input is still named in a fraction of a second): `generate` hands it each step's tokens and it only counts

@@ -46,8 +46,9 @@ def make_prompt(
     system: str | None = None, scene: str | None = None,
 ) -> Prompt:
     """A checked prompt; `where` names each field's source for messages (`{"text": "--text / TEXT", ...}`).
-    `system` and `scene` are a JSONL line's own; empty ones are refused (a blank system message is never what
-    training saw).
+
+    `system` and `scene` are a JSONL line's own; empty ones are refused (a blank system message is never what training
+    saw).
     """
     for key, value in (("system", system), ("scene", scene)):
         if value is not None and not value.strip():
@@ -75,9 +76,10 @@ def make_prompt(
 
 
 def read_prompts(path: str, option: str) -> list[Prompt]:
-    """Prompts of a JSONL file (`{"text", "reference_audio"?, "reference_text"?, "id"?, "system"?, "scene"?}` per
-    line); relative reference paths are relative to the file. Ids default to the line number and must be unique
-    file names. `system` replaces --system_prompt for that line, as a dataset's own system message does.
+    """Prompts of a JSONL file (`{"text", "reference_audio"?, "reference_text"?, "id"?, "system"?, "scene"?}` per line).
+
+    Relative reference paths are relative to the file. Ids default to the line number and must be unique file names.
+    `system` replaces --system_prompt for that line, as a dataset's own system message does.
     """
     p = Path(path)
     if not p.is_file():

@@ -31,9 +31,11 @@ log = logging.getLogger(__name__)
 
 
 def prompt_of_conversation(conv: Any) -> Prompt | None:
-    """The prompt of an evaluation sample: its conversation up to its first target turn, laid out as training
-    laid it out (its own system message and scene, every reference clip before the target, however many), and
-    the text that turn speaks. None when no user text precedes the target (nothing to speak).
+    """The prompt of an evaluation sample.
+
+    Its conversation up to its first target turn, laid out as training laid it out (its own system message and scene,
+    every reference clip before the target, however many), and the text that turn speaks. None when no user text
+    precedes the target (nothing to speak).
 
     Every input format reaches here as the same native layout (`trainer.data.chatml.native_turns` maps the
     seed scripts' one), so the community layout, native ChatML, directories and JSONL are read alike.
@@ -60,8 +62,9 @@ def prompt_of_conversation(conv: Any) -> Prompt | None:
 
 
 def prompts_of_conversations(convs: list[Any], wanted: list[str]) -> list[Prompt]:
-    """Prompts of the evaluation samples `wanted` (ids), in that order; a sample with no text to speak before
-    its target is left out with a warning, never replaced by another.
+    """Prompts of the evaluation samples `wanted` (ids), in that order.
+
+    A sample with no text to speak before its target is left out with a warning, never replaced by another.
     """
     by_id = {c.id: c for c in convs}
     prompts = []
@@ -92,8 +95,10 @@ def wait_for_samples(step: int) -> None:
 
 
 class SampleCallback(TrainerCallback):
-    """Synthesizes `prompts` at the configured steps; `make_synthesizer(model)` and `make_scorer()` build the
-    heavy parts on rank 0 the first time they are needed; `report(logs)` hands the results to the Trainer's log.
+    """Synthesizes `prompts` at the configured steps.
+
+    `make_synthesizer(model)` and `make_scorer()` build the heavy parts on rank 0 the first time they are needed;
+    `report(logs)` hands the results to the Trainer's log.
     """
 
     def __init__(self, cfg: Config, prompts: list[Prompt], make_synthesizer: Callable[[Any], Any],
@@ -201,8 +206,10 @@ class SampleCallback(TrainerCallback):
 
 
 def build_sampler(cfg: Config, trainer: Any, tokenizer: Any, prompts: list[Prompt]) -> SampleCallback | None:
-    """The sampling callback of a built trainer, or None when nothing is to be sampled. Every rank builds it
-    alike (the prompt count decides whether a rank waits), rank 0 alone ever loads the audio tokenizer.
+    """The sampling callback of a built trainer, or None when nothing is to be sampled.
+
+    Every rank builds it alike (the prompt count decides whether a rank waits), rank 0 alone ever loads the audio
+    tokenizer.
     """
     s, q = cfg.samples, cfg.quality
     if not (s.sample_steps or s.sample_at_checkpoints):

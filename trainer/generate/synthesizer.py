@@ -82,8 +82,9 @@ class Synthesizer:
         return self._reference_codes[clip]
 
     def prompt(self, prompt: Prompt) -> dict[str, np.ndarray]:
-        """input_ids and audio_input_ids of `prompt`, laid out as training lays out the same conversation:
-        its own system message and scene, else --system_prompt, and every reference clip before the target.
+        """input_ids and audio_input_ids of `prompt`, laid out as training lays out the same conversation.
+
+        Its own system message and scene, else --system_prompt, and every reference clip before the target.
         """
         messages = prompt_messages(prompt, self.system_prompt)
         codes = [self.reference_codes(clip) for clip in context_clips(messages)]
@@ -91,7 +92,8 @@ class Synthesizer:
 
     def synthesize(self, prompt: Prompt, gen: GenerationArgs, max_seconds: float, seed: int,
                    streamer: Any = None) -> Clip:
-        """One clip, at most `max_seconds` long; sampling is seeded with `seed` (greedy at temperature 0);
+        """One clip, at most `max_seconds` long; sampling is seeded with `seed` (greedy at temperature 0).
+
         `streamer` (a transformers streamer, such as a progress counter) sees each generated step.
         """
         import torch
