@@ -38,8 +38,10 @@ def final_output(cfg: Config) -> str:
 
 
 class TrainingAttempt:
-    """`begin` before torchrun starts (None, or the exit code and reason this attempt must not run with),
-    `end` after it. The keeper holds the output directory's lock from `begin` to its exit.
+    """The bookkeeping around one torchrun attempt: `begin` before torchrun starts, `end` after it.
+
+    `begin` returns None, or the exit code and reason this attempt must not run with. The keeper holds the output
+    directory's lock from `begin` to its exit.
     """
 
     def __init__(self, cfg: Config, environ: Mapping[str, str], *, keeper: bool) -> None:

@@ -61,8 +61,10 @@ TORCHRUN_REPORT = "torchrun-failure.txt"  # in the outcome directory
 TRAINER_COMMANDS = ("train", "prepare", "merge", "options", "make-tiny-model")
 @contextlib.contextmanager
 def _outcome_dir() -> Iterator[str | None]:
-    """A fresh directory for the ranks' outcomes; None without a writable temporary directory (a read-only
-    root filesystem and no /tmp volume), where codes come from the processes alone.
+    """A fresh directory for the ranks' outcomes.
+
+    None without a writable temporary directory (a read-only root filesystem and no /tmp volume), where codes come from
+    the processes alone.
     """
     try:
         path = tempfile.mkdtemp(prefix="higgs-launch-")
@@ -76,8 +78,10 @@ def _outcome_dir() -> Iterator[str | None]:
 
 
 def child_env(environ: Mapping[str, str], outcome_dir: str | None) -> dict[str, str]:
-    """The child's environment: PET_* removed (torchrun would read them as defaults behind the explicit
-    arguments, which are the only truth), the per-launch outcome directory and torchrun's report file added.
+    """The child's environment.
+
+    PET_* removed (torchrun would read them as defaults behind the explicit arguments, which are the only truth), the
+    per-launch outcome directory and torchrun's report file added.
     """
     env = {k: v for k, v in environ.items() if not k.startswith("PET_")}
     if outcome_dir:
@@ -152,9 +156,10 @@ def torchrun_report(outcome_dir: str | None) -> str:
 
 
 def explained(code: int, reason: str, outcomes: Sequence[rank_reports.Outcome]) -> bool:
-    """The launch ends with a rank's own reason (a configuration or data error, a rank's exception, a signal
-    stop): that rank's message is in the log, and torchrun's report of exit codes would only bury it. Where
-    the launch's reason is not a rank's (a rank killed without a word), torchrun's report is the evidence.
+    """The launch ends with a rank's own reason (a configuration or data error, a rank's exception, a signal stop).
+
+    That rank's message is in the log, and torchrun's report of exit codes would only bury it. Where the launch's reason
+    is not a rank's (a rank killed without a word), torchrun's report is the evidence.
     """
     return any(o.code == code and o.reason and reason == f"rank {o.rank}: {o.reason}" for o in outcomes)
 
@@ -196,8 +201,9 @@ def launcher_options(args: Sequence[str]) -> tuple[str | None, list[str]]:
 
 
 def _misplaced_nproc(args: Sequence[str]) -> None:
-    """A `--nproc_per_node` among the trainer's flags is meant for the launcher: say where it goes instead of
-    letting the trainer's parser call it unknown.
+    """A `--nproc_per_node` among the trainer's flags is meant for the launcher.
+
+    Say where it goes instead of letting the trainer's parser call it unknown.
     """
     for arg in args:
         if arg.split("=", 1)[0] in NPROC_FLAGS:

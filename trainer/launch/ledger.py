@@ -1,5 +1,7 @@
-"""The retry budget: a ledger of launch attempts on the output volume, so that a job failing the same way
-every time stops instead of restarting forever.
+"""The retry budget.
+
+A ledger of launch attempts on the output volume, so that a job failing the same way every time stops instead of
+restarting forever.
 
 The training operator retries exit codes from 128 up under `restartPolicy: ExitCode` and does not apply
 `backoffLimit` to them, so a run OOM-killed at the same step would be restarted without end. The launcher
@@ -78,8 +80,9 @@ def parse_line(line: str, number: int) -> Attempt:
 
 
 def parse(raw: bytes) -> list[Attempt]:
-    """The attempts of a ledger's bytes in order, a start line followed by its end line for the same attempt
-    merged; raises `DamagedLedger` for bytes that are not UTF-8, a torn line or a line of the wrong shape.
+    """The attempts of a ledger's bytes in order, a start line followed by its end line for the same attempt merged.
+
+    Raises `DamagedLedger` for bytes that are not UTF-8, a torn line or a line of the wrong shape.
     """
     try:
         text = raw.decode("utf-8")
@@ -95,8 +98,9 @@ def parse(raw: bytes) -> list[Attempt]:
 
 
 def read(path: Path) -> list[Attempt]:
-    """The ledger's attempts in order; a missing or unreadable ledger has none. A damaged one raises
-    `DamagedLedger` (`Ledger.attempts` moves it aside).
+    """The ledger's attempts in order; a missing or unreadable ledger has none.
+
+    A damaged one raises `DamagedLedger` (`Ledger.attempts` moves it aside).
     """
     try:
         raw = path.read_bytes()
@@ -141,8 +145,9 @@ def budget_reason(attempts: list[Attempt], budget: int) -> str | None:
 
 
 class Ledger:
-    """The ledger of one output directory. Best effort: a volume that cannot be written costs a warning and
-    the budget, never the run.
+    """The ledger of one output directory.
+
+    Best effort: a volume that cannot be written costs a warning and the budget, never the run.
     """
 
     def __init__(self, output_dir: str | os.PathLike[str]) -> None:
@@ -150,9 +155,11 @@ class Ledger:
         self.current: Attempt | None = None
 
     def attempts(self) -> list[Attempt]:
-        """The attempts so far. A damaged ledger (a crash mid-write, a foreign editor, a disk fault) is moved
-        aside with a warning and a fresh one is started: the budget restarts full, where crashing here would
-        end every attempt with exit code 1, which the operator never retries.
+        """The attempts so far.
+
+        A damaged ledger (a crash mid-write, a foreign editor, a disk fault) is moved aside with a warning and a fresh
+        one is started: the budget restarts full, where crashing here would end every attempt with exit code 1, which
+        the operator never retries.
         """
         try:
             return read(self.path)

@@ -1,5 +1,6 @@
-"""One launcher per output directory: a second job pointed at the same OUTPUT_DIR would interleave its
-checkpoints and attempt ledger with the first one's.
+"""One launcher per output directory.
+
+A second job pointed at the same OUTPUT_DIR would interleave its checkpoints and attempt ledger with the first one's.
 
 The launcher that keeps the ledger (node 0) takes an exclusive `flock` on `OUTPUT_DIR/launch.lock` and holds
 it until it exits. The kernel releases a `flock` when its holder dies, however it dies, so the lock of a
@@ -31,8 +32,12 @@ class OutputLock:
         self._fd: int | None = None
 
     def acquire(self) -> bool:
-        """Take the lock; False when the directory cannot hold one (not writable: the preflight and the
-        ledger report that); raises `OutputInUse` when a live launcher holds it.
+        """Take the lock; False when the directory cannot hold one.
+
+        A directory that is not writable is for the preflight and the ledger to report.
+
+        Raises:
+            OutputInUse: A live launcher holds the lock.
         """
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

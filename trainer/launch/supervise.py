@@ -99,8 +99,9 @@ class Supervisor:
         self._signalled.update(targets)
 
     def _wait(self, proc: subprocess.Popen[bytes]) -> int:
-        """Wait for the child; as PID 1 the launcher also reaps orphaned processes, which would otherwise stay
-        zombies.
+        """Wait for the child.
+
+        As PID 1 the launcher also reaps orphaned processes, which would otherwise stay zombies.
         """
         reap_all = os.getpid() == 1
         while True:

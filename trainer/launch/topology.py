@@ -128,8 +128,18 @@ def nproc_per_node(env: Mapping[str, str], gpus: Callable[[], int] = visible_gpu
 def topology_from_env(
     env: Mapping[str, str], gpus: Callable[[], int] = visible_gpus, nproc_flag: str | None = None
 ) -> Topology:
-    """This node's place in the job, from the training operator's variables (processes per node from
-    `--nproc_per_node`, `nproc_flag`, when given); raises `ConfigError`.
+    """This node's place in the job, from the training operator's variables.
+
+    Args:
+        env (`Mapping[str, str]`):
+            The environment the training operator set.
+        gpus (`Callable[[], int]`, *optional*):
+            Counts the GPUs this node sees.
+        nproc_flag (`str`, *optional*):
+            The value of `--nproc_per_node`, when given: the processes per node.
+
+    Raises:
+        ConfigError: The variables do not describe a place in a job.
     """
     nproc = nproc_per_node(env, gpus, nproc_flag)
     endpoint = _get(env, "PET_RDZV_ENDPOINT")
@@ -181,8 +191,10 @@ TORCHRUN_MODULE = "trainer.launch.torchrun"
 
 
 def torchrun_command(topo: Topology, args: Sequence[str]) -> list[str]:
-    """`python -m trainer.launch.torchrun ... -m trainer ARGS` for this node: torchrun's own arguments, run by
-    `trainer.launch.torchrun`, which keeps torchrun's failure report for the launcher.
+    """`python -m trainer.launch.torchrun ... -m trainer ARGS` for this node.
+
+    Torchrun's own arguments, run by `trainer.launch.torchrun`, which keeps torchrun's failure report for the
+    launcher.
     """
     cmd = [sys.executable, "-m", TORCHRUN_MODULE, f"--nnodes={topo.nnodes}",
            f"--nproc_per_node={topo.nproc_per_node}", f"--max_restarts={topo.max_restarts}"]
