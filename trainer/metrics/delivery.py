@@ -163,10 +163,11 @@ class Pusher:
         return self._final_ok
 
     def finish_budget(self, final_groups: int, *, delete: bool) -> float:
-        """The longest `finish` waits, in seconds, for `final_groups` groups (and the delete, if asked): the
-        push in flight (one timeout per group), every attempt of every final request timing out, the backoff
-        between attempts, and 1 s to spare. Against a gateway that accepts and never answers, with the
-        default 1 s timeout, a successful rank 0 (job, rank and last-success groups) waits at most 15 s.
+        """The longest `finish` waits, in seconds, for `final_groups` groups (and the delete, if asked).
+
+        The push in flight (one timeout per group), every attempt of every final request timing out, the backoff between
+        attempts, and 1 s to spare. Against a gateway that accepts and never answers, with the default 1 s timeout, a
+        successful rank 0 (job, rank and last-success groups) waits at most 15 s.
         """
         in_flight = len(self.groups) * self.timeout
         backoff = RETRY_BACKOFF_SECONDS * sum(range(FINAL_PUSH_ATTEMPTS)) * (2 if delete else 1)
