@@ -1,5 +1,7 @@
-"""Turn a loaded Higgs Audio v2 model into the one that trains: LoRA adapters, or full fine-tuning with
-optional freezing. Apart from loading, so that training, the benchmarks and generation assemble alike.
+"""Turn a loaded Higgs Audio v2 model into the one that trains.
+
+LoRA adapters, or full fine-tuning with optional freezing. Apart from loading, so that training, the benchmarks and
+generation assemble alike.
 """
 
 from __future__ import annotations
@@ -62,8 +64,10 @@ def lora_config(args: LoraArgs) -> Any:
 
 @contextmanager
 def quiet_peft() -> Iterator[None]:
-    """Silence the deprecation warning peft triggers whenever it wraps a model: it reads transformers'
-    `is_gradient_checkpointing`, and the warning, shown in every LoRA run, is nothing a user can act on.
+    """Silence the deprecation warning peft triggers whenever it wraps a model.
+
+    It reads transformers' `is_gradient_checkpointing`, and the warning, shown in every LoRA run, is nothing a user can
+    act on.
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)

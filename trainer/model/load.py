@@ -141,8 +141,10 @@ def load_model(args: ModelArgs, dtype: torch.dtype):
 
 def load_weights(model_path: str, *, dtype: Any = None, use_text_head: bool = False,
                  attn_implementation: str | None = None, adapter_path: str | None = None) -> Any:
-    """The one way train, synthesize and merge load a model: the base from `model_path`, and with `adapter_path`
-    its LoRA adapter (checked first, attached with `attach_adapter`), so that each mistake gets the same line.
+    """The one way train, synthesize and merge load a model.
+
+    The base from `model_path`, and with `adapter_path` its LoRA adapter (checked first, attached with
+    `attach_adapter`), so that each mistake gets the same line.
     """
     from transformers import HiggsAudioV2ForConditionalGeneration
 
