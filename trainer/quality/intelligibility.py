@@ -1,5 +1,6 @@
-"""Word and character error rates of a generated clip against its text, through a local speech recognition
-model (a Whisper-family checkpoint, through transformers).
+"""Word and character error rates of a generated clip against its text, through a local recognizer.
+
+The recognizer is a speech recognition model: a Whisper-family checkpoint, through transformers.
 
 Every clip is mixed to mono and resampled to the recognizer's rate before it sees it; a clip longer than the
 recognizer's window (30 s for Whisper) is transcribed window by window, each cut placed at the quietest moment
@@ -90,8 +91,10 @@ def load_failure(option: str, path: str, err: BaseException) -> ConfigError:
 
 
 def windows(samples: np.ndarray, window: int, rate: int) -> list[np.ndarray]:
-    """`samples` cut into pieces of at most `window` samples, each cut at the quietest 20 ms of the last
-    `CUT_SEARCH_SECONDS` of its window (a pause between words, in speech).
+    """`samples` cut into pieces of at most `window` samples, each cut at a pause.
+
+    A cut is placed at the quietest 20 ms of the last `CUT_SEARCH_SECONDS` of its window (a pause between words,
+    in speech).
     """
     frame = max(1, rate // 50)
     search = min(window // 2, int(CUT_SEARCH_SECONDS * rate))

@@ -1,5 +1,6 @@
-"""Text normalization and error counting as the published TTS benchmarks do it (Seed-TTS-eval), so that a
-recognizer's capitals, punctuation, Unicode form or spelling variant is not counted as an error.
+"""Text normalization and error counting as the published TTS benchmarks do it (Seed-TTS-eval).
+
+So a recognizer's capitals, punctuation, Unicode form or spelling variant is not counted as an error.
 
 - English: Whisper's own `EnglishTextNormalizer` (numbers, contractions, titles, British -> American spelling
   through the checkpoint's `normalizer.json`, the map every Whisper checkpoint ships).

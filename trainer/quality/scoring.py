@@ -1,6 +1,7 @@
-"""Score a set of generated clips: per clip WER/CER (with a recognizer) and speaker similarity (with an
-x-vector model and a reference), their means and the corpus error rates, as written to `samples.jsonl` and
-pushed as series.
+"""Score a set of generated clips.
+
+Per clip WER/CER (with a recognizer) and speaker similarity (with an x-vector model and a reference), their means and
+the corpus error rates, as written to `samples.jsonl` and pushed as series.
 
 Two WERs, because the two conventions disagree on short clips: the mean of per-clip rates (what Seed-TTS-eval
 averages and publishes) and the corpus rate (all errors over all reference words), which weighs a clip by

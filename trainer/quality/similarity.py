@@ -1,5 +1,7 @@
-"""Speaker similarity: cosine similarity of x-vector speaker embeddings (a WavLM speaker-verification checkpoint
-through transformers' `AutoModelForAudioXVector`) of a generated clip and its reference clip.
+"""Speaker similarity.
+
+Cosine similarity of x-vector speaker embeddings (a WavLM speaker-verification checkpoint through transformers'
+`AutoModelForAudioXVector`) of a generated clip and its reference clip.
 
 1.0 is the same direction; real speaker-verification models put the same speaker well above different ones,
 and a threshold is model-specific. With a tiny random model (the tests) the value only shows the path runs.
