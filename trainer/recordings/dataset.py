@@ -1,5 +1,7 @@
-"""The last steps of build-dataset: a reference clip per target from its speaker's cleanest clips, the training
-set in the community scripts' layout (`train.json` beside `clips/`), and the report.
+"""The last steps of build-dataset.
+
+A reference clip per target from its speaker's cleanest clips, the training set in the community scripts' layout
+(`train.json` beside `clips/`), and the report.
 
 The layout is the seed scripts' ChatML (reference transcript and clip in the user turn, then the instruction with
 the text; the assistant turn holds the text and the target clip), which `train` and `prepare` read as they are
@@ -20,16 +22,18 @@ REFERENCE_MIN_SECONDS = 2.0  # shorter clips carry too little of a voice to clon
 
 
 def reference_pool(clips: list[dict[str, Any]], size: int, max_seconds: float) -> list[dict[str, Any]]:
-    """A speaker's `size` cleanest clips of a useful reference length (all its clips if none has that length),
-    cleanest first; ties broken by file name so the pick is deterministic.
+    """A speaker's `size` cleanest clips of a useful reference length, cleanest first.
+
+    All its clips if none has that length; ties broken by file name so the pick is deterministic.
     """
     fit = [c for c in clips if REFERENCE_MIN_SECONDS <= c["seconds"] <= max_seconds] or clips
     return sorted(fit, key=lambda c: (-c["clean_db"], c["file"]))[:size]
 
 
 def samples(by_speaker: dict[str, list[dict[str, Any]]], pool_size: int, max_seconds: float) -> list[dict]:
-    """The samples of every kept clip, speakers in name order and clips in recording order; the j-th target of a
-    speaker takes the pool's clips in turn, never itself.
+    """The samples of every kept clip, speakers in name order and clips in recording order.
+
+    The j-th target of a speaker takes the pool's clips in turn, never itself.
     """
     out = []
     for speaker in sorted(by_speaker):

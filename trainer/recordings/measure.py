@@ -63,8 +63,10 @@ def audio_reason(seconds: float, m: Measures, limits: Limits) -> str | None:
 
 
 def text_reason(text: str, seconds: float, limits: Limits) -> str | None:
-    """Why a clip's transcript is rejected, or None: empty, or a speaking rate no voice has (the recognizer
-    hallucinated, or a script line was matched to the wrong clip).
+    """Why a clip's transcript is rejected, or None.
+
+    Empty, or a speaking rate no voice has (the recognizer hallucinated, or a script line was matched to the wrong
+    clip).
     """
     if not text.strip():
         return "empty_text"

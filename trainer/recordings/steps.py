@@ -1,6 +1,7 @@
-"""The per-recording steps of build-dataset, each run over every recording before the next starts, with a
-progress bar, and each result kept in `DATASET_DIR/.build/` so that an interrupted build resumes where it
-stopped: a recording whose step result is there is not processed again.
+"""The per-recording steps of build-dataset, each kept so that an interrupted build resumes where it stopped.
+
+Each step runs over every recording before the next starts, with a progress bar, and each result is kept in
+`DATASET_DIR/.build/`: a recording whose step result is there is not processed again.
 
 1. segment: voice-activity utterances (`trainer.recordings.vad`);
 2. transcribe: the recording's script, or the recognizer (`trainer.recordings.transcripts`);

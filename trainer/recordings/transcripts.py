@@ -1,5 +1,7 @@
-"""Transcripts of a recording's clips: its script (`NAME.txt` beside `NAME.wav`, one line per utterance in reading
-order) or a local Whisper-family recognizer (the loader `evaluate` uses, `trainer.quality.intelligibility`).
+"""Transcripts of a recording's clips.
+
+Its script (`NAME.txt` beside `NAME.wav`, one line per utterance in reading order) or a local Whisper-family recognizer
+(the loader `evaluate` uses, `trainer.quality.intelligibility`).
 
 A script is matched to the clips by position only, so a count that differs means the segmentation and the
 script disagree somewhere; which line belongs to which clip is then unknown, and the recording is reported,
