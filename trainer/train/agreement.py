@@ -15,8 +15,10 @@ from trainer import dist as ranks
 
 @runtime_checkable
 class Voter(Protocol):
-    """A callback with a per-step flag: `step_flag()` is this rank's value (0: nothing to report; an int or a
-    0-d tensor on any device), and `agreed` receives the largest value of any rank, once per step.
+    """A callback with a per-step flag, agreed on by all ranks once per step.
+
+    `step_flag()` is this rank's value (0: nothing to report; an int or a 0-d tensor on any device), and `agreed`
+    receives the largest value of any rank, once per step.
     """
 
     agreed: int | None
@@ -25,7 +27,9 @@ class Voter(Protocol):
 
 
 class StepAgreement(TrainerCallback):
-    """Right before each optimizer step, reduce the flag of every `Voter` among the trainer's callbacks in one
+    """One collective per step for every per-step flag of the trainer's callbacks.
+
+    Right before each optimizer step, reduce the flag of every `Voter` among the trainer's callbacks in one
     collective (`dist.max_over_ranks`) and hand each its agreed value; the voters act on it in their own
     events (`NanGuard` before the optimizer, `StopOnSignal` at the step end). A voter that finds no agreed
     value (it runs under a trainer without this callback) asks `dist` itself.

@@ -170,8 +170,9 @@ class PendingCheckpoint:
         return not self._thread.is_alive()
 
     def wait(self) -> Written:
-        """Wait for the write to end; return what it wrote, or raise the error it failed with. Called by the
-        training thread: the time it waits here counts as time training waited for the checkpoint.
+        """Wait for the write to end; return what it wrote, or raise the error it failed with.
+
+        Called by the training thread: the time it waits here counts as time training waited for the checkpoint.
         """
         still_writing = self._thread.is_alive()
         waited = time.monotonic()

@@ -31,8 +31,10 @@ _CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
 def _fsync_dir(path: Path) -> None:
-    """Flush a directory's entries. Some filesystems cannot fsync a directory and say so (EINVAL, ENOTSUP,
-    EBADF): nothing more can be done there. Any other error (EIO) is raised, like a file's.
+    """Flush a directory's entries.
+
+    Some filesystems cannot fsync a directory and say so (EINVAL, ENOTSUP, EBADF): nothing more can be done there. Any
+    other error (EIO) is raised, like a file's.
     """
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -48,8 +50,10 @@ def _fsync_dir(path: Path) -> None:
 
 
 def sync_files(directory: Path) -> None:
-    """Flush every file below `directory`, the directories themselves and `directory`'s own entry in its
-    parent to stable storage (fsync): a marker written after this vouches for data that is on disk.
+    """Flush `directory`'s files and directories to stable storage, so a marker written after vouches for them.
+
+    Every file below `directory`, the directories themselves and `directory`'s own entry in its parent are
+    synced (fsync): a marker written after this vouches for data that is on disk.
 
     Every output passes through here before it counts (a checkpoint before its marker, the final adapter or
     model and a merged model before their rename), so this is also where each file and directory gets the mode
@@ -168,9 +172,10 @@ def _chain(err: BaseException) -> list[BaseException]:
 
 
 def no_space(err: BaseException) -> bool | None:
-    """Whether a failed save ran out of disk space: True when the error says so (ENOSPC or EDQUOT, as an
-    `OSError` or in safetensors' message), None when it is torch.save's write failure, which does not say
-    why (the free space decides), False for anything else.
+    """Whether a failed save ran out of disk space.
+
+    True when the error says so (ENOSPC or EDQUOT, as an `OSError` or in safetensors' message), None when it is
+    torch.save's write failure, which does not say why (the free space decides), False for anything else.
 
     A lost peer is never a full disk, whatever else the chain holds: a restart can succeed, and exit code 5
     is not retried. Nor is any other `OSError` (a permission error, a read-only filesystem).

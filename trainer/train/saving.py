@@ -59,8 +59,10 @@ class CheckpointWriter(TrainerCallback):
     # ---- what is saved and how --------------------------------------------------------------------
     @cached_property
     def peft_model(self) -> Any:
-        """The `PeftModel` inside the DDP wrapper, or None with full fine-tuning. Looked up once: a save asks
-        several times, unwrapping walks every module (about a millisecond), and the model stays the same object.
+        """The `PeftModel` inside the DDP wrapper, or None with full fine-tuning.
+
+        Looked up once: a save asks several times, unwrapping walks every module (about a millisecond), and the model
+        stays the same object.
         """
         from peft import PeftModel
 
@@ -69,8 +71,9 @@ class CheckpointWriter(TrainerCallback):
 
     @property
     def in_background(self) -> bool:
-        """Whether rank 0 finishes a checkpoint on a background thread (`--async_save`, DDP). The same answer
-        on every rank, which take the same barriers.
+        """Whether rank 0 finishes a checkpoint on a background thread (`--async_save`, DDP).
+
+        The same answer on every rank, which take the same barriers.
         """
         t = self.trainer
         return self.async_save and not (t.is_deepspeed_enabled or t.is_fsdp_enabled)
@@ -139,8 +142,9 @@ class CheckpointWriter(TrainerCallback):
         self._log(Written(path, step, seconds, seconds, size, removed))
 
     def failed(self, err: BaseException) -> BaseException:
-        """What to raise for `err`, raised while a save was under way (or not): `Stopped` (exit code 5) when
-        the disk is full, the partial checkpoint removed; else `err` itself.
+        """What to raise for `err`, raised while a save was under way (or not).
+
+        `Stopped` (exit code 5) when the disk is full, the partial checkpoint removed; else `err` itself.
         """
         begun, self._begun, self.resume_state = self._begun, None, None
         if begun is None or not isinstance(err, Exception):
@@ -159,9 +163,10 @@ class CheckpointWriter(TrainerCallback):
         self.finish(wait=False)
 
     def finish(self, *, wait: bool = True, log_now: bool = True) -> None:
-        """End the background write of the last checkpoint, if there is one: log it once it is complete,
-        or raise what it failed with (out of disk: `Stopped` with exit code 5, the partial checkpoint
-        removed). With `wait=False` only a write that has already ended is dealt with.
+        """End the background write of the last checkpoint, if there is one.
+
+        Log it once it is complete, or raise what it failed with (out of disk: `Stopped` with exit code 5, the partial
+        checkpoint removed). With `wait=False` only a write that has already ended is dealt with.
         """
         pending = self._pending
         if pending is None or not (wait or pending.done()):
@@ -181,8 +186,9 @@ class CheckpointWriter(TrainerCallback):
             self._log_ended()
 
     def settle(self) -> None:
-        """`finish`, with an error of the write logged instead of raised: for paths that are already
-        stopping with an error of their own, which is the one to report.
+        """`finish`, with an error of the write logged instead of raised.
+
+        For paths that are already stopping with an error of their own, which is the one to report.
 
         The other ranks wait for rank 0's write to end, bounded by `--ddp_timeout`: a rank that stops makes
         torchrun stop the rest, and rank 0 would be killed mid-write. That would cost the checkpoint (a full
@@ -267,8 +273,9 @@ class CheckpointWriter(TrainerCallback):
 
     # ---- disk space ---------------------------------------------------------------------------------
     def checkpoint_bytes(self) -> int:
-        """What a checkpoint needs on disk: the previous one's size, else the weights it saves and AdamW's two
-        fp32 moments per trainable weight.
+        """What a checkpoint needs on disk.
+
+        The previous one's size, else the weights it saves and AdamW's two fp32 moments per trainable weight.
         """
         previous = ckpt.last_size(self.trainer.args.output_dir)
         if previous:

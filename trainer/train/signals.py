@@ -86,9 +86,11 @@ class StopOnSignal(TrainerCallback):
                 self._watchdog.cancel()
 
     def _stopping(self, stopped: Stopped) -> None:
-        """On the way out with `stopped`: tell the other ranks if this one was signalled before training, and
-        record the outcome now, while this handler still stands (a SIGTERM from torchrun, sent once a peer
-        has exited, would end the process before the dispatcher records it once the default one is back).
+        """On the way out with `stopped`.
+
+        Tell the other ranks if this one was signalled before training, and record the outcome now, while this handler
+        still stands (a SIGTERM from torchrun, sent once a peer has exited, would end the process before the dispatcher
+        records it once the default one is back).
         """
         signalled_before = self.received if self.phase == "before" else None
         self.phase = "stopping"  # a further signal is only noted: nothing may cut this short
@@ -133,8 +135,10 @@ class StopOnSignal(TrainerCallback):
             self._watchdog.start()
 
     def _arm_from_wakeup(self, signum: int) -> None:
-        """The wakeup thread saw `signum`: bound the time to the end as the handler would, in case the main
-        thread cannot run the handler now (a collective). Before training the handler itself stops the run.
+        """The wakeup thread saw `signum`.
+
+        Bound the time to the end as the handler would, in case the main thread cannot run the handler now (a
+        collective). Before training the handler itself stops the run.
         """
         if self.phase in ("training", "after"):
             self._arm_watchdog(signum)
@@ -188,8 +192,10 @@ class StopOnSignal(TrainerCallback):
         return self.received or 0
 
     def _agreed(self, args: TrainingArguments) -> bool:
-        """Whether any rank got a signal: this step's agreement, or (without one: a signal during evaluation,
-        a trainer without `StepAgreement`) one collective of its own.
+        """Whether any rank got a signal.
+
+        This step's agreement, or (without one: a signal during evaluation, a trainer without `StepAgreement`)
+        one collective of its own.
         """
         agreed = self.agreed if self.agreed is not None else ranks.max_over_ranks([self.step_flag()])[0]
         self.agreed = None
