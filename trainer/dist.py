@@ -74,8 +74,9 @@ def store() -> Any | None:
 
 
 def note_progress() -> None:
-    """Tell the ranks waiting in `barrier` that this one is still at work (one store round trip), so that
-    their wait, bounded by the time without progress, goes on (no-op without a process group).
+    """Tell the ranks waiting in `barrier` that this one is still at work, so that their wait goes on.
+
+    Their wait is bounded by the time without progress. One store round trip; a no-op without a process group.
     """
     shared = store()
     if shared is not None:
@@ -83,8 +84,9 @@ def note_progress() -> None:
 
 
 def announce(name: str) -> None:
-    """Set the flag `name` for ranks waiting in `wait_for_flag` (no-op without a process group). Safe from any
-    thread: rank 0's checkpoint thread announces the end of its write.
+    """Set the flag `name` for ranks waiting in `wait_for_flag` (no-op without a process group).
+
+    Safe from any thread: rank 0's checkpoint thread announces the end of its write.
     """
     shared = store()
     if shared is not None:
@@ -92,8 +94,9 @@ def announce(name: str) -> None:
 
 
 def clear_flag(name: str) -> None:
-    """Remove the flag `name`, which an earlier attempt of the run may have left in the store (no-op without a
-    process group). Call it before any rank may wait for the flag again.
+    """Remove the flag `name`, which an earlier attempt of the run may have left in the store.
+
+    Call it before any rank may wait for the flag again. A no-op without a process group.
     """
     shared = store()
     if shared is not None:
@@ -166,8 +169,10 @@ PEER_STOP_KEY = KEY_PREFIX + "stopped-before-training"  # "<rank> <signal number
 
 
 def tell_peers(signum: int) -> None:
-    """Before training: let the other ranks know that this one stops on `signum`, so that
-    they stop polling and waiting (`trainer.train.signals` says when).
+    """Before training.
+
+    Let the other ranks know that this one stops on `signum`, so that they stop polling and waiting
+    (`trainer.train.signals` says when).
 
     Never raises: the store may be gone with its host, and then the others learn it from torchrun or from a
     failed collective.
@@ -182,8 +187,9 @@ def tell_peers(signum: int) -> None:
 
 
 def raise_if_peer_stopped() -> None:
-    """Raise `Stopped`, with the peer's signal's code, if another rank stopped before training (one store
-    round trip; a no-op without a process group).
+    """Raise `Stopped`, with the peer's signal's code, if another rank stopped before training.
+
+    One store round trip; a no-op without a process group.
     """
     shared = store()
     if shared is None or not shared.check([PEER_STOP_KEY]):
@@ -217,8 +223,10 @@ def collective_device() -> Any:
 
 
 def max_over_ranks(flags: Sequence[Any]) -> list[int]:
-    """For each per-step flag (an int, or a 0-d tensor on any device), the largest value any rank holds,
-    in one MAX all_reduce: "did any rank see a NaN?", "which signal did any rank get?" (0: none did).
+    """For each per-step flag, the largest value any rank holds, in one MAX all_reduce.
+
+    A flag is an int, or a 0-d tensor on any device: "did any rank see a NaN?", "which signal did any rank
+    get?" (0: none did).
 
     Every rank must call it at the same point with as many flags. Without a process group it is the
     local values and no collective.

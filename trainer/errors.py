@@ -101,8 +101,9 @@ PEER_LOST_MESSAGES = ("Connection closed by peer", "Connection reset by peer", "
 
 
 def lost_peer(err: BaseException) -> bool:
-    """Whether `err` says another rank or the rendezvous went away (torch.distributed's own errors, or
-    the messages gloo and NCCL raise as plain RuntimeErrors), rather than a fault of this process.
+    """Whether `err` says another rank or the rendezvous went away, rather than a fault of this process.
+
+    Such errors are torch.distributed's own, or the messages gloo and NCCL raise as plain RuntimeErrors.
     """
     dist = sys.modules.get("torch.distributed")  # loaded only if the run got that far
     dist_error = getattr(dist, "DistError", None) if dist is not None else None

@@ -39,8 +39,10 @@ def _proc_umask() -> int | None:
 
 
 def _umask_by_setting() -> int:
-    """The umask read the only way `os` offers: set it and put it back. While it is set, a file another thread
-    creates gets the strictest mode (077), never a wider one; done once, at import, before the writers start.
+    """The umask read the only way `os` offers: set it and put it back.
+
+    While it is set, a file another thread creates gets the strictest mode (077), never a wider one; done once, at
+    import, before the writers start.
     """
     previous = os.umask(0o077)
     os.umask(previous)
@@ -65,8 +67,9 @@ def current_umask() -> int:
 
 
 def widen_to_umask(path: str | Path, umask: int | None = None) -> None:
-    """Give `path` the mode `open()` (a file) or `mkdir()` (a directory) would have, if a writer made it more
-    private than that (safetensors' 0600).
+    """Give `path` the mode `open()` or `mkdir()` would have, if a writer made it more private than that.
+
+    Safetensors' 0600, for example; `open()` is the reference for a file, `mkdir()` for a directory.
 
     Some writers do what `tempfile.mkstemp` does (see `temp_file`) inside: safetensors 0.8 writes every
     `.safetensors` file through a 0600 temporary file (safetensors issue #782), so even a plain
@@ -75,7 +78,13 @@ def widen_to_umask(path: str | Path, umask: int | None = None) -> None:
     output counts (marker or rename).
 
     Only adds permission bits the umask allows: a mode that already has them all (a default ACL's, or one set on
-    purpose) is left alone, and nothing is ever narrowed. `umask` saves reading it again for each file of a walk.
+    purpose) is left alone, and nothing is ever narrowed.
+
+    Args:
+        path (`str` or `Path`):
+            The file or directory, once written.
+        umask (`int`, *optional*):
+            The umask, passed in to save reading it again for each file of a walk.
     """
     mode = os.lstat(path).st_mode
     if stat.S_ISLNK(mode):
