@@ -50,11 +50,18 @@ class EventRecorder:
     """Records Events on one job from a daemon thread; `record` never blocks, `close` waits a bounded time.
 
     Args:
-        api (`kubernetes.client.ApiClient`): the client, configured.
-        kind (`str`): PyTorchJob or TrainJob.
-        name, namespace (`str`): the job.
-        timeout (`float`): timeout of one request.
-        target (`str`): where the client points, for messages.
+        api (`kubernetes.client.ApiClient`):
+            The client, configured.
+        kind (`str`):
+            PyTorchJob or TrainJob.
+        name (`str`):
+            The job's name.
+        namespace (`str`):
+            The job's namespace.
+        timeout (`float`):
+            Timeout of one request.
+        target (`str`):
+            Where the client points, for messages.
     """
 
     def __init__(self, api: Any, kind: str, name: str, namespace: str, *, timeout: float, target: str) -> None:
