@@ -63,10 +63,14 @@ def load_audio(
     use.
 
     Args:
-        path: A WAV, FLAC, OGG (or other libsndfile format) file.
-        target_rate: Sample rate of the returned samples, in Hz.
-        offset: Where the segment starts, in seconds from the start of the file.
-        duration: How long the segment is, in seconds; None reads to the end of the file.
+        path (`str | os.PathLike[str]`):
+            A WAV, FLAC, OGG (or other libsndfile format) file.
+        target_rate (`int`):
+            Sample rate of the returned samples, in Hz.
+        offset (`float`, *optional*):
+            Where the segment starts, in seconds from the start of the file.
+        duration (`float`, *optional*):
+            How long the segment is, in seconds; None reads to the end of the file.
 
     Returns:
         A contiguous 1-D float32 array in [-1, 1] for integer formats.

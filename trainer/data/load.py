@@ -87,12 +87,18 @@ def load_conversations(
     nothing is ever silently dropped or replaced here (the caller decides whether to skip or stop).
 
     Args:
-        path: A `.json` ChatML list, a `.jsonl` manifest or a dataset directory.
-        system_prompt: System message for formats that carry none (and for ChatML samples without one).
-        max_audio_seconds: Longest clip accepted, reference clips included.
-        min_audio_seconds: Shortest clip accepted: the audio tokenizer cannot encode a few milliseconds.
-        read: The format (auto-detected by default) and a Hugging Face dataset's columns.
-        references: How many reference clips of the same speaker, how long at most, and the seed of the pick.
+        path (`str | os.PathLike[str]`):
+            A `.json` ChatML list, a `.jsonl` manifest or a dataset directory.
+        system_prompt (`str`):
+            System message for formats that carry none (and for ChatML samples without one).
+        max_audio_seconds (`float`):
+            Longest clip accepted, reference clips included.
+        min_audio_seconds (`float`, *optional*):
+            Shortest clip accepted: the audio tokenizer cannot encode a few milliseconds.
+        read (`ReadOptions`, *optional*):
+            The format (auto-detected by default) and a Hugging Face dataset's columns.
+        references (`References`, *optional*):
+            How many reference clips of the same speaker, how long at most, and the seed of the pick.
 
     Returns:
         The good conversations in input order, and every bad sample in input order.

@@ -14,15 +14,21 @@ class Conversation:
     """One training sample in the transformers chat format.
 
     Args:
-        id: Stable and unique within its dataset (the sample's own id, or `<file stem>-<index>`).
-        source: Where it came from, for messages: `data/train.json[3]`, `data/m.jsonl:12`, ...
-        messages: `{"role", "content": [{"type": "text", "text"} | {"type": "audio", "path"}]}` dicts;
-            audio paths are absolute.
-        start_index: Assistant messages at this index or later are training targets; earlier audio
-            (a voice reference) is context only.
-        speaker: Speaker name, when the data gives one.
-        reference_turns: Indices of assistant messages at or after `start_index` that are context all the
-            same: reference clips that the source put in a user turn (the seed scripts' ChatML layout).
+        id (`str`):
+            Stable and unique within its dataset (the sample's own id, or `<file stem>-<index>`).
+        source (`str`):
+            Where it came from, for messages: `data/train.json[3]`, `data/m.jsonl:12`, ...
+        messages (`list[dict]`):
+            `{"role", "content": [{"type": "text", "text"} | {"type": "audio", "path"}]}` dicts; audio paths are
+            absolute.
+        start_index (`int`):
+            Assistant messages at this index or later are training targets; earlier audio (a voice reference) is context
+            only.
+        speaker (`str`, *optional*):
+            Speaker name, when the data gives one.
+        reference_turns (`frozenset[int]`, *optional*):
+            Indices of assistant messages at or after `start_index` that are context all the same: reference clips that
+            the source put in a user turn (the seed scripts' ChatML layout).
     """
 
     id: str
