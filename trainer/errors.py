@@ -64,8 +64,10 @@ class AudioError(Exception):
     """An audio file is missing, unreadable, empty or holds non-finite samples.
 
     Args:
-        path: The file, as it was given.
-        reason: What is wrong with it, for example "file not found".
+        path (`str | os.PathLike[str]`):
+            The file, as it was given.
+        reason (`str`):
+            What is wrong with it, for example "file not found".
     """
 
     def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
