@@ -28,6 +28,7 @@ class JobKind:
 
     @property
     def api_version(self) -> str:
+        """The `apiVersion` the custom objects API expects with this kind's group."""
         return f"{self.group}/{self.version}"
 
 

@@ -81,10 +81,12 @@ class EventRecorder:
 
     # ---- what the run reports ------------------------------------------------------------------------
     def started(self, attempt: int | None = None) -> None:
+        """Record that training began from nothing, so the job shows no checkpoint was found."""
         self.record(STARTED, "Normal", "training started fresh (no checkpoint)" + _attempt(attempt),
                     step=0, attempt=attempt)
 
     def resumed(self, checkpoint: str, step: int, attempt: int | None = None) -> None:
+        """Record the checkpoint and step training resumed from, so a restart is visible on the job."""
         self.record(RESUMED, "Normal", f"training resumed from {checkpoint} at step {step}" + _attempt(attempt),
                     step=step, checkpoint=checkpoint, attempt=attempt)
 
@@ -103,15 +105,18 @@ class EventRecorder:
         return True
 
     def stopped(self, code: int, reason: str, checkpoint: str | None, step: int) -> None:
+        """Record a stop with its exit code and the newest checkpoint, where a resubmitted job will resume."""
         saved = f"; newest checkpoint {checkpoint} (step {step})" if checkpoint else "; no checkpoint yet"
         self.record(STOPPED, "Warning", f"exit code {code}: {reason}{saved}", exit_code=code, step=step,
                     checkpoint=checkpoint)
 
     def failed(self, code: int, reason: str, step: int) -> None:
+        """Record a failure with its exit code and what the code means, without reading pod logs."""
         meaning = errors.TABLE.get(code, "killed by a signal" if code >= errors.SIGNAL_BASE else "failed")
         self.record(FAILED, "Warning", f"exit code {code} ({meaning}): {reason}", exit_code=code, step=step)
 
     def succeeded(self, final_output: str, step: int) -> None:
+        """Record success and where the final adapter or model was written."""
         self.record(SUCCEEDED, "Normal", f"training succeeded at step {step}; the result is in {final_output}",
                     exit_code=0, step=step, output=final_output)
 

@@ -66,6 +66,7 @@ def read_job(api: Any, name: str, namespace: str, kinds: tuple[str, ...], target
 
 
 def read(api: Any, name: str, namespace: str, kinds: tuple[str, ...], target: str) -> JobView:
+    """The job, its pods and its Events; a pod or Event list that cannot be read is kept as an error, not raised."""
     from kubernetes import client
 
     kind, job = read_job(api, name, namespace, kinds, target)
@@ -93,4 +94,5 @@ def trainer_events(view: JobView) -> list[Any]:
 
 
 def annotation(event: Any, key: str) -> str | None:
+    """One of this project's annotations of an Event (the prefix added), or None."""
     return ((event.metadata and event.metadata.annotations) or {}).get(ANNOTATION_PREFIX + key)
