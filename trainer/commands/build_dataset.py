@@ -27,6 +27,7 @@ OPTIONS = (
 
 
 def run(argv: Sequence[str]) -> int:
+    """`higgs-audio-trainer build-dataset`: long recordings -> a training set; returns the exit code."""
     from trainer.config.cli import parse_command_args
 
     cfg = parse_command_args(argv, os.environ, "higgs-audio-trainer build-dataset", OPTIONS,

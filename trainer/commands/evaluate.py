@@ -23,6 +23,7 @@ OPTIONS = ("samples_dir", "asr_model_path", "speaker_model_path", "language", "s
 
 
 def run(argv: Sequence[str]) -> int:
+    """`higgs-audio-trainer evaluate`: score a folder of generated clips; returns the exit code."""
     from trainer.config.cli import parse_command_args
     from trainer.data.audio import audio_info, load_audio
     from trainer.generate.wav import INDEX, read_index, write_index

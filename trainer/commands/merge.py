@@ -55,6 +55,7 @@ def merge(model_path: str, adapter_path: str, output_dir: str) -> Path:
 
 
 def run(argv: Sequence[str]) -> int:
+    """`higgs-audio-trainer merge`: parse its three paths and merge; returns the exit code."""
     parser = argparse.ArgumentParser(prog="higgs-audio-trainer merge", description=__doc__)
     parser.add_argument("--model_path", required=True, help="base Higgs Audio v2 checkpoint directory")
     parser.add_argument("--adapter_path", required=True, help="a lora_adapters/ directory")

@@ -10,5 +10,6 @@ from trainer.config.cli import options_markdown
 
 
 def run(argv: Sequence[str]) -> int:
+    """`higgs-audio-trainer options`: the option table as Markdown on stdout, the source of docs/options.md."""
     sys.stdout.write(options_markdown())
     return errors.OK

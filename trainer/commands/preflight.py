@@ -38,10 +38,12 @@ def quantity(text: str) -> int:
 
 
 def gib(n: float) -> str:
+    """A byte count as the messages show it: GiB, or MiB below one GiB."""
     return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The flags of `preflight`: what the init container expects of its pod."""
     p = argparse.ArgumentParser(prog="higgs-audio-trainer preflight", description=__doc__.splitlines()[0])
     p.add_argument("--expect_gpus", type=int, default=0, help="GPUs this pod must see (the chart's gpu.count)")
     p.add_argument("--min_shm", type=quantity, default=quantity("1Gi"), help="smallest /dev/shm size accepted")
@@ -63,6 +65,7 @@ def options_from_env(environ: Mapping[str, str]) -> Config:
 
 
 def weight_bytes(model_path: str) -> int:
+    """The size of the model's weight files, the base of the free-space estimate for a checkpoint."""
     root = Path(model_path)
     return sum(f.stat().st_size for f in root.rglob("*") if f.is_file() and f.name.endswith(WEIGHT_SUFFIXES))
 
@@ -98,6 +101,7 @@ def check_output(cfg: Config, min_free: int | None) -> list[str]:
 
 
 def check_shm(path: str, minimum: int) -> list[str]:
+    """/dev/shm is at least `minimum` bytes: the data loader's workers and NCCL fail late on a small one."""
     try:
         st = os.statvfs(path)
     except OSError as err:
@@ -110,6 +114,7 @@ def check_shm(path: str, minimum: int) -> list[str]:
 
 
 def check_gpus(expected: int, visible: Callable[[], int]) -> list[str]:
+    """The pod sees the GPUs it asked for: a missing device plugin would otherwise surface as a CPU run."""
     if expected <= 0:
         return []
     seen = visible()
@@ -147,6 +152,7 @@ def check_inputs(cfg: Config) -> list[str]:
 
 
 def check_gateway(cfg: Config, timeout: float) -> list[str]:
+    """The Pushgateway answers, so a misspelt URL or a missing CA fails before training, not at the first push."""
     url = cfg.metrics.pushgateway_url
     if not url:
         return []
@@ -179,6 +185,7 @@ def preflight(args: argparse.Namespace, environ: Mapping[str, str], visible: Cal
 
 
 def run(argv: Sequence[str]) -> int:
+    """`higgs-audio-trainer preflight`: one line per failed check; returns the exit code."""
     from trainer.launch.topology import visible_gpus
 
     args = build_parser().parse_args(list(argv))

@@ -1,6 +1,6 @@
-"""`higgs-audio-trainer status NAME [-n NAMESPACE] [--watch | --wait]`.
+"""`higgs-audio-trainer status`: what a run on the cluster is doing and why it stopped, without reading pod logs.
 
-What a run on the cluster is doing, and why it stopped, without reading pod logs.
+Usage: `higgs-audio-trainer status NAME [-n NAMESPACE] [--watch | --wait]`.
 
 Reads the PyTorchJob (or TrainJob), its pods and its Events with the kubeconfig (or in-cluster) credentials:
 the job's conditions, each pod's phase, restarts and last exit code decoded with the project's exit table
@@ -28,6 +28,7 @@ SUCCESS_TYPES = ("Succeeded", "Complete")
 
 
 def conditions(job: dict) -> list[dict]:
+    """The job's conditions that hold now (status "True"); the others keep stale reasons."""
     return [c for c in (job.get("status") or {}).get("conditions") or [] if c.get("status") == "True"]
 
 
@@ -42,6 +43,7 @@ def outcome(job: dict) -> str | None:
 
 
 def meaning(code: int) -> str:
+    """What an exit code means: the project's table, a signal, or a plain exit code."""
     if code in errors.TABLE:
         return errors.TABLE[code]
     return f"killed by signal {code - errors.SIGNAL_BASE}" if code > errors.SIGNAL_BASE else "exit code"
@@ -85,6 +87,7 @@ def _before(when: Any, created: Any) -> bool:
 
 
 def pod_line(pod: Any, exits: dict[str, list[tuple[Any, int]]] | None = None) -> str:
+    """One line per pod: role, index, phase, restarts and the exits of its earlier containers."""
     labels = pod.metadata.labels or {}
     role = labels.get("training.kubeflow.org/replica-type") or labels.get("jobset.sigs.k8s.io/replicatedjob-name")
     index = labels.get("training.kubeflow.org/replica-index") or labels.get("jobset.sigs.k8s.io/job-index")
@@ -164,6 +167,7 @@ def next_line(view: JobView) -> str:
 
 
 def render(view: JobView, name: str, namespace: str) -> str:
+    """The whole report of one job: its state, conditions, pods and this project's Events."""
     kind, job = view.kind.kind, view.job
     lines = [f"{kind} {namespace}/{name}: {outcome(job) or 'running'}"]
     for c in (job.get("status") or {}).get("conditions") or []:
@@ -197,6 +201,7 @@ def render(view: JobView, name: str, namespace: str) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
+    """The flags of `status`."""
     p = argparse.ArgumentParser(prog="higgs-audio-trainer status", description=__doc__.split("\n\n")[0])
     p.add_argument("name", help="the PyTorchJob's or TrainJob's name")
     p.add_argument("-n", "--namespace", help="its namespace (default: the kubeconfig context's)")
@@ -209,6 +214,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(argv: Sequence[str]) -> int:
+    """`higgs-audio-trainer status`: print the report (once, on every change, or at the end); returns the exit code."""
     args = parser().parse_args(list(argv))
     try:
         api, target = api_client()

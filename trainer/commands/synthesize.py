@@ -53,6 +53,7 @@ def generation_limit(cfg: Config, argv: Sequence[str], environ: Mapping[str, str
 
 
 def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
+    """The options of `synthesize` alone; the model and audio tokenizer directories must exist."""
     from trainer.config.cli import parse_command_args
 
     cfg = parse_command_args(argv, environ, "higgs-audio-trainer synthesize", OPTIONS,
@@ -111,6 +112,7 @@ def plan(cfg: Config) -> tuple[list, list[str], Path, bool]:
 
 
 def run(argv: Sequence[str]) -> int:
+    """`higgs-audio-trainer synthesize`: speak each prompt to a WAV file; returns the exit code."""
     from trainer.generate.progress import ClipProgress, say
 
     cfg = parse(argv, os.environ)

@@ -21,6 +21,7 @@ log = logging.getLogger("trainer")
 
 
 def setup_logging(level: str) -> None:
+    """Log at `level` on rank 0 and warnings only elsewhere, so N ranks do not print every line N times."""
     logging.basicConfig(
         level=getattr(logging, level.upper()) if dist.is_main() else logging.WARNING,
         format=f"%(asctime)s [rank {dist.rank()}] %(levelname)s %(name)s: %(message)s",
