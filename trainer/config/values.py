@@ -36,10 +36,12 @@ class OptionSpec:
 
     @property
     def flag(self) -> str:
+        """The option's command-line flag."""
         return f"--{self.name}"
 
     @property
     def env(self) -> str:
+        """The option's environment variable: its name in upper case."""
         return self.name.upper()
 
     @property
