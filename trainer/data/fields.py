@@ -15,6 +15,7 @@ from trainer.errors import DataError
 
 
 def json_type(value: Any) -> str:
+    """A JSON value's type as messages name it ("an object", "a list", ...), for the expected-vs-got errors."""
     names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
     return names.get(type(value), "a number" if isinstance(value, int | float) else type(value).__name__)
 
@@ -37,10 +38,12 @@ def get_str(
 
 
 def resolve(base: str, path: str) -> str:
+    """`path` made absolute against `base`, the directory of the file that names it."""
     return os.path.abspath(os.path.join(base, path))
 
 
 def read_json(path: str) -> Any:
+    """A JSON file (a BOM allowed); `DataError` naming the file when it is not valid JSON."""
     try:
         with open(path, encoding="utf-8-sig") as f:
             return json.load(f)
@@ -49,4 +52,5 @@ def read_json(path: str) -> Any:
 
 
 def text_message(role: str, text: str) -> dict:
+    """A chat message holding one text item, the shape every reader builds."""
     return {"role": role, "content": [{"type": "text", "text": text}]}

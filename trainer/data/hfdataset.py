@@ -26,6 +26,7 @@ SPEAKER_COLUMNS = ("speaker_id", "speaker", "client_id")
 
 
 def is_saved_dataset(directory: str) -> bool:
+    """Whether `directory` is a `datasets` `save_to_disk` folder (its state or dict file is there)."""
     return any(os.path.isfile(os.path.join(directory, n)) for n in ("state.json", "dataset_dict.json"))
 
 

@@ -18,6 +18,7 @@ METADATA = "metadata.csv"
 
 
 def is_ljspeech(directory: str) -> bool:
+    """Whether `directory` has LJSpeech's `metadata.csv`, the mark of that layout."""
     return os.path.isfile(os.path.join(directory, METADATA))
 
 

@@ -25,6 +25,7 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 
 
 def read_transcript(path: str, problems: list[str], what: str = "transcript") -> str | None:
+    """The stripped text of a transcript file, or None with the problem added to `problems`."""
     try:
         with open(path, encoding="utf-8-sig") as f:
             text = f.read().strip()

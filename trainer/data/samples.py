@@ -84,6 +84,7 @@ class Clip:
 
     @property
     def is_segment(self) -> bool:
+        """Whether the clip is a part of its file rather than the whole file."""
         return self.offset > 0 or self.duration is not None
 
     def __str__(self) -> str:
