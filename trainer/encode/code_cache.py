@@ -51,15 +51,18 @@ class CodeCache:
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def path(self, digest: str) -> Path:
+        """Where the codes of the audio with content `digest` are kept (sharded by its first two characters)."""
         return self.dir / digest[:2] / f"{digest}.npy"
 
     def get(self, digest: str) -> np.ndarray | None:
+        """The cached codes of `digest`, or None when that audio was not encoded yet."""
         p = self.path(digest)
         if not p.is_file():
             return None
         return np.load(p).astype(np.int64)
 
     def put(self, digest: str, codes: np.ndarray) -> None:
+        """Store `codes` atomically, so a rank or job reading the cache never sees half a file."""
         p = self.path(digest)
         p.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = fsmode.temp_file(p.parent, ".tmp-", ".npy")  # the umask's mode: another job may share the cache

@@ -29,6 +29,7 @@ class Layout:
 
     @classmethod
     def from_model(cls, model_config: Any, tokenizer: Any) -> Layout:
+        """The layout's token ids, read from the checkpoint's config and tokenizer rather than written down here."""
         return cls(
             pad_id=tokenizer.pad_token_id,
             audio_token_id=model_config.audio_token_id,
@@ -56,6 +57,7 @@ class EncodedSample:
         return len(self.input_ids) + sum(c.shape[1] + 2 + num_codebooks - 2 for c in self.codes)
 
     def target_frames(self) -> int:
+        """Audio frames the model learns to speak in this sample: those of its target segments."""
         return sum(c.shape[1] for c, t in zip(self.codes, self.is_target, strict=True) if t)
 
 
@@ -159,6 +161,7 @@ class SampleDataset:
         return expand(self.samples[i], self.layout, self.text_labels)
 
     def lengths(self) -> list[int]:
+        """Every sample's expanded length, for the length-grouped sampler."""
         return [s.num_tokens(self.layout.num_codebooks) for s in self.samples]
 
 
@@ -170,6 +173,7 @@ class Collator:
     text_labels: bool = False
 
     def __call__(self, features: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+        """One padded batch of expanded samples, with the labels and masks the model's loss reads."""
         import torch
 
         lay = self.layout

@@ -53,6 +53,7 @@ class Counter:
         return text
 
     def advance(self, n: int = 1) -> None:
+        """Count `n` items done: the bar moves, or a line is logged every `every_seconds` seconds."""
         self.done += n
         if self.bar is not None:
             self.bar.update(n)
@@ -61,6 +62,7 @@ class Counter:
             log.info("%s", self.line())
 
     def close(self) -> None:
+        """End the bar, or log the final count."""
         if self.bar is not None:
             self.bar.close()
             self.bar = None

@@ -36,6 +36,7 @@ PEER_CHECK_SECONDS = 0.5
 
 @dataclass
 class PreparedData:
+    """The encoded training and evaluation samples, and the bad samples found on the way."""
     train: list[EncodedSample]
     eval: list[EncodedSample] | None
     bad: list[BadSample] = field(default_factory=list)
@@ -54,6 +55,7 @@ def open_cache(cfg: Config) -> CodeCache:
 
 
 def read_dataset(args: DataArgs, path: str) -> tuple[list[Conversation], list[BadSample]]:
+    """The conversations of one data file, read with the data options of this run."""
     return load_conversations(
         path,
         system_prompt=args.system_prompt,
