@@ -18,6 +18,7 @@ from typing import IO, Any
 
 
 def say(message: str, out: IO[str] | None = None) -> None:
+    """One line on stderr (or `out`), prefixed with `synthesize:`, flushed at once."""
     print(f"synthesize: {message}", file=out or sys.stderr, flush=True)
 
 
@@ -37,6 +38,7 @@ class ClipProgress:
                 f"audio) in {now - self.start:.1f} s")
 
     def put(self, value: Any) -> None:
+        """Count a generated frame (generate's streamer hook); the first call hands over the prompt."""
         if not self._prompt_seen:  # generate's first call hands over the prompt itself
             self._prompt_seen = True
             return
@@ -47,4 +49,5 @@ class ClipProgress:
             say(self._line(now), self.out)
 
     def end(self) -> None:
+        """The last line of the clip, once generation ends (generate's streamer hook)."""
         say(self._line(self.clock()) + ", done", self.out)

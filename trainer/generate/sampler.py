@@ -126,13 +126,16 @@ class SampleCallback(TrainerCallback):
 
     @property
     def enabled(self) -> bool:
+        """Whether there is anything to synthesize and a step or a checkpoint to do it at."""
         return bool(self.prompts) and (self.every > 0 or self.at_checkpoints)
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        """Sample every `--sample_steps` steps, to hear how the voice develops."""
         if self.every and state.global_step % self.every == 0:
             self.sample(state.global_step, model)
 
     def on_save(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        """Sample at each checkpoint (`--sample_at_checkpoints`), so a clip goes with each saved model."""
         if self.at_checkpoints:
             self.sample(state.global_step, model)
 

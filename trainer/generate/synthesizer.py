@@ -40,6 +40,7 @@ class Clip:
 
     @property
     def seconds(self) -> float:
+        """The clip's length in seconds."""
         return len(self.samples) / self.sample_rate
 
 

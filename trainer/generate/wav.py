@@ -33,5 +33,6 @@ def write_index(directory: str | os.PathLike[str], rows: list[dict[str, Any]]) -
 
 
 def read_index(directory: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The rows of a clip folder's index, as `write_index` wrote them."""
     p = Path(directory) / INDEX
     return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
