@@ -26,18 +26,22 @@ _barrier_ids = itertools.count()  # every rank calls `barrier` in the same order
 
 
 def rank() -> int:
+    """This process's global rank, as torchrun sets it (0 when not launched by torchrun)."""
     return int(os.environ.get("RANK", "0"))
 
 
 def local_rank() -> int:
+    """This process's rank on its node, which picks its GPU."""
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def world_size() -> int:
+    """How many processes take part in the run (1 when not launched by torchrun)."""
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def is_main() -> bool:
+    """Whether this is rank 0, the one process that writes, logs and pushes."""
     return rank() == 0
 
 
