@@ -51,6 +51,7 @@ class TrainingAttempt:
         self.events: EventRecorder | None = recorder_from_options(cfg.cluster, environ) if keeper else None
 
     def begin(self) -> tuple[int, str] | None:
+        """Take the output lock, count the attempt and record its start; a reason not to run, or None."""
         if self.lock is not None:
             try:
                 self.lock.acquire()
@@ -74,6 +75,7 @@ class TrainingAttempt:
         return self.ledger.current.attempt if self.ledger is not None and self.ledger.current else None
 
     def end(self, code: int, reason: str) -> None:
+        """Record the attempt's end in the ledger and, as an Event, how it ended and where the run stands."""
         step, path = newest_step(self.cfg.train.output_dir)
         if self.ledger is not None:
             self.ledger.end(code, step)

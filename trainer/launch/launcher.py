@@ -212,6 +212,7 @@ def _misplaced_nproc(args: Sequence[str]) -> None:
 
 
 def usage() -> str:
+    """The launcher's help text, with the environment variables it reads."""
     rows = "\n".join(f"  {name:<20} {text}" for name, text in ENV_VARS.items())
     return f"{USAGE}\nEnvironment variables read by the launcher:\n{rows}\n"
 

@@ -53,6 +53,7 @@ class Attempt:
 
 
 def ledger_path(output_dir: str | os.PathLike[str]) -> Path:
+    """Where the attempt ledger of an output directory lives."""
     return Path(output_dir) / LEDGER_NAME
 
 
@@ -175,6 +176,7 @@ class Ledger:
             return []
 
     def begin(self, start_step: int, now: float | None = None) -> Attempt:
+        """Append the start of the next attempt; its number follows the ledger's last one."""
         previous = self.attempts()
         number = previous[-1].attempt + 1 if previous else 1
         self.current = Attempt(number, time.time() if now is None else now, start_step)
@@ -182,6 +184,7 @@ class Ledger:
         return self.current
 
     def end(self, code: int, end_step: int, now: float | None = None) -> None:
+        """Append how the current attempt ended (exit code and step), if one was begun."""
         if self.current is None:
             return
         self.current.end_time = time.time() if now is None else now

@@ -62,6 +62,7 @@ class OutputLock:
         return True
 
     def release(self) -> None:
+        """Let another launcher have the output directory."""
         if self._fd is not None:
             os.close(self._fd)  # closing the last descriptor releases the flock
             self._fd = None

@@ -73,6 +73,7 @@ class Supervisor:
         self._gone_since: float | None = None
 
     def run(self) -> int:
+        """Run the child in its own session and forward signals to it until it ends; its exit code."""
         previous = {sig: signal.signal(sig, self._on_signal) for sig in FORWARDED}
         try:
             self._proc = subprocess.Popen(self.argv, env=self.env, start_new_session=True)

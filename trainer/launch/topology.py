@@ -58,6 +58,7 @@ class Topology:
 
     @property
     def standalone(self) -> bool:
+        """Whether torchrun runs one node on its own, with no rendezvous to meet."""
         return self.nnodes == "1" and self.rdzv_endpoint is None
 
 

@@ -18,6 +18,7 @@ TORCHRUN_REPORT_ENV = "HIGGS_TORCHRUN_REPORT"
 
 
 def main(argv: Sequence[str]) -> int:
+    """Run torchrun; its failure report goes to `TORCHRUN_REPORT_ENV`'s file when that is set."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
