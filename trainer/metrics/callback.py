@@ -132,6 +132,7 @@ class MetricsCallback(TrainerCallback):
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
+        """Note the device and the state, which the pusher's thread reads from now on."""
         device = args.device
         if device.type == "cuda" and device.index is None:  # other threads read it: make it explicit
             device = torch.device("cuda", torch.cuda.current_device())
@@ -141,6 +142,7 @@ class MetricsCallback(TrainerCallback):
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
+        """Note the progress time (the stall alert reads it) and count the optimizer step."""
         self._state, self._progress_time = state, time.time()
         if self.is_main:
             self.job.counters["optimizer_steps"].inc()
@@ -148,6 +150,7 @@ class MetricsCallback(TrainerCallback):
     def on_prediction_step(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
+        """Evaluation is progress too: the stall alert must not fire during a long evaluation."""
         self._progress_time = time.time()
 
     def on_log(
@@ -158,6 +161,7 @@ class MetricsCallback(TrainerCallback):
         logs: dict[str, float] | None = None,
         **kwargs: Any,
     ) -> None:
+        """Export the logged figures (loss, learning rate, per-codebook loss, checkpoints) as gauges."""
         if not self.is_main or not logs:
             return
         job = self.job

@@ -47,6 +47,7 @@ class Group:
 
     @property
     def key(self) -> tuple[tuple[str, str], ...]:
+        """The group's labels in a fixed order, to tell groups apart."""
         return tuple(sorted(self.labels.items()))
 
 
@@ -144,6 +145,7 @@ class Pusher:
         self._thread = threading.Thread(target=self._run, name="metrics-pusher", daemon=True)
 
     def start(self) -> None:
+        """Start pushing every interval, on the pusher's own thread."""
         self._thread.start()
 
     def finish(self, groups: list[Group], *, delete: bool) -> bool:

@@ -164,6 +164,7 @@ class JobSeries:
             self.gauges.set("run_status", 1.0 if name == status else 0.0, name)
 
     def set_success_time(self, when: float) -> None:
+        """Set the last-success timestamp, pushed to its own group, which deleting the run's groups keeps."""
         self.success_gauges.set("last_success_time_seconds", when)
 
 
@@ -236,6 +237,7 @@ class Union:
         self.parts, self.labels = parts, labels or {}
 
     def collect(self) -> Iterator[Metric]:
+        """Every part's metrics, with `labels` added to each sample."""
         for part in self.parts:
             for metric in part.collect():
                 if self.labels:
