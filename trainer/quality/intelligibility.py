@@ -38,6 +38,7 @@ def error_rates(reference: str, hypothesis: str, rules: TextRules | None = None)
 
 
 def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """`samples` at `target` Hz, with the resampler the rest of the package uses."""
     if rate == target:
         return samples
     import torch
@@ -73,6 +74,7 @@ def check_model_dir(path: str, option: str, kinds: dict[str, str] | None = None,
 
 
 def check_asr_dir(path: str, option: str = ASR_OPTION) -> None:
+    """Refuse a directory that is not a speech recognition checkpoint, before anything loads."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES
 
     check_model_dir(path, option, dict(MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES),
@@ -80,12 +82,14 @@ def check_asr_dir(path: str, option: str = ASR_OPTION) -> None:
 
 
 def load_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions a checkpoint that does not load raises, to turn them into a `ConfigError`."""
     from safetensors import SafetensorError
 
     return (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError)
 
 
 def load_failure(option: str, path: str, err: BaseException) -> ConfigError:
+    """A one-line `ConfigError` naming the option and the path of a checkpoint that does not load."""
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return ConfigError(f"{option} ({path}): the checkpoint does not load: {first[:300]}")
 
@@ -150,6 +154,7 @@ class Transcriber:
         return [int(i) for i in ids[0]]
 
     def transcribe(self, samples: np.ndarray, rate: int, max_new_tokens: int = 128) -> str:
+        """The text of a clip, transcribed window by window so that no part of a long clip is dropped."""
         x = prepare(samples, rate, self.rate)
         texts = [str(self.processor.decode(self.token_ids(w, max_new_tokens), skip_special_tokens=True)).strip()
                  for w in windows(x, self.window, self.rate)]

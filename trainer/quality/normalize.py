@@ -70,6 +70,7 @@ class TextRules:
     spelling: dict[str, str] | None = None  # English spelling map (normalizer.json); None: none available
 
     def normalizer(self) -> Callable[[str], str]:
+        """The function that makes a text comparable: Whisper's English normalizer, or the basic one."""
         if self.language == "en":
             from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
 
@@ -78,12 +79,14 @@ class TextRules:
         return lambda s: basic_normalize(s, self.strip_diacritics)
 
     def by_character(self, normalized_reference: str) -> bool:
+        """Whether errors are counted per character: a language written without spaces between words."""
         if self.language is not None:
             return self.language in CHARACTER_LANGUAGES
         letters = [c for c in normalized_reference if not c.isspace()]
         return bool(letters) and 2 * sum(map(is_character_script, letters)) >= len(letters)
 
     def describe(self) -> str:
+        """The rules applied, for the report, so two scores are compared only under the same rules."""
         if self.language == "en":
             return "whisper-english" + ("" if self.spelling is not None else " (no normalizer.json spelling map)")
         return "basic" + (" without diacritics" if self.strip_diacritics else "")
@@ -101,10 +104,12 @@ class Counts:
 
     @property
     def wer(self) -> float:
+        """Word error rate (1.0 for errors against an empty reference)."""
         return self.errors / self.units if self.units else float(self.errors > 0)
 
     @property
     def cer(self) -> float:
+        """Character error rate (1.0 for errors against an empty reference)."""
         return self.char_errors / self.chars if self.chars else float(self.char_errors > 0)
 
 

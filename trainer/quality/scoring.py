@@ -35,12 +35,14 @@ class Scorer:
     @classmethod
     def load(cls, asr_model_path: str | None, speaker_model_path: str | None, language: str | None = None,
              strip_diacritics: bool = False) -> Scorer:
+        """A scorer with the recognizer and the speaker encoder whose paths are given, and their text rules."""
         rules = TextRules(language_code(language), strip_diacritics, spelling_map(asr_model_path))
         return cls(Transcriber(asr_model_path, language=language) if asr_model_path else None,
                    SpeakerEncoder(speaker_model_path) if speaker_model_path else None, rules)
 
     @property
     def active(self) -> bool:
+        """Whether there is anything to score with."""
         return self.transcriber is not None or self.speakers is not None
 
     def score(self, text: str, samples: np.ndarray, rate: int,

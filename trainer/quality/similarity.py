@@ -18,6 +18,7 @@ SPEAKER_OPTION = label("speaker_model_path")
 
 
 def check_speaker_dir(path: str, option: str = SPEAKER_OPTION) -> None:
+    """Refuse a directory that is not a speaker-verification checkpoint, before anything loads."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_AUDIO_XVECTOR_MAPPING_NAMES
 
     check_model_dir(path, option, dict(MODEL_FOR_AUDIO_XVECTOR_MAPPING_NAMES),
@@ -41,6 +42,7 @@ class SpeakerEncoder:
         self.rate = int(self.extractor.sampling_rate)
 
     def embed(self, samples: np.ndarray, rate: int) -> np.ndarray:
+        """The speaker embedding of a clip."""
         import torch
 
         inputs = self.extractor(prepare(samples, rate, self.rate), sampling_rate=self.rate, return_tensors="pt")
@@ -49,9 +51,11 @@ class SpeakerEncoder:
         return out.embeddings[0].float().cpu().numpy()
 
     def similarity(self, a: np.ndarray, rate_a: int, b: np.ndarray, rate_b: int) -> float:
+        """Cosine similarity of two clips' speaker embeddings: near 1 for the same voice."""
         return cosine(self.embed(a, rate_a), self.embed(b, rate_b))
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine similarity of two vectors; 0 when either is zero."""
     denom = float(np.linalg.norm(a) * np.linalg.norm(b))
     return float(np.dot(a, b) / denom) if denom > 0 else 0.0
