@@ -115,6 +115,7 @@ def summary(rep: dict[str, Any]) -> str:
 
 
 def write_json(path: str, value: Any) -> None:
+    """Write JSON atomically, so an interrupted build never leaves half a file."""
     with open(path + ".tmp", "w", encoding="utf-8") as f:
         json.dump(value, f, indent=1, ensure_ascii=False)
         f.write("\n")

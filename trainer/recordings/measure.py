@@ -19,6 +19,7 @@ REASONS = ("too_short", "too_long", "clipped", "too_quiet", "no_speech", "empty_
 
 @dataclass(frozen=True)
 class Limits:
+    """The filters' thresholds: a clip's length, level and speaking rate."""
     min_seconds: float
     max_seconds: float
     min_rms_db: float
@@ -36,6 +37,7 @@ class Measures:
 
 
 def measure(samples: np.ndarray, rate: int) -> Measures:
+    """Level, clipping and cleanliness of a clip, what the filters decide on."""
     rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if len(samples) else 0.0
     clipped = float(np.mean(np.abs(samples) >= CLIPPED_LEVEL)) if len(samples) else 0.0
     hop = max(1, round(FRAME_SECONDS * rate))

@@ -43,11 +43,13 @@ class Recording:
 
     @property
     def key(self) -> str:
+        """A file-name-safe key of the recording, under which its step results are kept."""
         return re.sub(r"[^\w.-]", "_", f"{self.speaker}__{self.stem}")
 
 
 @dataclass(frozen=True)
 class Settings:
+    """What the steps need from the options: the filters, the pause length, the recognizer and the output."""
     limits: Limits
     min_pause: float
     asr_model_path: str | None
@@ -89,6 +91,7 @@ def read_mono(path: str) -> tuple[np.ndarray, int]:
 
 
 def segment(rec: Recording, settings: Settings) -> dict[str, Any]:
+    """The voice-activity utterances of a recording, or an `error` result when it cannot be read."""
     try:
         samples, rate = read_mono(rec.path)
     except ValueError as err:
@@ -105,6 +108,7 @@ def segment(rec: Recording, settings: Settings) -> dict[str, Any]:
 
 
 def transcribe(rec: Recording, seg: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """A text per utterance: the recording's script, matched line by line, or the recognizer's."""
     spans = seg["utterances"]
     script = transcripts.script_of(rec.path)
     if script is not None:
@@ -130,6 +134,7 @@ def transcribe(rec: Recording, seg: dict[str, Any], settings: Settings) -> dict[
 
 
 def cut(rec: Recording, seg: dict[str, Any], text: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """Write the clips that pass the filters as 16-bit WAV, and count the rejected ones by reason."""
     samples, rate = read_mono(rec.path)
     clips, rejects = [], {}
     if not seg["utterances"]:

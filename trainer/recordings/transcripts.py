@@ -33,6 +33,7 @@ def script_lines(path: str) -> list[str]:
 
 
 def mismatch(path: str, lines: int, clips: int, recording: str) -> str | None:
+    """Why a script's lines cannot be matched to the utterances, or None when the counts agree."""
     if lines == clips:
         return None
     return (f"{lines} transcript lines, but {clips} utterances were found in {recording}; lines are matched to "

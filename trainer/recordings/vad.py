@@ -77,6 +77,7 @@ class Utterance:
 
     @property
     def seconds(self) -> float:
+        """The utterance's length in seconds."""
         return self.end - self.start
 
 
