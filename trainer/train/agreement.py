@@ -23,7 +23,8 @@ class Voter(Protocol):
 
     agreed: int | None
 
-    def step_flag(self) -> Any: ...
+    def step_flag(self) -> Any:
+        """This rank's flag for this step: 0 when it has nothing to report."""
 
 
 class StepAgreement(TrainerCallback):
@@ -41,6 +42,7 @@ class StepAgreement(TrainerCallback):
     def on_pre_optimizer_step(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
+        """Reduce every voter's flag in one collective and hand each voter its agreed value."""
         voters = [cb for cb in self.callbacks() if isinstance(cb, Voter)]
         for voter, value in zip(voters, ranks.max_over_ranks([v.step_flag() for v in voters]), strict=True):
             voter.agreed = value

@@ -107,6 +107,7 @@ def step_of(ckpt: Path) -> int:
 
 
 def is_complete(ckpt: Path) -> bool:
+    """Whether a checkpoint directory holds its marker, written last: only then does it count."""
     return (ckpt / MARKER).is_file()
 
 

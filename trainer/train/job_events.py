@@ -38,6 +38,7 @@ class CheckpointEvents(TrainerCallback):
 
     def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+        """Record a checkpoint Event when one was logged, with the latest training loss."""
         logs = logs or {}
         if "loss" in logs:
             self.loss = float(logs["loss"])
@@ -47,6 +48,7 @@ class CheckpointEvents(TrainerCallback):
                                            int(size) if size else None, self.loss)
 
     def close(self) -> None:
+        """Wait a bounded time for the queued Events; warn if some could not be recorded."""
         sent, failed = self.recorder.close()
         if failed:
             log.warning("events: %d of %d checkpoint Events could not be recorded on %s", failed, sent + failed,

@@ -55,6 +55,7 @@ class LossWindow:
         self.reset()
 
     def reset(self) -> None:
+        """Start a new window: the sums, counts and step timings of the next logging interval."""
         self.sums: torch.Tensor | None = None  # [codebook_0 .. codebook_{k-1}, text, tokens, audio_frames]
         self.steps = 0
         self.text_steps = 0
@@ -66,6 +67,7 @@ class LossWindow:
 
     def add(self, per_codebook: torch.Tensor, text: torch.Tensor | None, tokens: torch.Tensor,
             frames: torch.Tensor) -> None:
+        """Add one micro-batch's losses and counts, on the loss's device (no host sync)."""
         zero = per_codebook.new_zeros(())
         vec = torch.cat([per_codebook.double(), torch.stack([t.double() for t in (
             text if text is not None else zero, tokens, frames)])])

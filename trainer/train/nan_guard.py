@@ -58,6 +58,7 @@ class NanGuard(TrainerCallback):
     def on_pre_optimizer_step(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
+        """Act on a non-finite loss of any rank before the update: stop with a message, or skip the step."""
         agreed = self.agreed if self.agreed is not None else ranks.max_over_ranks([self.step_flag()])[0]
         losses, self._losses, self.agreed = self._losses, [], None
         if not agreed:

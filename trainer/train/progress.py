@@ -57,6 +57,7 @@ class ProgressReport(TrainerCallback):
 
     @classmethod
     def attach(cls, trainer: Any, stream: IO[str] | None = None) -> ProgressReport:
+        """Add the report to a trainer, in place of its log printer on a terminal so the bar stays intact."""
         report = cls(stream)
         callbacks = trainer.callback_handler.callbacks
         printer = [i for i, cb in enumerate(callbacks) if isinstance(cb, PrinterCallback)]
@@ -75,6 +76,7 @@ class ProgressReport(TrainerCallback):
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                        **kwargs: Any) -> None:
+        """Start the bar on a terminal (rank 0 only); elsewhere the report logs lines."""
         self.active = state.is_world_process_zero
         if not self.active:
             return
@@ -87,11 +89,13 @@ class ProgressReport(TrainerCallback):
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                     **kwargs: Any) -> None:
+        """Move the bar to the current step."""
         if self.bar is not None:
             self.bar.update(state.global_step - self.bar.n)
 
     def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+        """Show the logged figures: the loss on the bar, or a progress line with the rate and the time left."""
         if not self.active or not logs:
             return
         if self.prints_logs:
@@ -108,6 +112,7 @@ class ProgressReport(TrainerCallback):
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                      **kwargs: Any) -> None:
+        """Close the bar, so what follows is not printed into it."""
         if self.bar is not None:
             self.bar.close()
             self.bar = None

@@ -79,6 +79,7 @@ class CheckpointWriter(TrainerCallback):
         return self.async_save and not (t.is_deepspeed_enabled or t.is_fsdp_enabled)
 
     def path(self, step: int) -> Path:
+        """The directory of the checkpoint of `step`."""
         return Path(self.trainer.args.output_dir) / f"checkpoint-{step}"
 
     # ---- the save's lifecycle -----------------------------------------------------------------------
@@ -105,6 +106,7 @@ class CheckpointWriter(TrainerCallback):
         return ckpt.rotate(self.trainer.args.output_dir, self.keep_checkpoints, protect=Path(best) if best else None)
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        """Complete the checkpoint the Trainer just saved: its marker, now or from the background writer."""
         self._log_ended()
         if self._begun is None or self._begun[0] != state.global_step:
             self.begin()  # a save no step end announced: too late to clear the directory, but counted all the same
@@ -230,35 +232,41 @@ class CheckpointWriter(TrainerCallback):
     def on_step_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
+        """Deal with a background write that has ended since the last step."""
         self.poll()  # not at the step end: a log there resets the Trainer's decision to log at that step
 
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
+        """Make way for the checkpoint the Trainer is about to save at this step."""
         if control.should_save:
             self.begin()
 
     def on_evaluate(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
+        """Make way for a checkpoint asked for during evaluation."""
         if control.should_save:  # a signal during evaluation asks for a save after it
             self.begin()
 
     def on_epoch_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
+        """Make way for a checkpoint due at the epoch's end."""
         if control.should_save:
             self.begin()
 
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
+        """End the last background write, then reload the best adapter when asked to."""
         self.finish()  # the best checkpoint may be the one still being written
         if self.trainer.reload_best_adapter and state.best_model_checkpoint:
             self.load_adapter(Path(state.best_model_checkpoint), self.trainer.model)
 
     # ---- loading ------------------------------------------------------------------------------------
     def load_adapter(self, checkpoint: Path, model: Any) -> None:
+        """Load a checkpoint's LoRA adapter into `model`; an adapter that does not fit is an error, not a warning."""
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 

@@ -35,6 +35,7 @@ class SignalWakeup:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        """Watch the signals from a thread, so they are seen while the main thread is blocked in C code."""
         if threading.current_thread() is not threading.main_thread() or self._fds is not None:
             return
         read_fd, write_fd = os.pipe()
@@ -49,6 +50,7 @@ class SignalWakeup:
         self._thread.start()
 
     def stop(self) -> None:
+        """Put back the previous wakeup descriptor and end the watching thread."""
         if self._fds is None:
             return
         read_fd, write_fd = self._fds

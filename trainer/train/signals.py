@@ -160,11 +160,13 @@ class StopOnSignal(TrainerCallback):
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
+        """From here a signal stops training at a step end instead of ending the process at once."""
         self.phase = "training"
 
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> TrainerControl:
+        """Once any rank got a signal, ask for a save (with `--save_on_signal`) and the end of training."""
         if self.stopped_at is None and self._agreed(args):
             # Only ever ask for a save: --save_on_signal false must not cancel a checkpoint that is due at
             # this step (save_steps, the last step), which DefaultFlowCallback has asked for before us.
@@ -177,6 +179,7 @@ class StopOnSignal(TrainerCallback):
     def on_evaluate(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> TrainerControl:
+        """Act on a signal that came during evaluation at the step just taken, not one step later."""
         # Evaluation runs after a step end on every rank: a signal that came during it is acted on right
         # after it, at the step just taken (the Trainer saves after evaluating), not one step later.
         return self.on_step_end(args, state, control, **kwargs)
@@ -184,6 +187,7 @@ class StopOnSignal(TrainerCallback):
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
+        """After training a signal is only logged, so that the final adapter is still written."""
         self.phase = "after"
 
     # ---- decisions -------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ class RunHooks(TrainerCallback):
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                        **kwargs: Any) -> None:
+        """This run's intervals over a resumed state's, and no extra step past `max_steps` on a resume."""
         # A resumed TrainerState brings the logging, evaluation and save intervals of the run that wrote it,
         # and Trainer keeps those (it only warns): a restart with a new SAVE_STEPS, say to save more often
         # before another preemption, would still save at the old interval. This run's options decide.
@@ -60,6 +61,7 @@ class RunHooks(TrainerCallback):
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                     **kwargs: Any) -> None:
+        """End the step's timer: logging, saving and evaluating are not step time."""
         self.trainer.end_step_timer()
 
 
@@ -142,6 +144,7 @@ class HiggsAudioTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: Any = None,
     ) -> Any:
+        """Sum of the per-codebook audio losses, plus the weighted text loss when text is a target."""
         inputs = dict(inputs)
         audio_labels = inputs.pop("audio_labels")
         labels = inputs.pop("labels", None)  # the collator leaves it out when no text position is a target
@@ -169,6 +172,7 @@ class HiggsAudioTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
+        """Under `--nan_policy skip`, a non-finite loss counts as zero and is kept aside for the log."""
         loss = super().training_step(model, inputs, num_items_in_batch)
         if self.nan_guard.policy != "skip":
             return loss
@@ -234,6 +238,7 @@ class HiggsAudioTrainer(Trainer):
         return out
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the window's figures (per-codebook losses, throughput, skipped steps) to the Trainer's log."""
         if "loss" in logs and "eval_loss" not in logs:
             extra = self._reduce(self._train)
             if "nonfinite_loss" in extra:  # a skipped step's NaN shows in its own window's loss, on every rank
@@ -257,6 +262,7 @@ class HiggsAudioTrainer(Trainer):
             self._step_started = None
 
     def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
+        """Refuse a warm-up not shorter than the run, once the run's length is known."""
         # Here the run's length is known also when the epochs and the data set it, not --max_steps alone.
         if self.args.warmup_steps >= 1:
             source = (label("max_steps") if self.args.max_steps > 0 else
@@ -267,6 +273,7 @@ class HiggsAudioTrainer(Trainer):
 
     # ---- evaluation -------------------------------------------------------------------------------
     def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        """Evaluate, unless evaluation is off; nothing is computed then."""
         if not self.evaluates:
             return {}
         self.evaluation_runs += 1
@@ -276,6 +283,7 @@ class HiggsAudioTrainer(Trainer):
     # ---- checkpoints --------------------------------------------------------------------------------
     @property
     def is_peft(self) -> bool:
+        """Whether the model trains a LoRA adapter."""
         return self.checkpoints.peft_model is not None
 
     @property
@@ -288,12 +296,15 @@ class HiggsAudioTrainer(Trainer):
         self.checkpoints.finish(wait=wait)
 
     def warn_if_short_of_disk(self) -> None:
+        """Warn when the output volume cannot hold another checkpoint (`CheckpointWriter`)."""
         self.checkpoints.warn_if_short_of_disk()
 
     def saved_weight_bytes(self) -> int:
+        """Bytes of the weights a checkpoint saves (`CheckpointWriter`)."""
         return self.checkpoints.saved_weight_bytes()
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """With LoRA, save only the adapter (under `lora_adapters/`), not the frozen base model."""
         peft = self.checkpoints.peft_model
         if peft is None or self.is_deepspeed_enabled or self.is_fsdp_enabled:
             return super().save_model(output_dir, _internal_call)
@@ -318,6 +329,7 @@ class HiggsAudioTrainer(Trainer):
         self.checkpoints.load_adapter(Path(resume_from_checkpoint), model if model is not None else self.model)
 
     def train(self, *args: Any, **kwargs: Any) -> Any:
+        """Train, and whatever ends training, let the last checkpoint's background write end first."""
         # Last, so that every other callback has asked for a save (or not) before the writer makes way for it.
         self.pop_callback(self.checkpoints)
         self.add_callback(self.checkpoints)
@@ -341,6 +353,7 @@ class HiggsAudioTrainer(Trainer):
 
     # ---- distributed ------------------------------------------------------------------------------
     def create_accelerator_and_postprocess(self) -> None:
+        """DDP with gradients as views of its buckets: no copy of every gradient after backward."""
         # DDP copies every gradient into its all-reduce buckets after backward. With the gradients as views
         # of the buckets there is no copy and no second copy of their memory: about 4% of a CPU step at one
         # process (bench/bench_trainer_overhead.py), and a gradient's worth of device memory on a GPU.
