@@ -53,8 +53,18 @@ def build_parser(
 ) -> argparse.ArgumentParser:
     """The parser of `train` (all training options) or of a command that reads only the options `names`.
 
-    One flag per option; its help shows the env var and the default. `hidden`: options still accepted but left out of
-    --help (a deprecated spelling, so that a command shows only its own options).
+    One flag per option; its help shows the env var and the default.
+
+    Args:
+        prog (`str`, *optional*):
+            The command as --help and error messages name it.
+        names (`Sequence[str]`, *optional*):
+            The options the command reads; default: every training option.
+        description (`str`, *optional*):
+            The --help text above the options.
+        hidden (`Collection[str]`, *optional*):
+            Options still accepted but left out of --help (a deprecated spelling, so that a command shows only its
+            own options).
     """
     parser = _Parser(
         prog=prog,

@@ -47,7 +47,18 @@ class Scorer:
 
     def score(self, text: str, samples: np.ndarray, rate: int,
               reference: tuple[np.ndarray, int] | None) -> dict[str, Any]:
-        """Scores of one clip (`reference`: samples and rate of its voice reference, if any)."""
+        """Scores of one clip: what the recognizer heard with its error rates, and the speaker similarity.
+
+        Args:
+            text (`str`):
+                What the clip was meant to say.
+            samples (`np.ndarray`):
+                The clip, mono.
+            rate (`int`):
+                Its sample rate, in Hz.
+            reference (`tuple[np.ndarray, int]`):
+                Samples and rate of its voice reference, or None when it has none (no speaker similarity then).
+        """
         out: dict[str, Any] = {}
         if self.transcriber is not None:
             heard = self.transcriber.transcribe(samples, rate) if len(samples) else ""
