@@ -173,10 +173,9 @@ PEER_STOP_KEY = KEY_PREFIX + "stopped-before-training"  # "<rank> <signal number
 
 
 def tell_peers(signum: int) -> None:
-    """Before training.
+    """Before training, let the other ranks know that this one stops on `signum`, so they stop waiting for it.
 
-    Let the other ranks know that this one stops on `signum`, so that they stop polling and waiting
-    (`trainer.train.signals` says when).
+    They stop polling and waiting (`trainer.train.signals` says when).
 
     Never raises: the store may be gone with its host, and then the others learn it from torchrun or from a
     failed collective.
