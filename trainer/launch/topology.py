@@ -37,6 +37,13 @@ ENV_VARS = {
     "PET_RDZV_ID": "rendezvous id with PET_RDZV_ENDPOINT",
     "PET_RDZV_CONF": "extra rendezvous settings (key=value,...) with PET_RDZV_ENDPOINT",
     "PET_MAX_RESTARTS": "worker group restarts torchrun allows (default 0: the operator restarts pods)",
+    "PREFLIGHT": "true: run the preflight's checks before train and prepare (the chart's preflight.enabled); "
+                 "a failed one exits 2. Default false",
+    "PREFLIGHT_EXPECT_GPUS": "GPUs the preflight expects to see (default 0: not checked)",
+    "PREFLIGHT_MIN_SHM": "smallest /dev/shm the preflight accepts (default 1Gi)",
+    "PREFLIGHT_MIN_FREE_SPACE": "free space the output volume needs (default: estimated from the newest "
+                                "checkpoint or the model's weight files)",
+    "PREFLIGHT_GATEWAY_TIMEOUT_SECONDS": "how long the preflight waits for the Pushgateway (default 5)",
     rank_reports.TERMINATION_LOG_ENV:
         f"file for the one-line failure reason (default {rank_reports.DEFAULT_TERMINATION_LOG})",
 }
