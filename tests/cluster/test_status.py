@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,38 @@ def test_a_missing_job_and_a_refused_read_are_one_line_and_exit_code_2(release: 
     assert refused.stderr.startswith(f"higgs-audio-trainer status: no permission to get pytorchjobs.kubeflow.org "
                                      f"{release.ns}/demo on https://127.0.0.1:"), refused.stderr
     assert "403 Forbidden" in refused.stderr and refused.stderr.count("\n") == 1
+
+
+def test_states_the_operator_passes_through_at_once_written_by_hand_on_a_job_it_leaves_alone(
+        release: Release) -> None:
+    """A job the operator has not seen yet, and Restarting (the operator recreates the pod at once and sets
+    Running again), last milliseconds on a run. They are written here through the real status subresource on
+    a job with `spec.runPolicy.managedBy: kueue.x-k8s.io/multikueue`, which the real operator does not
+    reconcile (the CRD's own description), so what `status` reads is what was written."""
+    custom = release.cluster.custom
+    pod = {"containers": [{"name": "pytorch", "image": "trainer:test"}]}
+    custom.create_namespaced_custom_object("kubeflow.org", "v1", release.ns, "pytorchjobs", {
+        "apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": {"name": "demo"},
+        "spec": {"runPolicy": {"managedBy": "kueue.x-k8s.io/multikueue"}, "pytorchReplicaSpecs": {
+            "Master": {"replicas": 1, "restartPolicy": "OnFailure", "template": {"spec": pod}}}}})
+    shown = release.status()
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith(f"PyTorchJob {release.ns}/demo: running\n  no conditions yet")
+    assert "pods: 0" in shown.stdout and "next: waiting: the job has no running pods yet" in shown.stdout
+
+    job = release.job()
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    written = [("Created", "True", "PyTorchJobCreated", "PyTorchJob demo is created."),
+               ("Running", "False", "PyTorchJobRunning", f"PyTorchJob {release.ns}/demo is running."),
+               ("Restarting", "True", "PyTorchJobRestarting",
+                "PyTorchJob demo is restarting because 1 Master replica(s) failed.")]
+    job["status"] = {"replicaStatuses": {}, "conditions": [
+        {"type": t, "status": s, "reason": r, "message": m, "lastTransitionTime": now} for t, s, r, m in written]}
+    custom.replace_namespaced_custom_object_status("kubeflow.org", "v1", release.ns, "pytorchjobs", "demo", job)
+    time.sleep(3)  # time for the operator to overwrite it, were it to reconcile the job
+    assert [(c["type"], c["status"]) for c in release.conditions().values()] == [w[:2] for w in written]
+    assert release.pods() == []
+    out = release.status().stdout
+    assert "  Created=True (PyTorchJobCreated: PyTorchJob demo is created.)" in out
+    assert "  Running=False since" in out and "is running." not in out and "  Restarting=True" in out
+    assert "next: restarting; the operator restarts it and it starts again from the beginning" in out
