@@ -287,7 +287,10 @@ def main(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int:
     except errors.Stopped as err:
         return finish(err.code, err.reason, env)
     if checks is not None:  # before the output lock and the ledger, which need the volume it checks
-        failed = run_preflight(cfg, checks, env)
+        try:
+            failed = run_preflight(cfg, checks, env)
+        except errors.Stopped as err:  # a SIGTERM while a check waits (the Pushgateway's timeout)
+            return finish(err.code, err.reason, env)
         if failed:
             return finish(*failed, env)
     torchrun = command == "train"
