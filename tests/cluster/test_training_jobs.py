@@ -161,9 +161,15 @@ def test_a_sigkilled_worker_is_recreated_and_the_job_resumes_from_the_last_compl
     assert resumed and "checkpoint-" in resumed[-1].message
     assert (out / "checkpoint-40" / MARKER).is_file()
     assert (out / "lora_adapters" / "adapter_model.safetensors").is_file()
+    # What the operator recorded of the worker's endings, oldest first (a folded Event counts each): the kill,
+    # and under load sometimes a 160 after it (the recreated worker met the old group; see above).
+    codes = [int(m["code"]) for e in release.events(reason="ExitedWithCode")
+             for m in [re.search(r"demo-worker-0 exited with code (?P<code>\d+)", e.message)] if m
+             for _ in range(e.count or 1)]
+    assert codes[0] == 137 and set(codes) <= {137, 160}, codes
     shown = release.status()
     line = pod_line(shown.stdout, "demo-worker-0")
-    assert "Succeeded, 1 restarts; recreated by the operator after exit 137 (killed by signal 9)" in line, shown.stdout
+    assert f"Succeeded, {len(codes)} restarts; recreated by the operator after exit {codes[-1]} (" in line, shown.stdout
     assert "last exit 0 (success)" in line
 
 
