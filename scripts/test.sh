@@ -26,7 +26,7 @@ needs "tests/monitoring/|tests/trainer/metrics/|tests/trainer/generate/" && bash
 needs "tests/trainer/commands/test_status.py" && bash scripts/ci/install_apiserver.sh
 # The cluster tier (tests/cluster/): ../shared/cluster's kube-apiserver and training operator need etcd, kubectl
 # and openssl; helm installs the chart.
-if needs "tests/cluster/test_training_jobs.py"; then
+if needs "tests/cluster/test_training_jobs.py|tests/cluster/test_status.py"; then
   source scripts/lib/apt.sh
   apt_install_services etcd-server
   apt_install_missing kubectl openssl xz-utils util-linux curl

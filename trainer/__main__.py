@@ -4,7 +4,7 @@
     prepare          check the dataset and fill the audio code cache, without training
     merge            fold a LoRA adapter into the base model and save a model `from_pretrained` loads
     make-tiny-model  write a tiny random Higgs Audio v2 checkpoint (demo and tests)
-    preflight        check the output volume, /dev/shm, GPUs, inputs and gateway before training (init container)
+    preflight        check the output volume, /dev/shm, GPUs, inputs and gateway (launch runs it: PREFLIGHT=true)
     options          print the option table (flag, env var, default, meaning) as Markdown
     synthesize       speak a text (or a JSONL file of texts) with a model and an optional adapter
     evaluate         word/character error rates and speaker similarity of a folder of generated clips

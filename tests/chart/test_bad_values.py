@@ -204,6 +204,6 @@ def test_a_plain_pushgateway_password_is_refused_without_echoing_it_and_a_secret
     assert proc.returncode == 0, proc.stderr
     docs = [d for d in yaml.safe_load_all(proc.stdout) if d and d["kind"] == "PyTorchJob"]
     pod = docs[0]["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
-    for container in [*pod["initContainers"], *pod["containers"]]:
+    for container in pod["containers"]:
         (var,) = [e for e in container["env"] if e["name"] == "PUSHGATEWAY_PASSWORD"]
         assert var == {"name": "PUSHGATEWAY_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "gw", "key": "pw"}}}

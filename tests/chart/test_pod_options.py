@@ -19,7 +19,7 @@ def test_pod_options_render_in_the_pod_spec(helm4: str, kind: str) -> None:
         assert (spec["runtimeClassName"], spec["schedulerName"], spec["dnsPolicy"]) == ("nvidia", "volcano",
                                                                                          "ClusterFirst")
         assert spec["topologySpreadConstraints"][0]["topologyKey"] == "kubernetes.io/hostname"
-        assert [c["name"] for c in spec["initContainers"]] == ["preflight", "fetch-data"]
+        assert [c["name"] for c in spec["initContainers"]] == ["fetch-data"]
         assert [c["name"] for c in spec["containers"]][1:] == ["log-shipper"]
         trainer = trainer_container(t)
         assert trainer["args"] == ["prepare"] and "command" not in trainer
@@ -43,7 +43,8 @@ def test_defaults_leave_the_pod_options_out(helm4: str) -> None:
         absent = {"runtimeClassName", "schedulerName", "hostNetwork", "dnsPolicy", "topologySpreadConstraints"}
         assert absent.isdisjoint(t["spec"]), t["spec"].keys() & absent
         assert "annotations" not in t["metadata"]
-        assert [c["name"] for c in t["spec"]["initContainers"]] == ["preflight"]
+        # the preflight runs in the trainer container (the launcher's PREFLIGHT=true), not as an init container
+        assert "initContainers" not in t["spec"]
 
 
 @pytest.mark.parametrize(
@@ -98,23 +99,41 @@ def test_bad_pod_option_is_refused_naming_it(helm: str, value: str, named: str) 
     assert named in proc.stderr or "/" + named.replace(".", "/") in proc.stderr, proc.stderr
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_preflight_init_container_runs_the_command_with_arguments_it_accepts(helm4: str, kind: str) -> None:
-    """The chart's arguments are parsed by the real command's parser, and the init container mounts the
-    output volume and /dev/shm it checks, with the trainer's env and GPUs."""
-    from trainer.commands.preflight import build_parser
+@pytest.mark.parametrize(("kind", "runtime"), [("PyTorchJob", ""), ("TrainJob", ""), ("TrainJob", "team-torch")])
+def test_the_trainer_container_runs_the_preflight_with_settings_the_launcher_accepts(
+        helm4: str, kind: str, runtime: str) -> None:
+    """The chart's PREFLIGHT_* variables are read by the launcher's own parser into the values set, in the
+    trainer container that mounts the output volume and /dev/shm it checks (or, on an existing Trainer v2
+    runtime, in the TrainJob's spec.trainer.env); no init container remains for the operator to loop on."""
+    from trainer.launch import preflight
 
-    sets = ("--set", f"kind={kind}", "--set", "preflight.minFreeSpace=20Gi", "--set", "gpu.count=4")
-    for t in job_pod_templates(render(helm4, None, *sets)).values():
-        (pre,) = [c for c in t["spec"]["initContainers"] if c["name"] == "preflight"]
-        assert pre["command"] == ["higgs-audio-trainer"] and pre["args"][0] == "preflight"
-        args = build_parser().parse_args(pre["args"][1:])
-        assert (args.expect_gpus, args.min_shm, args.min_free_space) == (4, 2**30, 20 * 2**30)
-        trainer = trainer_container(t)
-        assert pre["env"] == trainer["env"] and pre["resources"] == trainer["resources"]
-        assert {m["mountPath"] for m in pre["volumeMounts"]} >= {"/output", "/dev/shm", "/models", "/data"}
+    sets = ("--set", f"kind={kind}", "--set", "preflight.minFreeSpace=20Gi", "--set", "gpu.count=4",
+            "--set-json", "preflight.gatewayTimeoutSeconds=2.5", "--set", f"trainJob.runtimeRef.name={runtime}")
+    docs = render(helm4, None, *sets)
+    if runtime:
+        (job,) = [d for d in docs if d["kind"] == "TrainJob"]
+        envs = [job["spec"]["trainer"]["env"]]
+    else:
+        templates = job_pod_templates(docs).values()
+        assert templates and all("initContainers" not in t["spec"] for t in templates)
+        assert all({"/output", "/dev/shm"} <= {m["mountPath"] for m in trainer_container(t)["volumeMounts"]}
+                   for t in templates)
+        envs = [trainer_container(t)["env"] for t in templates]
+    for env in envs:
+        values = {e["name"]: e["value"] for e in env if "value" in e}
+        assert preflight.enabled(values)
+        assert preflight.settings_from_env(values) == preflight.Settings(
+            expect_gpus=4, min_shm=2**30, min_free_space=20 * 2**30, gateway_timeout_seconds=2.5)
 
 
 def test_preflight_can_be_turned_off(helm4: str) -> None:
     for t in job_pod_templates(render(helm4, None, "--set", "preflight.enabled=false")).values():
         assert "initContainers" not in t["spec"]
+        env = {e["name"]: e.get("value") for e in trainer_container(t)["env"]}
+        assert not preflight_enabled(env) and not [n for n in env if n.startswith("PREFLIGHT")]
+
+
+def preflight_enabled(env: dict[str, str | None]) -> bool:
+    from trainer.launch import preflight
+
+    return preflight.enabled({k: v for k, v in env.items() if v is not None})

@@ -23,8 +23,10 @@ from tests.chart.chartlib import (
     values_of,
 )
 from trainer.config.values import OptionSpec, option_specs, parse_value
+from trainer.launch.topology import ENV_VARS as LAUNCHER_ENV
 
-# The only variables the chart sets that are not trainer options, and why.
+# The only variables the chart sets that are neither trainer options nor the launcher's own (LAUNCHER_ENV,
+# which `launch --help` lists: the preflight's settings, NPROC_PER_NODE), and why.
 RUNTIME_ENV = {
     "HOME": "the root filesystem is read-only; caches under $HOME go to the /tmp emptyDir",
     "HF_TOKEN": "read by huggingface_hub, from hfToken.secretName",
@@ -33,10 +35,9 @@ OPTION_ENVS = {s.env: s for s in option_specs()}
 
 
 def containers(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The trainer container of every replica, the preflight, and the helm test container that share its env."""
+    """The trainer container of every replica and the helm test container that shares its env."""
     templates = job_pod_templates(docs).values()
     out = [trainer_container(t) for t in templates]
-    out += [c for t in templates for c in t["spec"].get("initContainers", []) if c["name"] == "preflight"]
     out += [c for d in docs if d["kind"] == "Pod" for c in d["spec"]["containers"]]
     return out
 
@@ -45,7 +46,7 @@ def containers(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def test_every_env_var_the_chart_sets_is_a_trainer_option(helm4: str, values_file: Path | None) -> None:
     user_env = {e["name"] for e in values_of(values_file).get("extraEnv", [])}
     for c in containers(render(helm4, values_file)):
-        names = set(env_of(c)) - user_env - set(RUNTIME_ENV)
+        names = set(env_of(c)) - user_env - set(RUNTIME_ENV) - set(LAUNCHER_ENV)
         assert names, "no trainer option set"
         unknown = sorted(names - set(OPTION_ENVS))
         assert unknown == [], f"env vars the trainer does not read: {unknown}"

@@ -113,10 +113,10 @@ def test_exit_code_restart_policy_fails_on_1_to_127_and_recreates_the_jobset_oth
     (rjob,) = spec["replicatedJobs"]
     job = rjob["template"]["spec"]
     assert job["backoffLimit"] == 0
-    preflight, fail, ignore = job["podFailurePolicy"]["rules"]
+    # one container: the launcher's preflight exits 2 from `node` too (no init container of its own)
+    fail, ignore = job["podFailurePolicy"]["rules"]
     assert fail["onExitCodes"] == {"containerName": "node", "operator": "In", "values": list(range(1, 128))}
-    assert preflight["onExitCodes"] == {**fail["onExitCodes"], "containerName": "preflight"}
-    assert preflight["action"] == fail["action"] == "FailJob"
+    assert fail["action"] == "FailJob"
     assert ignore == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
     assert spec["ttlSecondsAfterFinished"] == 86400
 

@@ -1,8 +1,9 @@
 """Kubernetes Events on the job object, recorded best effort like the metrics push.
 
-Rank 0 (the checkpoint events) and the launcher of node 0 (start, resume, stop, failure, success) record
-Events about the PyTorchJob or TrainJob, so that `kubectl describe pytorchjob NAME`, `kubectl get events`
-and `higgs-audio-trainer status` say what the run did without its logs. Every request runs on a daemon
+Rank 0 (the checkpoint events), the launcher of node 0 (start, resume, stop, failure, success) and the
+launcher of any node whose preflight failed record Events about the PyTorchJob or TrainJob, so that
+`kubectl describe pytorchjob NAME`, `kubectl get events` and `higgs-audio-trainer status` say what the run
+did without its logs. Every request runs on a daemon
 thread with a timeout: a slow, missing or forbidden API server costs a counted failure and a warning, never
 training time, and `close` waits a bounded time. The Events carry their numbers as annotations
 (`ANNOTATION_PREFIX`), which `status` reads back.
@@ -39,7 +40,8 @@ CHECKPOINT_EVENT_SECONDS = 60.0  # at most one checkpoint Event a minute
 # Reasons a user can filter on (`kubectl get events --field-selector reason=CheckpointSaved`).
 STARTED, RESUMED, CHECKPOINT = "TrainingStarted", "TrainingResumed", "CheckpointSaved"
 STOPPED, FAILED, SUCCEEDED = "TrainingStopped", "TrainingFailed", "TrainingSucceeded"
-REASONS = (STARTED, RESUMED, CHECKPOINT, STOPPED, FAILED, SUCCEEDED)
+PREFLIGHT_FAILED = "PreflightFailed"
+REASONS = (STARTED, RESUMED, CHECKPOINT, STOPPED, FAILED, SUCCEEDED, PREFLIGHT_FAILED)
 
 
 def _now() -> str:
@@ -114,6 +116,10 @@ class EventRecorder:
         """Record a failure with its exit code and what the code means, without reading pod logs."""
         meaning = errors.TABLE.get(code, "killed by a signal" if code >= errors.SIGNAL_BASE else "failed")
         self.record(FAILED, "Warning", f"exit code {code} ({meaning}): {reason}", exit_code=code, step=step)
+
+    def preflight_failed(self, code: int, reason: str) -> None:
+        """The launcher's checks before torchrun failed on this pod (every node records its own)."""
+        self.record(PREFLIGHT_FAILED, "Warning", f"{self.instance}: exit code {code}: {reason}", exit_code=code)
 
     def succeeded(self, final_output: str, step: int) -> None:
         """Record success and where the final adapter or model was written."""

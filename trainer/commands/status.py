@@ -21,7 +21,7 @@ from typing import Any
 
 from trainer import errors
 from trainer.cluster.client import KINDS, ClusterUnavailable, api_client, default_namespace
-from trainer.cluster.events import CHECKPOINT, FAILED, RESUMED, STARTED, STOPPED, SUCCEEDED
+from trainer.cluster.events import FAILED, PREFLIGHT_FAILED, REASONS, STOPPED
 from trainer.cluster.jobs import JobReadError, JobView, annotation, read, trainer_events
 
 SUCCESS_TYPES = ("Succeeded", "Complete")
@@ -111,7 +111,7 @@ def pod_line(pod: Any, exits: dict[str, list[tuple[Any, int]]] | None = None) ->
 
 
 def failed_init_container(pod: Any) -> tuple[str, int, str] | None:
-    """(name, exit code, message) of an init container that failed (the preflight), if one did."""
+    """(name, exit code, message) of an init container that failed (one of `initContainers`), if one did."""
     for status in (pod.status and pod.status.init_container_statuses) or []:
         term = status.state and status.state.terminated
         if term is not None and term.exit_code:
@@ -154,7 +154,7 @@ def next_line(view: JobView) -> str:
     if "Suspended" in types:
         return "suspended: no pods until the job is resumed"
     last = events[-1] if events else None
-    if "Restarting" in types or (last is not None and last.reason in (STOPPED, FAILED)):
+    if "Restarting" in types or (last is not None and last.reason in (STOPPED, FAILED, PREFLIGHT_FAILED)):
         code = annotation(last, "exit-code") if last is not None else None
         if code is not None and int(code) < errors.SIGNAL_BASE:
             return f"exit code {code} ({meaning(int(code))}){at}: not retried, the job fails"
@@ -195,7 +195,7 @@ def render(view: JobView, name: str, namespace: str) -> str:
         parts += [f"loss {info['loss']}"] if "loss" in info else []
         lines.append("progress: " + ", ".join(parts))
         lines += [f"  {e.reason}: {e.message}" for e in trainer_events(view)[-5:]
-                  if e.reason in (STARTED, RESUMED, CHECKPOINT, STOPPED, FAILED, SUCCEEDED)]
+                  if e.reason in REASONS]
     lines.append("next: " + next_line(view))
     return "\n".join(lines)
 

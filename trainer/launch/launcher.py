@@ -14,7 +14,9 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 
 from trainer import errors, rank_reports
+from trainer.config.options import Config
 from trainer.errors import ConfigError
+from trainer.launch import preflight
 from trainer.launch.topology import (
     ENV_VARS,
     NPROC_FLAG,
@@ -51,6 +53,10 @@ shown only where no rank said why (a rank killed, a peer lost), or with LOG_LEVE
 
 Trainer options come from the flags after the command and their own variables (`USE_LORA`,
 `DISABLE_EVAL`, ...) and are checked here first: a bad value exits with code 2 before torchrun starts.
+With `PREFLIGHT=true` (the chart sets it), train and prepare first run the preflight's checks on this pod
+(`higgs-audio-trainer preflight`: output volume, /dev/shm, GPUs, inputs, Pushgateway; settings from
+`PREFLIGHT_*`): a failed check exits with code 2, one line per check, and a `PreflightFailed` Warning Event
+on the job.
 The launcher passes SIGTERM/SIGINT on to the ranks so they can save a checkpoint (`trainer.launch.supervise`,
 `trainer.train.signals`), decides the exit code from what every rank reports (`trainer.rank_reports`, `decide`),
 and writes a one-line reason to `TERMINATION_LOG` (default /dev/termination-log, written only where it
@@ -59,6 +65,9 @@ exists, as Kubernetes mounts it) when the run fails.
 
 TORCHRUN_REPORT = "torchrun-failure.txt"  # in the outcome directory
 TRAINER_COMMANDS = ("train", "prepare", "merge", "options", "make-tiny-model")
+PREFLIGHT_COMMANDS = ("train", "prepare")  # the ones that read the inputs and write the output volume
+
+
 @contextlib.contextmanager
 def _outcome_dir() -> Iterator[str | None]:
     """A fresh directory for the ranks' outcomes.
@@ -178,6 +187,34 @@ def finish(code: int, reason: str, environ: Mapping[str, str]) -> int:
     return code
 
 
+def run_preflight(cfg: Config, settings: preflight.Settings, environ: Mapping[str, str]) -> tuple[int, str] | None:
+    """The preflight's checks on this pod: None when they pass, else (exit code 2, the one-line reason).
+
+    Each failed check is a line on stderr; the reason becomes the container's termination message (`finish`)
+    and a Warning Event on the job from this pod, so that `higgs-audio-trainer status` and `kubectl describe`
+    say which check failed without the pod's log. Every node records its own: the failing one may be a worker.
+    """
+    from trainer.cluster.events import recorder_from_options
+    from trainer.launch.topology import visible_gpus
+
+    failed = preflight.run_checks(cfg, settings, visible_gpus)
+    if not failed:
+        print("higgs-audio-trainer launch: preflight: output volume, /dev/shm, GPUs, inputs and gateway ok",
+              file=sys.stderr, flush=True)
+        return None
+    for line in failed:
+        print(preflight.PREFIX + line, file=sys.stderr, flush=True)
+    reason = preflight.reason(failed)
+    events = recorder_from_options(cfg.cluster, environ)
+    if events is not None:
+        events.preflight_failed(errors.CONFIG_ERROR, reason)
+        _, unsent = events.close()
+        if unsent:
+            print(f"higgs-audio-trainer launch: events: the preflight's Event could not be recorded on "
+                  f"{events.target}", file=sys.stderr, flush=True)
+    return errors.CONFIG_ERROR, reason
+
+
 def _stop_now(signum: int, frame: object) -> None:
     raise errors.Stopped(errors.for_signal(signum), f"stopped by {signal.Signals(signum).name} before launch")
 
@@ -250,10 +287,24 @@ def main(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int:
             cmd, local_processes = torchrun_command(topo, [command, *args]), topo.nproc_per_node
         else:
             cmd, local_processes = [sys.executable, "-m", "trainer", command, *args], 1
+        checks = None
+        if command in PREFLIGHT_COMMANDS and preflight.enabled(env):
+            if command != "train":
+                from trainer.config.cli import parse_train_args
+
+                cfg = parse_train_args(args, env)
+            checks = preflight.settings_from_env(env)
     except ConfigError as err:
         return finish(errors.CONFIG_ERROR, f"configuration error: {err}", env)
     except errors.Stopped as err:
         return finish(err.code, err.reason, env)
+    if checks is not None:  # before the output lock and the ledger, which need the volume it checks
+        try:
+            failed = run_preflight(cfg, checks, env)
+        except errors.Stopped as err:  # a SIGTERM while a check waits (the Pushgateway's timeout)
+            return finish(err.code, err.reason, env)
+        if failed:
+            return finish(*failed, env)
     torchrun = command == "train"
     attempt = None
     if torchrun:  # the retry ledger and the job's Events (node 0 keeps them)

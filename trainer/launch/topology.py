@@ -27,7 +27,8 @@ ENV_VARS = {
     "PET_NODE_RANK": "this node's rank, 0 to N-1",
     "PET_MASTER_ADDR": "address of node 0, which hosts the rendezvous",
     "PET_MASTER_PORT": f"its port (default {DEFAULT_MASTER_PORT})",
-    "WORLD_SIZE": "number of nodes when PET_NNODES is unset (older operators)",
+    "WORLD_SIZE": "number of nodes when PET_NNODES is unset (older operators); with PET_NNODES, checked against "
+                  "it: nodes x PET_NPROC_PER_NODE (nodes where that is auto), as the training operator sets it",
     "RANK": "this node's rank when PET_NODE_RANK is unset",
     "MASTER_ADDR": "address of node 0 when PET_MASTER_ADDR is unset",
     "MASTER_PORT": "its port when PET_MASTER_PORT is unset",
@@ -36,6 +37,13 @@ ENV_VARS = {
     "PET_RDZV_ID": "rendezvous id with PET_RDZV_ENDPOINT",
     "PET_RDZV_CONF": "extra rendezvous settings (key=value,...) with PET_RDZV_ENDPOINT",
     "PET_MAX_RESTARTS": "worker group restarts torchrun allows (default 0: the operator restarts pods)",
+    "PREFLIGHT": "true: run the preflight's checks before train and prepare (the chart's preflight.enabled); "
+                 "a failed one exits 2. Default false",
+    "PREFLIGHT_EXPECT_GPUS": "GPUs the preflight expects to see (default 0: not checked)",
+    "PREFLIGHT_MIN_SHM": "smallest /dev/shm the preflight accepts (default 1Gi)",
+    "PREFLIGHT_MIN_FREE_SPACE": "free space the output volume needs (default: estimated from the newest "
+                                "checkpoint or the model's weight files)",
+    "PREFLIGHT_GATEWAY_TIMEOUT_SECONDS": "how long the preflight waits for the Pushgateway (default 5)",
     rank_reports.TERMINATION_LOG_ENV:
         f"file for the one-line failure reason (default {rank_reports.DEFAULT_TERMINATION_LOG})",
 }
@@ -169,6 +177,8 @@ def topology_from_env(
     master = _get(env, "PET_MASTER_ADDR", "MASTER_ADDR")
     nnodes_var = _get(env, "PET_NNODES") or (_get(env, "WORLD_SIZE") if master else None)
     nnodes = _int(nnodes_var, 1) if nnodes_var else 1
+    if nnodes_var and nnodes_var[0] == "PET_NNODES":
+        check_world_size(env, nnodes, nproc)
     if nnodes == 1:
         return Topology(nnodes="1", nproc_per_node=nproc, max_restarts=max_restarts)
     if not master:
@@ -186,6 +196,39 @@ def topology_from_env(
         master_port=_int(port, 1, 65535) if port else DEFAULT_MASTER_PORT,
         max_restarts=max_restarts,
     )
+
+
+def check_world_size(env: Mapping[str, str], nnodes: int, nproc: int) -> None:
+    """The operator's `WORLD_SIZE` must count what this launch will run; raises `ConfigError` naming both.
+
+    The Kubeflow training operator sets `WORLD_SIZE` to nodes x `spec.nprocPerNode` where that is a number,
+    and to the number of nodes where it is a word (`auto`: "world size env will not be used", its source
+    says). torchrun sets each rank's own WORLD_SIZE, so a disagreement harms nothing directly; it says that the
+    job and this pod see different jobs (a hand-edited variable, replicas changed under a running job), which
+    would otherwise show as a rendezvous that never completes.
+
+    Args:
+        env (`Mapping[str, str]`): the pod's environment (`WORLD_SIZE`, `PET_NPROC_PER_NODE`).
+        nnodes (`int`): the nodes this launch counts (`PET_NNODES`).
+        nproc (`int`): the processes this node will start.
+    """
+    world = _get(env, "WORLD_SIZE")
+    if not world:
+        return
+    size = _int(world, 1)
+    operators = _get(env, "PET_NPROC_PER_NODE")
+    if operators and operators[1].isdigit():  # it agrees with `nproc` (`nproc_per_node` checked that)
+        expected, counted = nnodes * nproc, (f"PET_NNODES={nnodes} x processes per node {nproc} "
+                                             f"(PET_NPROC_PER_NODE={operators[1]!r})")
+        rule = "nodes x processes per node"
+    else:
+        expected, counted = nnodes, f"PET_NNODES={nnodes}"
+        word = operators[1] if operators else "unset"
+        rule = f"the number of nodes while spec.nprocPerNode is not a number (PET_NPROC_PER_NODE {word})"
+    if size != expected:
+        raise ConfigError(f"environment variables WORLD_SIZE={size} and {counted} = {expected} disagree: the "
+                          f"training operator sets WORLD_SIZE to {rule}; check the job's replicas and "
+                          "spec.nprocPerNode")
 
 
 TORCHRUN_MODULE = "trainer.launch.torchrun"

@@ -1,6 +1,6 @@
 {{/*
-The pod template shared by the replicas of both kinds of job: volumes, mounts, resources, the preflight
-init container. The checks of these values are in _validate.tpl.
+The pod template shared by the replicas of both kinds of job: volumes, mounts, resources, the preflight's
+settings. The checks of these values are in _validate.tpl.
 */}}
 
 {{/* Volumes the trainer mounts at its model, data and output paths, plus /dev/shm and /tmp. */}}
@@ -84,34 +84,27 @@ user's `resources` with the chart's; _validate.tpl refuses a request left above 
 {{- end }}
 
 {{/*
-The preflight init container: the trainer's image, env and mounts, and its resources (an init container's
-requests do not add to the pod's, and it must see the GPUs it counts), running `higgs-audio-trainer
-preflight`, which exits 2 with one line per failed check.
+The preflight's settings for the launcher, which runs `higgs-audio-trainer preflight`'s checks in the trainer
+container before torchrun starts (output volume, /dev/shm, the GPUs of gpu.count, inputs, Pushgateway). Not
+an init container: the training operator reads only the trainer container's exit code, and recreated a pod
+whose init container failed again and again with no record of why; the launcher's exit code 2 fails the job
+for good, and its termination message and a PreflightFailed Event say which check failed.
 */}}
-{{- define "higgs-audio-trainer.preflightContainer" -}}
-- name: preflight
-  image: {{ include "higgs-audio-trainer.image" . | quote }}
-  imagePullPolicy: {{ .Values.image.pullPolicy }}
-  command:
-    - higgs-audio-trainer
-  args:
-    - preflight
-    - --expect_gpus={{ int .Values.gpu.count }}
-    - --min_shm={{ .Values.preflight.minShm }}
-    {{- with .Values.preflight.minFreeSpace }}
-    - --min_free_space={{ . }}
-    {{- end }}
-    - --gateway_timeout_seconds={{ .Values.preflight.gatewayTimeoutSeconds }}
-  env:
-    {{- include "higgs-audio-trainer.env" . | trim | nindent 4 }}
-  resources:
-    {{- include "higgs-audio-trainer.resources" . | trim | nindent 4 }}
-  securityContext:
-    {{- toYaml .Values.securityContext | nindent 4 }}
-  volumeMounts:
-    {{- include "higgs-audio-trainer.volumeMounts" (dict "root" . "output" true) | trim | nindent 4 }}
-    - name: dshm
-      mountPath: /dev/shm
+{{- define "higgs-audio-trainer.preflightEnv" -}}
+{{- if .Values.preflight.enabled }}
+- name: PREFLIGHT
+  value: "true"
+- name: PREFLIGHT_EXPECT_GPUS
+  value: {{ int .Values.gpu.count | quote }}
+- name: PREFLIGHT_MIN_SHM
+  value: {{ .Values.preflight.minShm | quote }}
+{{- with .Values.preflight.minFreeSpace }}
+- name: PREFLIGHT_MIN_FREE_SPACE
+  value: {{ . | quote }}
+{{- end }}
+- name: PREFLIGHT_GATEWAY_TIMEOUT_SECONDS
+  value: {{ include "higgs-audio-trainer.envValue" .Values.preflight.gatewayTimeoutSeconds | quote }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -188,14 +181,9 @@ spec:
   {{- with .Values.dnsPolicy }}
   dnsPolicy: {{ . }}
   {{- end }}
-  {{- if or .Values.preflight.enabled .Values.initContainers }}
+  {{- with .Values.initContainers }}
   initContainers:
-    {{- if .Values.preflight.enabled }}
-    {{- include "higgs-audio-trainer.preflightContainer" . | trim | nindent 4 }}
-    {{- end }}
-    {{- with .Values.initContainers }}
     {{- toYaml . | nindent 4 }}
-    {{- end }}
   {{- end }}
   containers:
     - name: {{ include "higgs-audio-trainer.containerName" . }}
@@ -225,6 +213,9 @@ spec:
         {{- end }}
       {{- end }}
       env:
+        {{- with include "higgs-audio-trainer.preflightEnv" . | trim }}
+        {{- . | nindent 8 }}
+        {{- end }}
         {{- include "higgs-audio-trainer.env" . | trim | nindent 8 }}
       resources:
         {{- include "higgs-audio-trainer.resources" . | trim | nindent 8 }}

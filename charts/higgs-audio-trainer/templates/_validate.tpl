@@ -119,7 +119,7 @@ default limit below it, which the API server rejects only when the operator crea
 {{- with .Values.runPolicy.schedulingPolicy }}
 {{- fail "runPolicy.schedulingPolicy: a PyTorchJob field; under kind TrainJob gang scheduling comes from the runtime's podGroupPolicy or Kueue (kueue.queueName)" }}
 {{- end }}
-{{- /* The pod-shaping values a user adds; the chart's own (preflight, volumes) are documented as the runtime's job. */}}
+{{- /* The pod-shaping values a user adds; the chart's own volumes are documented as the runtime's job. */}}
 {{- if and .Values.trainJob.runtimeRef.name (or .Values.initContainers .Values.extraContainers .Values.extraVolumes) }}
 {{- fail "trainJob.runtimeRef.name: with an existing runtime the chart sets only spec.trainer (image, command, args, env, resources); initContainers, extraContainers and extraVolumes belong to the runtime's pod template. Leave trainJob.runtimeRef.name empty to use the chart's own runtime" }}
 {{- end }}

@@ -211,9 +211,9 @@ def test_the_missing_model_path_message_quotes_its_help_to_the_end(ok_args: dict
                          "template)."), line
 
 
-def test_the_failed_checks_are_the_init_containers_termination_message(ok_args: dict[str, str],
+def test_the_failed_checks_are_the_containers_termination_message(ok_args: dict[str, str],
                                                                        tmp_path: Path) -> None:
-    """Kubernetes shows the file's text as the init container's termination message (`kubectl describe`,
+    """Kubernetes shows the file's text as the container's termination message (`kubectl describe`,
     `higgs-audio-trainer status`); a passing preflight leaves it empty."""
     log = tmp_path / "termination-log"
     proc = preflight(ok_args, *shm(tmp_path), "--min_shm=1", model_path=str(tmp_path / "no-model"),

@@ -64,9 +64,9 @@ def test_what_the_cluster_keeps_after_a_pod_is_replaced_and_after_a_permanent_fa
                     "name": "pytorch", "image": "t", "imageID": "", "ready": False, "restartCount": 0,
                     "state": state}],
                     "initContainerStatuses": [{
-                        "name": "preflight", "image": "t", "imageID": "", "ready": False, "restartCount": 0,
-                        "state": {"terminated": {"exitCode": init_code, "message": "preflight failed: /output is "
-                                                 "not writable" if init_code else None}}}]}}
+                        "name": "fetch-data", "image": "t", "imageID": "", "ready": False, "restartCount": 0,
+                        "state": {"terminated": {"exitCode": init_code, "message": "bucket s3://data not found"
+                                                 if init_code else None}}}]}}
 
     def exited(pod_name: str, code: int, when: str) -> dict:
         return {"metadata": {"name": f"demo.{when}"}, "involvedObject": {"kind": "PyTorchJob", "name": "demo"},
@@ -88,9 +88,31 @@ def test_what_the_cluster_keeps_after_a_pod_is_replaced_and_after_a_permanent_fa
     looping = V1PodList.from_dict({"items": [pod("demo-worker-0", "2026-12-06T08:00:10Z", "Failed", None, 2)]}).items
     text = render(JobView(KINDS["PyTorchJob"], {"status": {"conditions": []}}, looping, None, [], None), "demo",
                   "team")
-    assert ("demo-worker-0: Failed, 0 restarts; init container preflight exited 2 (configuration error (flag, env "
-            "var, YAML key or path)): preflight failed: /output is not writable") in text
-    assert text.endswith("next: demo-worker-0's init container preflight failed (exit code 2); the operator reads "
+    assert ("demo-worker-0: Failed, 0 restarts; init container fetch-data exited 2 (configuration error (flag, env "
+            "var, YAML key or path)): bucket s3://data not found") in text
+    assert text.endswith("next: demo-worker-0's init container fetch-data failed (exit code 2); the operator reads "
                          "only the trainer container's exit code, so under restartPolicy ExitCode it recreates the "
                          "pod again and again (until activeDeadlineSeconds): fix the cause (above) or delete the "
                          "job")
+
+
+def test_a_preflight_failed_event_is_shown_and_says_the_job_fails_before_the_operator_does() -> None:
+    """The launcher's PreflightFailed Event (its exit code as annotation), read before the operator has marked
+    the job Failed: shown among the trainer's Events, and the next line says the code is not retried."""
+    from kubernetes.client import CoreV1EventList
+
+    from trainer.cluster.client import KINDS
+    from trainer.cluster.jobs import JobView
+    from trainer.commands.status import render
+
+    why = "preflight failed: /dev/shm: 64.0 MiB, at least 1.00 GiB needed"
+    events = CoreV1EventList.from_dict({"items": [{
+        "metadata": {"name": "demo.1", "annotations": {"higgs-audio-trainer/exit-code": "2"}},
+        "involvedObject": {"kind": "PyTorchJob", "name": "demo"}, "reason": "PreflightFailed", "type": "Warning",
+        "message": f"demo-worker-0: exit code 2: {why}", "source": {"component": "higgs-audio-trainer"},
+        "lastTimestamp": "2026-12-06T08:00:05Z"}]}).items
+    job = {"status": {"conditions": [{"type": "Running", "status": "True", "reason": "PyTorchJobRunning"}]}}
+    text = render(JobView(KINDS["PyTorchJob"], job, [], None, events, None), "demo", "team")
+    assert f"  PreflightFailed: demo-worker-0: exit code 2: {why}" in text
+    assert text.endswith("next: exit code 2 (configuration error (flag, env var, YAML key or path)): not retried, "
+                         "the job fails")
