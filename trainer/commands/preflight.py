@@ -49,8 +49,10 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
 
 
 def options_from_env(environ: Mapping[str, str]) -> Config:
-    """The trainer's options from its environment, as `train` reads them, without its path checks
-    (those are this command's, each reported on its own line)."""
+    """The trainer's options from its environment, as `train` reads them, without its path checks.
+
+    The path checks are this command's, each reported on its own line.
+    """
     values = {spec.name: parse_value(spec, raw, f"environment variable {spec.env}")
               for spec in SPECS.values() if (raw := environ.get(spec.env)) is not None and raw.strip() != ""}
     return build_config(values)
@@ -69,6 +71,7 @@ def preflight(args: argparse.Namespace, environ: Mapping[str, str], visible: Cal
 
 
 def run(argv: Sequence[str]) -> int:
+    """`higgs-audio-trainer preflight`: run every check and exit 2 naming each failure."""
     from trainer.launch.topology import visible_gpus
 
     try:

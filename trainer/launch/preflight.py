@@ -53,6 +53,7 @@ def quantity(text: str) -> int:
 
 
 def gib(n: float) -> str:
+    """A byte count as the messages show it: GiB, or MiB below one GiB."""
     return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
@@ -68,8 +69,13 @@ class Settings:
 
 
 def enabled(environ: Mapping[str, str]) -> bool:
-    """Whether the launcher runs the preflight: `PREFLIGHT` true (the chart's `preflight.enabled`); off when
-    unset, so that a workstation launch checks nothing it did not ask for. Raises `ConfigError`."""
+    """Whether the launcher runs the preflight: `PREFLIGHT` true (the chart's `preflight.enabled`).
+
+    Off when unset, so that a workstation launch checks nothing it did not ask for.
+
+    Raises:
+        ConfigError: `PREFLIGHT` is not a boolean word.
+    """
     raw = environ.get(PREFLIGHT_ENV, "").strip().lower()
     if raw in ("", "false", "0", "no", "off"):
         return False
@@ -117,6 +123,7 @@ def settings_from_env(environ: Mapping[str, str]) -> Settings:
 
 
 def weight_bytes(model_path: str) -> int:
+    """The size of the model's weight files, the base of the free-space estimate for a checkpoint."""
     root = Path(model_path)
     return sum(f.stat().st_size for f in root.rglob("*") if f.is_file() and f.name.endswith(WEIGHT_SUFFIXES))
 
@@ -152,6 +159,7 @@ def check_output(cfg: Config, min_free: int | None) -> list[str]:
 
 
 def check_shm(path: str, minimum: int) -> list[str]:
+    """/dev/shm is at least `minimum` bytes: the data loader's workers and NCCL fail late on a small one."""
     try:
         st = os.statvfs(path)
     except OSError as err:
@@ -164,6 +172,7 @@ def check_shm(path: str, minimum: int) -> list[str]:
 
 
 def check_gpus(expected: int, visible: Callable[[], int]) -> list[str]:
+    """The pod sees the GPUs it asked for: a missing device plugin would otherwise surface as a CPU run."""
     if expected <= 0:
         return []
     seen = visible()
@@ -201,6 +210,7 @@ def check_inputs(cfg: Config) -> list[str]:
 
 
 def check_gateway(cfg: Config, timeout: float) -> list[str]:
+    """The Pushgateway answers, so a misspelt URL or a missing CA fails before training, not at the first push."""
     url = cfg.metrics.pushgateway_url
     if not url:
         return []
@@ -225,9 +235,12 @@ def run_checks(cfg: Config, settings: Settings, visible: Callable[[], int]) -> l
     """Every failed check's line (empty: all passed); every check runs, so one look shows them all.
 
     Args:
-        cfg (`Config`): the trainer's options (output directory, inputs, Pushgateway).
-        settings (`Settings`): what this pod must offer.
-        visible (`Callable[[], int]`): counts the GPUs this process sees.
+        cfg (`Config`):
+            the trainer's options (output directory, inputs, Pushgateway).
+        settings (`Settings`):
+            what this pod must offer.
+        visible (`Callable[[], int]`):
+            counts the GPUs this process sees.
     """
     return [*check_output(cfg, settings.min_free_space), *check_shm(settings.shm_path, settings.min_shm),
             *check_gpus(settings.expect_gpus, visible), *check_inputs(cfg),

@@ -208,9 +208,12 @@ def check_world_size(env: Mapping[str, str], nnodes: int, nproc: int) -> None:
     would otherwise show as a rendezvous that never completes.
 
     Args:
-        env (`Mapping[str, str]`): the pod's environment (`WORLD_SIZE`, `PET_NPROC_PER_NODE`).
-        nnodes (`int`): the nodes this launch counts (`PET_NNODES`).
-        nproc (`int`): the processes this node will start.
+        env (`Mapping[str, str]`):
+            the pod's environment (`WORLD_SIZE`, `PET_NPROC_PER_NODE`).
+        nnodes (`int`):
+            the nodes this launch counts (`PET_NNODES`).
+        nproc (`int`):
+            the processes this node will start.
     """
     world = _get(env, "WORLD_SIZE")
     if not world:
