@@ -7,6 +7,8 @@ indexing or index assignment with a boolean mask (which runs `nonzero` inside th
 counting those operations on the CPU gives the number of synchronisations the same step makes on a GPU.
 `masked_scatter` is counted apart: it reads the mask on the device and needs no host round trip in current
 PyTorch, but it is a data-dependent copy, and `torch.compile` cannot give its output a static layout either.
+Count under autograd or `torch.no_grad`, not `torch.inference_mode`: operations on tensors made in inference
+mode bypass Python dispatch modes, so they would go uncounted.
 """
 
 from __future__ import annotations
