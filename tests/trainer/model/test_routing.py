@@ -121,7 +121,8 @@ def test_the_comparison_fails_on_a_routing_kept_from_the_previous_forward(pair, 
     plain, routed = pair
     first: list[routing.Routing] = []
     fresh = routing.routing_for
-    monkeypatch.setattr(routing, "routing_for", lambda mask: first[0] if first else first.append(fresh(mask)) or first[0])
+    monkeypatch.setattr(routing, "routing_for",
+                        lambda mask: first[0] if first else first.append(fresh(mask)) or first[0])
     assert_same_step(plain, routed, BATCHES["right_padded"](plain.config))
     shifted = BATCHES["right_padded"](plain.config)
     shifted = {k: v.roll(1, dims=1) if k in ("input_ids", "attention_mask") else v for k, v in shifted.items()}
@@ -169,8 +170,7 @@ def test_routing_keeps_every_state_dict_name_and_tensor_and_comes_off_again(pair
 
 def test_gradient_checkpointing_of_routed_layers_gives_transformers_gradients(pair) -> None:
     plain, routed = pair
-    enable = getattr(routed, "activation_checkpointing_enable", None) or routed.gradient_checkpointing_enable
-    enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    routed.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     routed.train()
     plain.train()
     assert routed.model.layers[0].gradient_checkpointing
