@@ -20,7 +20,7 @@ plain step (`variants_max_relative_loss_gap`). The plain step routes audio and t
 with transformers' per-layer boolean-mask routing against ours and against running both FFNs on every token
 (`routing_compare.py`): step times and their ratios, losses, synchronisations per step and `torch.compile`
 graph breaks per decoder layer. Ours must train like transformers' (relative loss gap at most 1e-5), and sync
-and break less, or the run exits 1.
+and break less, or the run exits 1. `--routing_only` measures this section alone.
 
     .venv/bin/python bench/bench_cpu_step.py [--steps 12] [--top 12]
 """
@@ -141,6 +141,7 @@ def main() -> None:
     parser.add_argument("--profile_steps", type=int, default=4)
     parser.add_argument("--matmul_size", type=int, default=1024)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile of each decoder layer")
+    parser.add_argument("--routing_only", action="store_true", help="measure the routing section alone")
     ns = parser.parse_args()
     ns.steps = max(ns.steps, ns.warmup + 3)
     result_only_on_stdout()
@@ -149,6 +150,9 @@ def main() -> None:
 
     trainer, _, _ = build(config(ns, work, model_dir, codec_dir))
     batches = loader_batches(trainer, ns.steps)
+    if ns.routing_only:
+        report_routing(ns, routing_figures(ns, trainer, batches))
+        return
     steps = variants(trainer, ns.steps, ns.compile)
     times: dict[str, list[float]] = {name: [] for name in steps}
     matmul_rates = []
@@ -175,8 +179,7 @@ def main() -> None:
     matmul = statistics.median(matmul_rates[ns.warmup:])
     step_s = statistics.median(times["plain"][ns.warmup:])
     rate = flops / step_s / 1e9
-    routing = routing_figures(ns, trainer, batches)
-    print_result({
+    report_routing(ns, routing_figures(ns, trainer, batches), {
         "benchmark": "cpu_step", "threads": torch.get_num_threads(), "batch_size": ns.batch_size,
         "model": {"hidden_size": ns.hidden_size, "layers": ns.num_layers, "codebooks": ns.num_codebooks},
         "step_seconds": round(step_s, 4), "flops_per_step": flops, "step_gflops": round(rate, 1),
@@ -187,8 +190,13 @@ def main() -> None:
             p / v for p, v in zip(times["plain"][ns.warmup:], t[ns.warmup:], strict=True)), 3)
             for name, t in times.items() if name != "plain"},
         "variants_max_relative_loss_gap": {k: float(f"{v:.2e}") for k, v in agree.items() if k != "plain"},
-        "routing": routing,
     })
+
+
+def report_routing(ns: argparse.Namespace, routing: dict[str, Any], result: dict[str, Any] | None = None) -> None:
+    """Print the result with its routing section; exit 1 on a routing fault (`routing_faults`)."""
+    print_result((result or {"benchmark": "cpu_step", "threads": torch.get_num_threads(),
+                              "batch_size": ns.batch_size}) | {"routing": routing})
     faults = routing_faults(routing)
     if faults:
         print("; ".join(faults), file=sys.stderr)
