@@ -100,6 +100,11 @@ class RoutedDecoderLayer(HiggsAudioV2DecoderLayer):
         return flat.view_as(hidden_states)
 
 
+# Wrapping policies find the layer class by its name (accelerate's FSDP auto-wrap reads the model's
+# `_no_split_modules`, "HiggsAudioV2DecoderLayer"): the routed layer answers to it, so FSDP still wraps each layer.
+RoutedDecoderLayer.__name__ = HiggsAudioV2DecoderLayer.__name__
+
+
 def _add_routing(module: HiggsAudioV2Model, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     """Forward pre-hook: compute the forward's routing once and hand it to every layer with the kwargs."""
     bound = inspect.signature(module.forward).bind_partial(*args, **kwargs).arguments

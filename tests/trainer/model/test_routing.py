@@ -168,6 +168,15 @@ def test_routing_keeps_every_state_dict_name_and_tensor_and_comes_off_again(pair
     assert not routed.model._forward_pre_hooks
 
 
+def test_fsdp_auto_wrap_finds_the_routed_layers_by_transformers_layer_name(pair) -> None:
+    from accelerate.utils.dataclasses import get_module_class_from_name
+
+    plain, routed = pair
+    for name in routed._no_split_modules:
+        assert get_module_class_from_name(routed, name) is RoutedDecoderLayer
+        assert get_module_class_from_name(plain, name) is HiggsAudioV2DecoderLayer
+
+
 def test_gradient_checkpointing_of_routed_layers_gives_transformers_gradients(pair) -> None:
     plain, routed = pair
     routed.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
