@@ -13,7 +13,14 @@ over the steps after `--warmup`): `adamw_foreach` (the multi-tensor AdamW kernel
 `clip_foreach` (multi-tensor norm for the clipping); the attention: `attention_eager` (the model's own
 attention instead of SDPA); with `--compile`, `compile_layers` (`torch.compile` of each decoder layer; its
 first steps compile, so only the steps after `--warmup` count). A variant's losses must stay those of the
-plain step (`variants_max_relative_loss_gap`).
+plain step (`variants_max_relative_loss_gap`). The plain step routes audio and text tokens as training does
+(`--precomputed_routing`, on by default).
+
+`routing` compares, on the tiny model (`make-tiny-model`'s sizes) and on the benchmark's model (`mid`), the step
+with transformers' per-layer boolean-mask routing against ours and against running both FFNs on every token
+(`routing_compare.py`): step times and their ratios, losses, synchronisations per step and `torch.compile`
+graph breaks per decoder layer. Ours must train like transformers' (relative loss gap at most 1e-5), and sync
+and break less, or the run exits 1. `--routing_only` measures this section alone.
 
     .venv/bin/python bench/bench_cpu_step.py [--steps 12] [--top 12]
 """
@@ -23,12 +30,14 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
+import sys
 import time
 from typing import Any
 
 import torch
 from bench_trainer_overhead import HandStep, hand_step_for
 from common import add_model_args, config, make_checkpoint, print_result, result_only_on_stdout
+from routing_compare import compare
 
 
 def matmul_gflops(size: int, seconds: float = 0.5) -> float:
@@ -88,6 +97,42 @@ def variants(trainer: Any, steps: int, compile_layers: bool) -> dict[str, HandSt
     return out
 
 
+def loader_batches(trainer: Any, steps: int) -> list[dict[str, torch.Tensor]]:
+    """`steps` batches from the trainer's own loader, repeated from the start when it runs out."""
+    batches = [b for _, b in zip(range(steps), trainer.get_train_dataloader(), strict=False)]
+    while len(batches) < steps:
+        batches += batches[:steps - len(batches)]
+    return batches
+
+
+def routing_figures(ns: argparse.Namespace, trainer: Any, batches: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
+    """`routing_compare.compare` on the tiny model and on the benchmark's own model (`mid`)."""
+    from trainer.commands.train import build
+
+    tiny_ns = argparse.Namespace(**{**vars(ns), "hidden_size": 32, "num_layers": 2, "num_codebooks": 2})
+    work, model_dir, codec_dir = make_checkpoint(tiny_ns)
+    tiny, _, _ = build(config(tiny_ns, work, model_dir, codec_dir, output_dir=str(work / "out-tiny")))
+    out = {}
+    for name, t, b in (("tiny", tiny, loader_batches(tiny, ns.steps)), ("mid", trainer, batches)):
+        model = t.model.config
+        out[name] = {"hidden_size": model.hidden_size, "codebooks": model.num_codebooks,
+                     **compare(lambda t=t: hand_step_for(t, ns.steps), b, ns.warmup)}
+    return out
+
+
+def routing_faults(routing: dict[str, Any]) -> list[str]:
+    """What makes the run fail: our routing trains differently, or syncs or breaks graphs as much as before."""
+    faults = []
+    for name, r in routing.items():
+        ours, theirs = r["routed"], r["transformers"]
+        if ours["max_relative_loss_gap"] > 1e-5:
+            faults.append(f"{name}: routed losses differ from transformers' by {ours['max_relative_loss_gap']}")
+        if ours["syncs_per_step"] >= theirs["syncs_per_step"] or ours["graph_breaks_per_layer"] > 0:
+            faults.append(f"{name}: routed step syncs {ours['syncs_per_step']} times "
+                          f"and breaks {ours['graph_breaks_per_layer']} graphs per layer")
+    return faults
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(parser)
@@ -96,6 +141,7 @@ def main() -> None:
     parser.add_argument("--profile_steps", type=int, default=4)
     parser.add_argument("--matmul_size", type=int, default=1024)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile of each decoder layer")
+    parser.add_argument("--routing_only", action="store_true", help="measure the routing section alone")
     ns = parser.parse_args()
     ns.steps = max(ns.steps, ns.warmup + 3)
     result_only_on_stdout()
@@ -103,10 +149,10 @@ def main() -> None:
     from trainer.commands.train import build
 
     trainer, _, _ = build(config(ns, work, model_dir, codec_dir))
-    loader = trainer.get_train_dataloader()
-    batches = [b for _, b in zip(range(ns.steps), loader, strict=False)]
-    while len(batches) < ns.steps:
-        batches += batches[:ns.steps - len(batches)]
+    batches = loader_batches(trainer, ns.steps)
+    if ns.routing_only:
+        report_routing(ns, routing_figures(ns, trainer, batches))
+        return
     steps = variants(trainer, ns.steps, ns.compile)
     times: dict[str, list[float]] = {name: [] for name in steps}
     matmul_rates = []
@@ -133,7 +179,7 @@ def main() -> None:
     matmul = statistics.median(matmul_rates[ns.warmup:])
     step_s = statistics.median(times["plain"][ns.warmup:])
     rate = flops / step_s / 1e9
-    print_result({
+    report_routing(ns, routing_figures(ns, trainer, batches), {
         "benchmark": "cpu_step", "threads": torch.get_num_threads(), "batch_size": ns.batch_size,
         "model": {"hidden_size": ns.hidden_size, "layers": ns.num_layers, "codebooks": ns.num_codebooks},
         "step_seconds": round(step_s, 4), "flops_per_step": flops, "step_gflops": round(rate, 1),
@@ -145,6 +191,16 @@ def main() -> None:
             for name, t in times.items() if name != "plain"},
         "variants_max_relative_loss_gap": {k: float(f"{v:.2e}") for k, v in agree.items() if k != "plain"},
     })
+
+
+def report_routing(ns: argparse.Namespace, routing: dict[str, Any], result: dict[str, Any] | None = None) -> None:
+    """Print the result with its routing section; exit 1 on a routing fault (`routing_faults`)."""
+    print_result((result or {"benchmark": "cpu_step", "threads": torch.get_num_threads(),
+                              "batch_size": ns.batch_size}) | {"routing": routing})
+    faults = routing_faults(routing)
+    if faults:
+        print("; ".join(faults), file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

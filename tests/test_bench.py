@@ -38,6 +38,8 @@ PLANTS = {
     # Voice-activity detection finds no speech at all.
     "deaf_vad": "import numpy as np; from trainer.recordings import vad; "
                 "vad.speech_scores = lambda samples: np.zeros(-(-len(samples) // vad.WINDOW), dtype=np.float32)",
+    # The decoder layers keep transformers' per-layer boolean-mask routing: no split shared by the layers.
+    "no_shared_routing": "from trainer.model import routing as r; r.install_routing = lambda model: 0",
     # The synthesizer decodes no audio from the codes it generated.
     "silent_decode": "import numpy as np; from trainer.generate.synthesizer import Synthesizer as S; "
                      "S.decode = lambda self, codes: np.zeros(0, dtype=np.float32)",
@@ -237,6 +239,19 @@ def test_cpu_step_benchmark_reports_the_profile_the_matmul_fraction_and_variants
     assert "aten::mm" in out["profile_self_cpu_share"] and sum(out["profile_self_cpu_share"].values()) <= 1.001
     assert set(out["variants_speedup"]) == {"adamw_foreach", "adamw_for_loop", "clip_foreach", "attention_eager"}
     assert all(gap <= 1e-4 for gap in out["variants_max_relative_loss_gap"].values())
+    for model in ("tiny", "mid"):
+        routing = out["routing"][model]
+        assert routing["routed"]["syncs_per_step"] < routing["transformers"]["syncs_per_step"]
+        assert routing["routed"]["graph_breaks_per_layer"] == 0 < routing["transformers"]["graph_breaks_per_layer"]
+        assert all(routing[way]["max_relative_loss_gap"] <= 1e-5 for way in ("routed", "dense"))
+
+
+@pytest.mark.slow
+def test_cpu_step_benchmark_fails_when_the_layers_keep_transformers_routing(tmp_path) -> None:
+    proc = _run_planted("no_shared_routing", "bench_cpu_step.py", *TOY, "--profile_steps", "1", "--matmul_size", "64",
+                        "--workdir", str(tmp_path))
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "tiny: routed step syncs" in proc.stderr and "mid: routed step syncs" in proc.stderr
 
 
 GENERATE_TOY = ["--models", "tiny", "--prompts", "2", "--max_audio_seconds", "1", "--max_ratio", "1000"]

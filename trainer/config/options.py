@@ -58,6 +58,12 @@ class ModelArgs:
     gradient_checkpointing: bool = opt(
         False, "Recompute activations in the backward pass: less memory, about 30% more compute."
     )
+    precomputed_routing: bool = opt(
+        True,
+        "Split audio and text tokens once per forward and give every decoder layer the index tensors "
+        "(outputs equal to transformers' layer; one device synchronisation per forward instead of 18 per layer, "
+        "and no torch.compile graph breaks in a layer); false keeps transformers' boolean-mask routing.",
+    )
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = opt(
         "sdpa",
         "Attention kernel.",
