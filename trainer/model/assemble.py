@@ -113,8 +113,11 @@ def keep_audio_embeddings_in_text_dtype(model: Any) -> None:
 
 
 def assemble(model: Any, model_args: ModelArgs, lora_args: LoraArgs) -> Any:
-    """The model to train: routed with one token split per forward (`--precomputed_routing`), then wrapped in
-    LoRA (`--use_lora`) or with the freezing options applied."""
+    """The model to train, assembled from the options.
+
+    Routed with one token split per forward (`--precomputed_routing`), then wrapped in LoRA (`--use_lora`) or
+    with the freezing options applied.
+    """
     keep_audio_embeddings_in_text_dtype(model)
     if model_args.precomputed_routing:  # before LoRA: peft then wraps the routed layers' own Linear modules
         from trainer.model.routing import install_routing
