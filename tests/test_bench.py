@@ -56,7 +56,7 @@ def _run_planted(plant: str, script: str, *args: str) -> subprocess.CompletedPro
 def test_padding_benchmark_reports_both_orders_drawn_by_the_trainer(tmp_path) -> None:
     out = _run("bench_padding.py", "--samples", "800", "--epochs", "1", "--workdir", str(tmp_path), tmp_path=tmp_path)
     assert 0 < out["real_fraction_random"] < out["real_fraction_length_grouped"] <= 1
-    assert out["group_by_length_default"] is True and out["sampler"] == "LengthGroupedSampler"
+    assert out["group_by_length_default"] is True and out["sampler"] == "LengthGroupedOrder"
     assert out["target"] == {"min_real_fraction": 0.9, "met": True}
 
 
