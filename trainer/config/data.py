@@ -63,6 +63,12 @@ class DataArgs:
         "and reused while the data files and the options that shape samples are unchanged "
         "(docs/training.md#large-datasets); false holds every sample in each rank's memory.",
     )
+    prepare_workers: int = opt(
+        1,
+        "Processes that render and tokenize samples while the dataset index is built (by prepare, or by train "
+        "when the index is stale); about one per free core.",
+        minimum=1,
+    )
     seed_split: int = opt(
         0, "Seed of the train/validation split and of the reference clips picked for corpora that name "
         "speakers, kept apart from the training seed.",

@@ -152,26 +152,59 @@ class FrameCounts:
         return self.frames[key]
 
 
+CHUNK = 1000  # conversations a worker renders per task: large enough that pickling the results stays cheap
+
+_render_in_child: Callable[[Any], Any] | None = None  # set before the workers fork; they inherit it
+_convs_in_child: list = []
+
+
+def _render_chunk(start: int) -> list:
+    assert _render_in_child is not None
+    return [_render_in_child(c) for c in _convs_in_child[start:start + CHUNK]]
+
+
+def rendered(convs: list, render: Callable[[Any], Any], workers: int) -> Iterator[Any]:
+    """`render(conv)` of each conversation, in order: in this process, or in `workers` forked processes.
+
+    Forked, so that the workers inherit the tokenizer and the conversations instead of pickling them; each task
+    is a range of conversations, and only the token ids come back.
+    """
+    global _render_in_child, _convs_in_child
+    if workers <= 1 or len(convs) <= CHUNK:
+        yield from map(render, convs)
+        return
+    import multiprocessing
+
+    _render_in_child, _convs_in_child = render, convs
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            for chunk in pool.imap(_render_chunk, range(0, len(convs), CHUNK)):
+                yield from chunk
+    finally:
+        _render_in_child, _convs_in_child = None, []
+
+
 def write_samples(writer: IndexWriter, convs: list, bad: list[BadSample], *, keys: dict, cache: CodeCache,
                   render: Callable[[Any], tuple[list[int], list[bool], list[int]] | BadSample],
-                  num_codebooks: int, progress: bool, between: Callable[[], None]) -> None:
+                  num_codebooks: int, progress: bool, between: Callable[[], None], workers: int = 1) -> None:
     """Every read-time bad sample, then each conversation rendered (or found bad) into `writer`, in input order.
 
     `render(conv)` is the tokenization `trainer.encode.prepare` does for the in-memory path, so both paths build
-    the same samples; a clip whose codes are missing from the cache makes its sample bad, as there.
+    the same samples; a clip whose codes are missing from the cache makes its sample bad, as there. `workers`
+    processes render in parallel (`--prepare_workers`).
     """
     for b in bad:
         writer.add_bad(b)
     frames = FrameCounts(cache)
     counter = Counter(len(convs), "indexing samples", "sample") if progress else None
-    for conv in convs:
+    for conv, out in zip(convs, rendered(convs, render, workers), strict=True):
         between()
         clips = conv.clips()
         clip_keys = [keys[c] for c in clips]
         counts = [frames(k) for k in clip_keys]
         missing = next((c for c, n in zip(clips, counts, strict=True) if n is None), None)
-        out = (BadSample(conv.source, f"audio could not be decoded or encoded: {missing}")
-               if missing is not None else render(conv))
+        if missing is not None:
+            out = BadSample(conv.source, f"audio could not be decoded or encoded: {missing}")
         if isinstance(out, BadSample):
             writer.add_bad(out)
         else:

@@ -295,7 +295,8 @@ def _prepare_indexed(args: DataArgs, *, evaluate: bool, report_dir: Path | None,
 
             write_samples(writer, convs, bad, keys=keys, cache=cache,
                           render=lambda conv: render(conv, tokenizer, layout), num_codebooks=layout.num_codebooks,
-                          progress=dist.rank() == 0, between=at_most_every(PEER_CHECK_SECONDS, between_samples))
+                          progress=dist.rank() == 0, between=at_most_every(PEER_CHECK_SECONDS, between_samples),
+                          workers=args.prepare_workers)
 
         return open_index(args, path, cache=cache, text_identity=text_identity, build=build)
 
