@@ -9,8 +9,8 @@ access; Arrow would add pyarrow (about 100 MB) to the image for the same layout.
 
 Files of one index directory (`n` samples, `s` segments = audio clips in all, `t` tokens):
 
-    tokens.npy int32[t], token_offsets.npy int64[n+1]        the rendered conversation, one placeholder per clip
-    clips.npy int32[s], clip_offsets.npy int64[n+1]          each clip's row in keys.npy (cache keys, S64)
+    tokens.npy int32[t], tokens_offsets.npy int64[n+1]       the rendered conversation, one placeholder per clip
+    clips.npy int32[s], clips_offsets.npy int64[n+1]         each clip's row in keys.npy (cache keys, S64)
     targets.npy bool[s]                                      is the clip a training target
     text.npy int32[...], text_offsets.npy int64[n+1]         text target positions (into the sample's tokens)
     lengths.npy int32[n]                                     expanded length, the length grouping's key
