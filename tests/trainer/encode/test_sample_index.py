@@ -213,3 +213,13 @@ def test_the_sampler_draws_transformers_length_grouped_order(n, batch) -> None:
         torch.manual_seed(seed)
         got = list(LengthGroupedOrder(batch, np.asarray(lengths, dtype=np.int32)))
         assert got == want
+
+
+def test_rendering_in_forked_workers_builds_the_same_index(parts, code_cache, tmp_path, monkeypatch) -> None:
+    from trainer.encode import index_build
+
+    monkeypatch.setattr(index_build, "CHUNK", 2)  # six samples: three tasks over two workers
+    data = _jsonl(tmp_path)
+    memory, layout = prepared(parts, data, code_cache, tmp_path / "a", data_index="false", disable_eval="true")
+    forked, _ = prepared(parts, data, tmp_path / "cache", tmp_path / "b", disable_eval="true", prepare_workers="2")
+    assert_same_batches(batches(memory.train, layout), batches(forked.train, layout))
