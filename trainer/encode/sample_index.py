@@ -182,6 +182,14 @@ class SampleIndex:
     def __len__(self) -> int:
         return len(self.lengths)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A data loader worker (spawned) gets the directory and maps the files itself: pickling a memmap would
+        # copy the whole column into every worker.
+        return {"dir": self.dir}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["dir"])  # type: ignore[misc]
+
     def string(self, name: str, i: int) -> str:
         data, offsets = self.strings[name]
         return bytes(data[offsets[i]:offsets[i + 1]]).decode()

@@ -223,3 +223,14 @@ def test_rendering_in_forked_workers_builds_the_same_index(parts, code_cache, tm
     memory, layout = prepared(parts, data, code_cache, tmp_path / "a", data_index="false", disable_eval="true")
     forked, _ = prepared(parts, data, tmp_path / "cache", tmp_path / "b", disable_eval="true", prepare_workers="2")
     assert_same_batches(batches(memory.train, layout), batches(forked.train, layout))
+
+
+def test_a_data_loader_worker_maps_the_index_instead_of_receiving_a_copy(parts, code_cache, tmp_path) -> None:
+    import pickle
+
+    indexed, layout = prepared(parts, DEMO_DATA, code_cache, tmp_path / "a", disable_eval="true")
+    view = indexed.train
+    blob = pickle.dumps(view)
+    assert len(blob) < 2000  # the directory, not the columns
+    again = pickle.loads(blob)
+    assert_same_batches(batches(view, layout), batches(again, layout))
