@@ -110,7 +110,9 @@ def _dataset(kind: str, tmp: Path) -> Path:
     return tmp / "ds"
 
 
-FORMATS = ["chatml", "jsonl", "directory", "ljspeech", "libritts", "commonvoice", "hf_dataset"]
+# The corpora that name speakers speak their clips with espeak-ng and encode them first: seconds each, so slow.
+FORMATS = ["chatml", "jsonl", "directory", "ljspeech",
+           *(pytest.param(kind, marks=pytest.mark.slow) for kind in ("libritts", "commonvoice", "hf_dataset"))]
 
 
 @pytest.mark.parametrize("kind", FORMATS)
@@ -234,3 +236,13 @@ def test_a_data_loader_worker_maps_the_index_instead_of_receiving_a_copy(parts, 
     assert len(blob) < 2000  # the directory, not the columns
     again = pickle.loads(blob)
     assert_same_batches(batches(view, layout), batches(again, layout))
+
+
+def test_workers_render_in_other_processes_and_keep_the_order(monkeypatch) -> None:
+    from trainer.encode import index_build
+
+    monkeypatch.setattr(index_build, "CHUNK", 3)
+    out = list(index_build.rendered(list(range(10)), lambda x: (x, os.getpid()), workers=2))
+    assert [x for x, _ in out] == list(range(10))
+    assert os.getpid() not in {pid for _, pid in out}
+    assert [x for x, _ in index_build.rendered([1, 2], lambda x: (x, 0), workers=2)] == [1, 2]  # small: in-process
