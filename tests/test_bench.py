@@ -58,7 +58,7 @@ def _run_planted(plant: str, script: str, *args: str) -> subprocess.CompletedPro
 def test_padding_benchmark_reports_both_orders_drawn_by_the_trainer(tmp_path) -> None:
     out = _run("bench_padding.py", "--samples", "800", "--epochs", "1", "--workdir", str(tmp_path), tmp_path=tmp_path)
     assert 0 < out["real_fraction_random"] < out["real_fraction_length_grouped"] <= 1
-    assert out["group_by_length_default"] is True and out["sampler"] == "LengthGroupedSampler"
+    assert out["group_by_length_default"] is True and out["sampler"] == "LengthGroupedOrder"
     assert out["target"] == {"min_real_fraction": 0.9, "met": True}
 
 
@@ -301,3 +301,16 @@ def test_build_dataset_benchmark_fails_when_the_detector_hears_nothing(tmp_path)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "segmentation found 0 of" in proc.stderr
     assert json.loads(proc.stdout)["checks"]["every_utterance_found"] is False
+
+
+@pytest.mark.slow
+def test_data_scale_benchmark_reports_the_index_against_the_in_memory_baseline(tmp_path) -> None:
+    out = _run("bench_data_scale.py", "--sizes", "300", "--prepare_workers", "1", "--workdir", str(tmp_path),
+               tmp_path=tmp_path)
+    (row,) = out["results"]
+    assert row["samples"] == 300 and row["index"]["index_mb"] > 0
+    for side in ("index", "baseline"):
+        for cmd in ("prepare", "train_1", "train_2"):
+            assert row[side][cmd]["seconds"] > 0 and row[side][cmd]["peak_rss_gb"] > 0.1, (side, cmd)
+    assert set(row["ratio"]) == {f"{c}_{w}" for c in ("prepare", "train_1", "train_2")
+                                 for w in ("seconds", "peak_rss_gb")}

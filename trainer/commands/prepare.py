@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 from trainer import errors
 from trainer.config.options import Config
@@ -35,6 +36,9 @@ def prepare_only(cfg: Config) -> dict[str, int]:
         layout=Layout.from_model(parts.model_config, parts.tokenizer),
         load_codec=lambda: load_audio_tokenizer(cfg.model),
         sample_rate=parts.codec_config.sample_rate,
+        # the full list of bad samples: in OUTPUT_DIR when it exists, else beside the code cache
+        report_dir=Path(cfg.train.output_dir) if cfg.train.output_dir and os.path.isdir(cfg.train.output_dir)
+        else cache_root(cfg),
     )
     counts = {
         "train_samples": len(data.train),

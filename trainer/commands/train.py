@@ -184,6 +184,7 @@ def build(cfg: Config):
         layout=layout,
         load_codec=lambda: load_audio_tokenizer(m, device),
         sample_rate=parts.codec_config.sample_rate,
+        report_dir=Path(t.output_dir),
     )
     log.info("data: %d training samples, %s evaluation samples, %d bad samples skipped",
              len(data.train), len(data.eval) if data.eval is not None else "no", len(data.bad))

@@ -60,6 +60,18 @@ class DataArgs:
         "cache costs well under 1% of a step (bench/bench_data_path.py). Workers start with the spawn method.",
         minimum=0,
     )
+    data_index: bool = opt(
+        True,
+        "Keep the prepared samples in a dataset index on disk beside the code cache, memory-mapped by every rank "
+        "and reused while the data files and the options that shape samples are unchanged "
+        "(docs/training.md#large-datasets); false holds every sample in each rank's memory.",
+    )
+    prepare_workers: int = opt(
+        1,
+        "Processes that render and tokenize samples while the dataset index is built (by prepare, or by train "
+        "when the index is stale); about one per free core.",
+        minimum=1,
+    )
     seed_split: int = opt(
         0, "Seed of the train/validation split and of the reference clips picked for corpora that name "
         "speakers, kept apart from the training seed.",

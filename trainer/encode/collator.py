@@ -7,6 +7,7 @@ conversation (a test checks this); the labels follow voice-cloning practice rath
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,7 +150,7 @@ def expand(sample: EncodedSample, layout: Layout, text_labels: bool) -> dict[str
 class SampleDataset:
     """A map-style dataset of expanded samples (a torch `Dataset` by protocol: `__len__`, `__getitem__`)."""
 
-    def __init__(self, samples: list[EncodedSample], layout: Layout, text_labels: bool) -> None:
+    def __init__(self, samples: Sequence[EncodedSample], layout: Layout, text_labels: bool) -> None:
         self.samples = samples
         self.layout = layout
         self.text_labels = text_labels
@@ -160,8 +161,14 @@ class SampleDataset:
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
         return expand(self.samples[i], self.layout, self.text_labels)
 
-    def lengths(self) -> list[int]:
-        """Every sample's expanded length, for the length-grouped sampler."""
+    def lengths(self) -> Sequence[int]:
+        """Every sample's expanded length, for the length-grouped sampler.
+
+        From the dataset index when there is one (memory-mapped, no pass over the samples), else counted from
+        the samples in memory.
+        """
+        if hasattr(self.samples, "lengths"):
+            return self.samples.lengths()
         return [s.num_tokens(self.layout.num_codebooks) for s in self.samples]
 
 

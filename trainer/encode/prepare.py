@@ -11,19 +11,25 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from trainer import dist
 from trainer.config.options import Config, DataArgs
 from trainer.config.values import label
+from trainer.data.bad_report import FILE_NAME as BAD_FILE
+from trainer.data.bad_report import LIST_LIMIT, summarize_bad_samples, write_bad_samples
 from trainer.data.load import ReadOptions, References, format_bad_samples, load_conversations
 from trainer.data.samples import BadSample, Clip, Conversation
 from trainer.encode.code_cache import CodeCache, clip_key, file_digest, fill_cache, tokenizer_identity
 from trainer.encode.collator import EncodedSample, Layout, text_targets_after, tokenize_conversation
 from trainer.encode.counter import Counter
+from trainer.encode.index_build import open_index, tokenizer_fingerprint, write_samples
+from trainer.encode.sample_index import IndexView, IndexWriter, SampleIndex
 from trainer.errors import BadSamplesError, ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -36,9 +42,10 @@ PEER_CHECK_SECONDS = 0.5
 
 @dataclass
 class PreparedData:
-    """The encoded training and evaluation samples, and the bad samples found on the way."""
-    train: list[EncodedSample]
-    eval: list[EncodedSample] | None
+    """The training and evaluation samples (lists in memory, or `IndexView`s of the dataset index)."""
+
+    train: Sequence[EncodedSample]
+    eval: Sequence[EncodedSample] | None
     bad: list[BadSample] = field(default_factory=list)
 
 
@@ -66,6 +73,22 @@ def read_dataset(args: DataArgs, path: str) -> tuple[list[Conversation], list[Ba
     )
 
 
+def render(conv: Conversation, tokenizer: Any, layout: Layout) -> tuple[list[int], list[bool], list[int]] | BadSample:
+    """A conversation's token ids, per clip whether it is a target, and its text target positions (or why not)."""
+    try:
+        ids = tokenize_conversation(tokenizer, conv.messages, layout)
+    except Exception as err:  # the checkpoint's chat template raises on formats it cannot render
+        return BadSample(conv.source, f"the chat template cannot render this conversation: {err}")
+    positions = [i for i, t in enumerate(ids) if t == layout.audio_token_id]
+    flags = conv.target_flags()
+    if len(positions) != len(flags):
+        return BadSample(
+            conv.source, f"the chat template rendered {len(positions)} audio placeholders for {len(flags)} clips"
+        )
+    targets = [pos for pos, is_t in zip(positions, flags, strict=True) if is_t]
+    return ids, flags, text_targets_after(ids, targets, layout.eot_id)
+
+
 def encode_conversation(
     conv: Conversation, tokenizer: Any, layout: Layout, cache: CodeCache, keys: dict[Clip, str]
 ) -> EncodedSample | BadSample:
@@ -77,25 +100,12 @@ def encode_conversation(
         if c is None:
             return BadSample(conv.source, f"audio could not be decoded or encoded: {clip}")
         codes.append(c)
-    try:
-        ids = tokenize_conversation(tokenizer, conv.messages, layout)
-    except Exception as err:  # the checkpoint's chat template raises on formats it cannot render
-        return BadSample(conv.source, f"the chat template cannot render this conversation: {err}")
-    positions = [i for i, t in enumerate(ids) if t == layout.audio_token_id]
-    if len(positions) != len(clips):
-        return BadSample(
-            conv.source, f"the chat template rendered {len(positions)} audio placeholders for {len(clips)} clips"
-        )
-    flags = conv.target_flags()
-    targets = [pos for pos, is_t in zip(positions, flags, strict=True) if is_t]
-    return EncodedSample(
-        id=conv.id,
-        source=conv.source,
-        input_ids=ids,
-        codes=codes,
-        is_target=flags,
-        text_target_positions=text_targets_after(ids, targets, layout.eot_id),
-    )
+    out = render(conv, tokenizer, layout)
+    if isinstance(out, BadSample):
+        return out
+    ids, flags, text_targets = out
+    return EncodedSample(id=conv.id, source=conv.source, input_ids=ids, codes=codes, is_target=flags,
+                         text_target_positions=text_targets)
 
 
 def encode_all(
@@ -113,20 +123,7 @@ def encode_all(
     (`trainer.train.signals`): the encoding loop and the wait both poll for a peer's stop. The waiting ranks give
     up after --ddp_timeout without encoding progress, not after --ddp_timeout in all.
     """
-    clips = sorted({clip for c in convs for clip in c.clips()}, key=str)
-    digests = digest_files(sorted({clip.path for clip in clips}), progress=dist.rank() == 0)
-    keys = {clip: clip_key(clip, digests[clip.path]) for clip in clips}
-    if dist.local_rank() == 0:
-
-        def between_files() -> None:
-            dist.raise_if_peer_stopped()
-            dist.note_progress()  # the ranks waiting below count their timeout from here
-
-        between = at_most_every(PEER_CHECK_SECONDS, between_files)
-        _, failures = fill_cache(clips, cache, load_codec, sample_rate=sample_rate, keys=keys,
-                                 progress=dist.rank() == 0, between=between)
-        for clip, reason in failures:
-            log.error("%s: %s", clip, reason)
+    keys = fill(convs, cache=cache, load_codec=load_codec, sample_rate=sample_rate)
     dist.barrier(poll=dist.raise_if_peer_stopped)
     samples: list[EncodedSample] = []
     bad: list[BadSample] = []
@@ -134,6 +131,26 @@ def encode_all(
         out = encode_conversation(conv, tokenizer, layout, cache, keys)
         (samples if isinstance(out, EncodedSample) else bad).append(out)  # type: ignore[arg-type]
     return samples, bad
+
+
+def fill(convs: list[Conversation], *, cache: CodeCache, load_codec: Callable[[], Any],
+         sample_rate: int) -> dict[Clip, str]:
+    """Every clip's cache key; local rank 0 also encodes the clips missing from the cache."""
+    clips = sorted({clip for c in convs for clip in c.clips()}, key=str)
+    digests = digest_files(sorted({clip.path for clip in clips}), progress=dist.rank() == 0)
+    keys = {clip: clip_key(clip, digests[clip.path]) for clip in clips}
+    if dist.local_rank() == 0:
+
+        def between_files() -> None:
+            dist.raise_if_peer_stopped()
+            dist.note_progress()  # the ranks waiting at the barrier count their timeout from here
+
+        between = at_most_every(PEER_CHECK_SECONDS, between_files)
+        _, failures = fill_cache(clips, cache, load_codec, sample_rate=sample_rate, keys=keys,
+                                 progress=dist.rank() == 0, between=between)
+        for clip, reason in failures:
+            log.error("%s: %s", clip, reason)
+    return keys
 
 
 def digest_files(paths: list[str], *, progress: bool) -> dict[str, str]:
@@ -179,6 +196,45 @@ def split_validation(samples: list[EncodedSample], fraction: float, seed: int) -
     return [s for i, s in enumerate(samples) if i not in held], [s for i, s in enumerate(samples) if i in held]
 
 
+def split_rows(count: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`split_validation`'s hold-out as row numbers (train, eval), each in input order, for an index."""
+    if count < 2:
+        raise ConfigError(
+            f"{label('validation_split')}: {count} training sample(s) cannot be split; "
+            "give EVAL_DATA_FILE or set DISABLE_EVAL=true"
+        )
+    order = list(range(count))
+    random.Random(seed).shuffle(order)  # the same draws as split_validation: the same split from either path
+    n_eval = min(count - 1, max(1, round(count * fraction)))
+    held = np.zeros(count, dtype=bool)
+    held[np.asarray(order[:n_eval], dtype=np.int64)] = True
+    del order
+    return np.flatnonzero(~held), np.flatnonzero(held)
+
+
+def report_bad(bad: list[BadSample], args: DataArgs, report_dir: Path | None) -> None:
+    """Raise `BadSamplesError` with the report of every bad sample, or log it when skipping them.
+
+    Up to `LIST_LIMIT` they are listed; more are summarised per kind, the full list in `report_dir`.
+    """
+    if not bad:
+        return
+    if len(bad) <= LIST_LIMIT:
+        report = format_bad_samples(bad)
+    else:
+        full = None
+        if report_dir is not None:
+            full = Path(report_dir) / BAD_FILE
+            if dist.is_main():
+                write_bad_samples(bad, full)
+        report = summarize_bad_samples(bad, full)
+    if not args.skip_bad_samples:
+        raise BadSamplesError(
+            report + "\nFix these samples, or pass --skip_bad_samples (SKIP_BAD_SAMPLES=true) to skip them."
+        )
+    log.warning("skipping bad samples (--skip_bad_samples):\n%s", report)
+
+
 def prepare_data(
     args: DataArgs,
     *,
@@ -188,30 +244,31 @@ def prepare_data(
     layout: Layout,
     load_codec: Callable[[], Any],
     sample_rate: int,
+    report_dir: Path | None = None,
 ) -> PreparedData:
-    """All of data preparation; raises `BadSamplesError` listing every bad sample unless skipping."""
+    """All of data preparation; raises `BadSamplesError` listing every bad sample unless skipping.
+
+    With `--data_index` (the default) the samples come from the dataset index beside the code cache, built
+    first when it is not current (`trainer.encode.index_build`); without it they are held in memory.
+    """
     assert args.train_data_file
     if evaluate and not args.eval_data_file and args.validation_split <= 0:
         raise ConfigError(
             "evaluation is on but there is no evaluation data: set EVAL_DATA_FILE (--eval_data_file) or "
             "VALIDATION_SPLIT > 0, or turn evaluation off with DISABLE_EVAL=true"
         )
+    common = dict(cache=cache, tokenizer=tokenizer, layout=layout, load_codec=load_codec, sample_rate=sample_rate)
+    if args.data_index:
+        return _prepare_indexed(args, evaluate=evaluate, report_dir=report_dir, **common)  # type: ignore[arg-type]
     train_convs, bad = read_dataset(args, args.train_data_file)
     eval_convs: list[Conversation] = []
     if evaluate and args.eval_data_file:
         eval_convs, eval_bad = read_dataset(args, args.eval_data_file)
         bad += eval_bad
-    common = dict(cache=cache, tokenizer=tokenizer, layout=layout, load_codec=load_codec, sample_rate=sample_rate)
     train, train_bad = encode_all(train_convs, **common)  # type: ignore[arg-type]
     evals, eval_bad2 = encode_all(eval_convs, **common) if eval_convs else ([], [])  # type: ignore[arg-type]
     bad += train_bad + eval_bad2
-    if bad:
-        report = format_bad_samples(bad)
-        if not args.skip_bad_samples:
-            raise BadSamplesError(
-                report + "\nFix these samples, or pass --skip_bad_samples (SKIP_BAD_SAMPLES=true) to skip them."
-            )
-        log.warning("skipping bad samples (--skip_bad_samples):\n%s", report)
+    report_bad(bad, args, report_dir)
     if not train:
         raise DataError(f"{args.train_data_file}: no usable training samples")
     eval_set: list[EncodedSample] | None = None
@@ -223,3 +280,42 @@ def prepare_data(
         else:
             train, eval_set = split_validation(train, args.validation_split, args.seed_split)
     return PreparedData(train=train, eval=eval_set, bad=bad)
+
+
+def _prepare_indexed(args: DataArgs, *, evaluate: bool, report_dir: Path | None, cache: CodeCache, tokenizer: Any,
+                     layout: Layout, load_codec: Callable[[], Any], sample_rate: int) -> PreparedData:
+    """`prepare_data` from the dataset index: every rank maps it; local rank 0 builds it when it is stale."""
+    text_identity = tokenizer_fingerprint(tokenizer, layout)
+
+    def index_of(path: str) -> SampleIndex:
+        def build(writer: IndexWriter) -> None:
+            convs, bad = read_dataset(args, path)
+            keys = fill(convs, cache=cache, load_codec=load_codec, sample_rate=sample_rate)
+
+            def between_samples() -> None:
+                dist.raise_if_peer_stopped()
+                dist.note_progress()
+
+            write_samples(writer, convs, bad, keys=keys, cache=cache,
+                          render=lambda conv: render(conv, tokenizer, layout), num_codebooks=layout.num_codebooks,
+                          progress=dist.rank() == 0, between=at_most_every(PEER_CHECK_SECONDS, between_samples),
+                          workers=args.prepare_workers)
+
+        return open_index(args, path, cache=cache, text_identity=text_identity, build=build)
+
+    assert args.train_data_file
+    train_index = index_of(args.train_data_file)
+    eval_index = index_of(args.eval_data_file) if evaluate and args.eval_data_file else None
+    bad = list(train_index.bad_samples()) + (list(eval_index.bad_samples()) if eval_index is not None else [])
+    report_bad(bad, args, report_dir)
+    if not len(train_index):
+        raise DataError(f"{args.train_data_file}: no usable training samples")
+    train, eval_set = IndexView(train_index, cache), None
+    if eval_index is not None:
+        if not len(eval_index):
+            raise DataError(f"{args.eval_data_file}: no usable evaluation samples")
+        eval_set = IndexView(eval_index, cache)
+    elif evaluate:
+        train_rows, eval_rows = split_rows(len(train_index), args.validation_split, args.seed_split)
+        train, eval_set = IndexView(train_index, cache, train_rows), IndexView(train_index, cache, eval_rows)
+    return PreparedData(train=train, eval=eval_set, bad=bad)  # type: ignore[arg-type]

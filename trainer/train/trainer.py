@@ -186,10 +186,10 @@ class HiggsAudioTrainer(Trainer):
         """Length-grouped order from the samples' known lengths (no pass over the data to measure them)."""
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if self.group_by_length and self.args.per_device_train_batch_size > 1 and hasattr(dataset, "lengths"):
-            from transformers.trainer_pt_utils import LengthGroupedSampler
+            from trainer.encode.length_groups import LengthGroupedOrder
 
             group = self.args.train_batch_size * self.args.gradient_accumulation_steps
-            return LengthGroupedSampler(group, lengths=dataset.lengths())
+            return LengthGroupedOrder(group, dataset.lengths())
         return super()._get_train_sampler(train_dataset)
 
     def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -63,4 +64,8 @@ def test_prepare_command_reports_counts_and_fills_the_cache(base_args, tmp_path)
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "'train_samples': 25" in proc.stdout and "'eval_samples': 3" in proc.stdout
-    assert len(list(Path(tmp_path / "cache").rglob("*.npy"))) == 28
+    entries = [p for p in Path(tmp_path / "cache").rglob("*.npy") if "index" not in p.relative_to(tmp_path).parts]
+    assert len(entries) == 28
+    # and the dataset index beside the entries, of all 28 samples (the validation split is drawn when training)
+    indexes = list(Path(tmp_path / "cache").glob("*/index/*/meta.json"))
+    assert len(indexes) == 1 and json.loads(indexes[0].read_text())["samples"] == 28

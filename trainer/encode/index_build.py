@@ -1,0 +1,220 @@
+"""Use the dataset index when it is current, build it when it is not: one builder per node, the others wait.
+
+An index is current when its fingerprint matches: the data file's (or every file of a data directory's) path,
+size and modification time, the options that shape samples, and the text tokenizer and its chat template
+(`fingerprint`). It lives beside the code cache, under the audio tokenizer's namespace (the cache keys it holds
+are that tokenizer's), as `index/<data file name>-<path hash>-<fingerprint>/`. Local rank 0 builds it under a file
+lock (two jobs, or two nodes on one volume, never build one index twice at once) while the other ranks wait at
+a barrier; the build writes to a temporary directory and renames it into place, so a reader never sees half an
+index. An audio file replaced under the same name with the data file untouched is not noticed: run `prepare`
+again after touching the data file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainer import dist
+from trainer.config.options import DataArgs
+from trainer.data.samples import BadSample
+from trainer.encode.code_cache import CodeCache
+from trainer.encode.collator import EncodedSample, Layout
+from trainer.encode.counter import Counter
+from trainer.encode.sample_index import META, IndexWriter, SampleIndex
+
+log = logging.getLogger(__name__)
+
+INDEX_VERSION = 1  # bump when the files of an index change meaning
+# The options that change which samples there are or how they render (DataArgs field names).
+SHAPING_OPTIONS = (
+    "system_prompt", "max_audio_seconds", "min_audio_seconds", "data_format", "text_column", "audio_column",
+    "speaker_column", "reference_clips", "reference_max_seconds", "seed_split",
+)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+                   "chat_template.json", "config.json")
+
+
+def data_files(path: str) -> Iterator[tuple[str, int, int]]:
+    """(path, size, mtime_ns) of the data file, or of every file under a data directory, in a fixed order."""
+    if os.path.isfile(path):
+        st = os.stat(path)
+        yield os.path.abspath(path), st.st_size, st.st_mtime_ns
+        return
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            full = os.path.join(root, name)
+            st = os.stat(full)
+            yield os.path.abspath(full), st.st_size, st.st_mtime_ns
+
+
+def tokenizer_fingerprint(tokenizer: Any, layout: Layout) -> str:
+    """What of the text side decides the token ids: the tokenizer's files, its chat template, the layout ids."""
+    h = hashlib.sha256(repr(layout).encode())
+    h.update(str(getattr(tokenizer, "chat_template", "")).encode())
+    source = Path(str(getattr(tokenizer, "name_or_path", "")))
+    for name in TOKENIZER_FILES:
+        if (source / name).is_file():
+            h.update(name.encode())
+            h.update(hashlib.sha256((source / name).read_bytes()).digest())
+    return h.hexdigest()
+
+
+def fingerprint(args: DataArgs, path: str, text_identity: str) -> str:
+    """The key of an index: data files (size, mtime), the shaping options and the text tokenizer."""
+    h = hashlib.sha256(f"v{INDEX_VERSION}\n{text_identity}\n".encode())
+    h.update(json.dumps({name: getattr(args, name) for name in SHAPING_OPTIONS}, sort_keys=True).encode())
+    for entry in data_files(path):
+        h.update(repr(entry).encode())
+    return h.hexdigest()[:24]
+
+
+def index_dir(cache: CodeCache, path: str, key: str) -> Path:
+    """Where the index of `path` with fingerprint `key` lives, beside the code cache's entries."""
+    absolute = os.path.abspath(path)
+    stem = f"{Path(absolute).name}-{hashlib.sha256(absolute.encode()).hexdigest()[:8]}"
+    return cache.dir / "index" / f"{stem}-{key}"
+
+
+def is_current(directory: Path, key: str) -> bool:
+    """Whether the index in `directory` was built for the fingerprint `key`, so it can be used as it is."""
+    meta = directory / META
+    return meta.is_file() and json.loads(meta.read_text()).get("fingerprint") == key
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive `flock` on `path` (created if missing), held for the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def open_index(args: DataArgs, path: str, *, cache: CodeCache, text_identity: str,
+               build: Callable[[IndexWriter], None]) -> SampleIndex:
+    """The current index of `path`, built first by local rank 0 (`build` fills a writer) when there is none.
+
+    Every rank passes the barrier, whether or not an index had to be built, so that no rank reads one that
+    local rank 0 is still writing.
+    """
+    key = fingerprint(args, path, text_identity)
+    final = index_dir(cache, path, key)
+    if dist.local_rank() == 0 and not is_current(final, key):
+        with file_lock(final.parent / f"{final.name}.lock"):
+            if not is_current(final, key):  # another job or node may have built it while this one waited
+                log.info("building the dataset index of %s in %s", path, final)
+                writer = IndexWriter(final, {"fingerprint": key, "data": os.path.abspath(path)})
+                try:
+                    build(writer)
+                    writer.commit()
+                except BaseException:
+                    writer.abort()
+                    raise
+                _remove_stale(final)
+    dist.barrier(poll=dist.raise_if_peer_stopped)
+    if not is_current(final, key):
+        raise RuntimeError(f"{final}: the dataset index local rank 0 built is missing")
+    return SampleIndex(final)
+
+
+def _remove_stale(final: Path) -> None:
+    """Indexes of the same data file with another fingerprint: nothing will open them again."""
+    stem = final.name.rsplit("-", 1)[0]
+    for other in final.parent.glob(f"{stem}-*"):
+        if other != final and other.is_dir() and not other.name.startswith("."):
+            shutil.rmtree(other, ignore_errors=True)
+
+
+class FrameCounts:
+    """Frames of each cache entry, read from its `.npy` header once: an index's lengths without its codes."""
+
+    def __init__(self, cache: CodeCache) -> None:
+        self.cache, self.frames = cache, {}
+
+    def __call__(self, key: str) -> int | None:
+        """Frames of cache entry `key`, or None when it is not in the cache."""
+        if key not in self.frames:
+            p = self.cache.path(key)
+            self.frames[key] = int(np.load(p, mmap_mode="r").shape[1]) if p.is_file() else None
+        return self.frames[key]
+
+
+CHUNK = 1000  # conversations a worker renders per task: large enough that pickling the results stays cheap
+
+_render_in_child: Callable[[Any], Any] | None = None  # set before the workers fork; they inherit it
+_convs_in_child: list = []
+
+
+def _render_chunk(start: int) -> list:
+    assert _render_in_child is not None
+    return [_render_in_child(c) for c in _convs_in_child[start:start + CHUNK]]
+
+
+def rendered(convs: list, render: Callable[[Any], Any], workers: int) -> Iterator[Any]:
+    """`render(conv)` of each conversation, in order: in this process, or in `workers` forked processes.
+
+    Forked, so that the workers inherit the tokenizer and the conversations instead of pickling them; each task
+    is a range of conversations, and only the token ids come back.
+    """
+    global _render_in_child, _convs_in_child
+    if workers <= 1 or len(convs) <= CHUNK:
+        yield from map(render, convs)
+        return
+    import multiprocessing
+
+    _render_in_child, _convs_in_child = render, convs
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            for chunk in pool.imap(_render_chunk, range(0, len(convs), CHUNK)):
+                yield from chunk
+    finally:
+        _render_in_child, _convs_in_child = None, []
+
+
+def write_samples(writer: IndexWriter, convs: list, bad: list[BadSample], *, keys: dict, cache: CodeCache,
+                  render: Callable[[Any], tuple[list[int], list[bool], list[int]] | BadSample],
+                  num_codebooks: int, progress: bool, between: Callable[[], None], workers: int = 1) -> None:
+    """Every read-time bad sample, then each conversation rendered (or found bad) into `writer`, in input order.
+
+    `render(conv)` is the tokenization `trainer.encode.prepare` does for the in-memory path, so both paths build
+    the same samples; a clip whose codes are missing from the cache makes its sample bad, as there. `workers`
+    processes render in parallel (`--prepare_workers`).
+    """
+    for b in bad:
+        writer.add_bad(b)
+    frames = FrameCounts(cache)
+    counter = Counter(len(convs), "indexing samples", "sample") if progress else None
+    for conv, out in zip(convs, rendered(convs, render, workers), strict=True):
+        between()
+        clips = conv.clips()
+        clip_keys = [keys[c] for c in clips]
+        counts = [frames(k) for k in clip_keys]
+        missing = next((c for c, n in zip(clips, counts, strict=True) if n is None), None)
+        if missing is not None:
+            out = BadSample(conv.source, f"audio could not be decoded or encoded: {missing}")
+        if isinstance(out, BadSample):
+            writer.add_bad(out)
+        else:
+            ids, flags, text_targets = out
+            sample = EncodedSample(conv.id, conv.source, ids, [], flags, text_targets)
+            length = len(ids) + sum(n + num_codebooks for n in counts)  # EncodedSample.num_tokens
+            writer.add(sample, clip_keys, conv.speaker, length)
+        if counter is not None:
+            counter.advance()
+    if counter is not None:
+        counter.close()
