@@ -251,6 +251,8 @@ def validate(cfg: Config, required: Collection[str] | None = None) -> None:
         raise ConfigError(
             f"{label('lora_target_modules')}: a 're:' regular expression must be the only entry"
         )
+    if t.fsdp_cpu_offload and not t.fsdp:
+        raise ConfigError(f"{label('fsdp_cpu_offload')}: applies to FSDP only; set {label('fsdp')} to true or drop it")
     if t.resume not in ("auto", "never") and not t.resume.strip():
         raise ConfigError(f"{label('resume')}: expected auto, never or a checkpoint path")
 
