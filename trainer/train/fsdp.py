@@ -20,6 +20,7 @@ def enable_on_cpu(trainer: Any) -> None:
     Raises:
         RuntimeError: accelerate dropped the plugin on an accelerator device, which this does not expect.
     """
+    from accelerate import PartialState
     from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
     if trainer.is_fsdp_enabled or not trainer.args.fsdp:
@@ -29,6 +30,10 @@ def enable_on_cpu(trainer: Any) -> None:
         raise RuntimeError(f"FSDP was asked for, and accelerate set up {state.distributed_type} instead")
     state.fsdp_plugin = FullyShardedDataParallelPlugin(**trainer.args.fsdp_plugin_args)
     state.distributed_type = DistributedType.FSDP
+    # Each later `AcceleratorState()` (the Trainer makes some, on resume too) copies the process state's type
+    # over its own: without this, rank 0 alone would load a resumed checkpoint and the ranks' collectives
+    # would no longer pair up.
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
     trainer.is_fsdp_enabled = True
 
 
