@@ -163,6 +163,9 @@ def build(cfg: Config):
     bf16 = on_gpu if m.bf16 == "auto" else m.bf16 == "true"
     if bf16 and not on_gpu:
         raise ConfigError(f"{label('bf16')}: bfloat16 training needs a GPU here; use BF16=auto or false on CPU")
+    if t.fsdp_cpu_offload and not on_gpu:
+        raise ConfigError(f"{label('fsdp_cpu_offload')}: moves FSDP's shards off a GPU, and this process has none; "
+                          "set FSDP_CPU_OFFLOAD=false on CPU")
     args = build_training_args(cfg, use_cpu=not on_gpu, bf16=bf16)  # also starts the process group
     set_seed(t.seed)
     tidy_output_dir(t.output_dir)
