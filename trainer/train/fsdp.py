@@ -13,12 +13,16 @@ from typing import Any
 
 import torch
 
+from trainer.config.values import label
+from trainer.errors import ConfigError
+
 
 def enable_on_cpu(trainer: Any) -> None:
     """Give the Trainer's accelerator the FSDP plugin it dropped on CPU processes, before anything is prepared.
 
     Raises:
-        RuntimeError: accelerate dropped the plugin on an accelerator device, which this does not expect.
+        ConfigError: accelerate dropped the plugin on a GPU: the process was not started by torchrun (or
+            `higgs-audio-trainer launch`), so there is no process group to shard over.
     """
     from accelerate import PartialState
     from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
@@ -27,7 +31,10 @@ def enable_on_cpu(trainer: Any) -> None:
         return
     state = trainer.accelerator.state
     if state.distributed_type not in (DistributedType.MULTI_CPU, DistributedType.NO) or torch.cuda.is_available():
-        raise RuntimeError(f"FSDP was asked for, and accelerate set up {state.distributed_type} instead")
+        raise ConfigError(
+            f"{label('fsdp')}: accelerate set up {state.distributed_type} instead of FSDP; start the run with "
+            "higgs-audio-trainer launch (or torchrun), which FSDP needs even on one GPU"
+        )
     state.fsdp_plugin = FullyShardedDataParallelPlugin(**trainer.args.fsdp_plugin_args)
     state.distributed_type = DistributedType.FSDP
     # Each later `AcceleratorState()` (the Trainer makes some, on resume too) copies the process state's type
