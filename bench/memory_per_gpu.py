@@ -69,7 +69,7 @@ def table(model: dict) -> dict:
 
 def markdown(result: dict) -> str:
     names = {"full_fp32_masters": "full, fp32 masters", "full_bf16_weights": "full, bf16 weights", "lora": "LoRA r=16"}
-    lines = ["| mode | state | activations | DDP, any count | FSDP 1 | FSDP 2 | FSDP 4 | FSDP 8 |",
+    lines = ["| mode | state S | activations A | DDP, any count | FSDP 1 | FSDP 2 | FSDP 4 | FSDP 8 |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for mode, row in result["rows"].items():
         fsdp = " | ".join(f"{row['fsdp_gib'][g]}" for g in (1, 2, 4, 8))
