@@ -169,3 +169,27 @@ def test_fsdp_checkpoint_of_two_processes_resumes_on_one(runs, tiny_ckpt, code_c
     losses = [h["loss"] for h in state["log_history"] if "loss" in h]
     assert losses[:5] == _losses(runs["fsdp"])[:5]  # the history it resumed from
     assert losses[5] < losses[0]  # the resumed weights, not fresh ones: step 6 starts below step 1's loss
+
+
+def test_fsdp_sigterm_on_one_rank_saves_a_complete_gathered_checkpoint_that_resumes(
+        tiny_ckpt, code_cache, tmp_path) -> None:
+    import signal
+
+    from tests.processes import rank_pids
+    from trainer import errors
+
+    out = tmp_path / "term"
+    args = _args(tiny_ckpt, code_cache, out, fsdp="true", max_steps="100000", save_steps="100000")
+    log = tmp_path / "launch.log"
+    with trainer_process("launch", launch_env(args, tmp_path), log) as run:
+        run.wait_for_log("{'loss'", count=3, timeout=240, interval=0.05)
+        os.kill(rank_pids(run.proc.pid)[1], signal.SIGTERM)  # one rank: every rank stops at the same step end
+        code = run.proc.wait(timeout=180)
+    assert code == errors.PREEMPTED, log.read_text()[-3000:]
+    (saved,) = [p for p in out.glob("checkpoint-*") if ckpt.is_complete(p)]
+    assert all((saved / f).is_file() for f in FSDP_FILES)
+    step = ckpt.step_of(saved)
+    again = launch(launch_env(_args(tiny_ckpt, code_cache, out, fsdp="true", max_steps=str(step + 2),
+                                    save_steps="100000"), tmp_path, termination_log="termination-again"))
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert f"resuming from {saved} at step {step}" in again.stdout + again.stderr
