@@ -193,3 +193,19 @@ def test_fsdp_sigterm_on_one_rank_saves_a_complete_gathered_checkpoint_that_resu
                                     save_steps="100000"), tmp_path, termination_log="termination-again"))
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert f"resuming from {saved} at step {step}" in again.stdout + again.stderr
+
+
+def test_lora_under_fsdp_resumes_to_the_uninterrupted_runs_losses_and_adapter(runs, tiny_ckpt, code_cache,
+                                                                              tmp_path) -> None:
+    import shutil
+
+    out = tmp_path / "lora"
+    out.mkdir()
+    shutil.copytree(runs["fsdp_lora"] / "checkpoint-5", out / "checkpoint-5")
+    again = launch(launch_env(_args(tiny_ckpt, code_cache, out, fsdp="true", use_lora="true"), tmp_path))
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    uninterrupted, resumed = _losses(runs["fsdp_lora"]), _losses(out)
+    assert len(resumed) == 10
+    assert max(abs(a - b) for a, b in zip(uninterrupted, resumed, strict=True)) <= TOL, (uninterrupted, resumed)
+    adapter = f"{ckpt.ADAPTER_DIR}/adapter_model.safetensors"
+    _close(load_file(str(out / adapter)), load_file(str(runs["fsdp_lora"] / adapter)))
