@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import DEMO_DATA
-from tests.processes import launch, launch_env, trainer_process
+from tests.processes import launch, launch_env, rank_pids, trainer_process
 from trainer.train import checkpoint as ckpt
 
 pytestmark = pytest.mark.slow
@@ -137,10 +137,13 @@ def test_fsdp_run_killed_mid_run_resumes_to_the_uninterrupted_runs_losses_and_we
     # Rank 0 hangs after step 7 (checkpoint-5 complete, step 6 and 7 done): then every process is SIGKILLed.
     env = launch_env(args, tmp_path, STALL_DIR=str(stall), STALL_RANK="0", STALL_AFTER_STEP="7",
                      PYTHONPATH=os.pathsep.join(filter(None, [str(STALL), os.environ.get("PYTHONPATH")])))
-    with trainer_process("launch", env, tmp_path / "first.log", own_group=True) as first:
+    with trainer_process("launch", env, tmp_path / "first.log") as first:  # kill() walks the tree: torchrun, ranks
         first.wait_for((stall / "stalled-rank-0").is_file, "rank 0 to stall after step 7", timeout=300,
                        interval=0.1)
+        ranks = rank_pids(first.proc.pid)
         first.kill()
+    for pid in ranks.values():  # the ranks themselves were SIGKILLed, not only the launcher above them
+        assert _gone(pid), f"rank process {pid} outlived the kill"
     assert ckpt.is_complete(out / "checkpoint-5") and not (out / "checkpoint-10").exists()
     again = launch(launch_env(args, tmp_path, termination_log="termination-again"))
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
@@ -150,6 +153,23 @@ def test_fsdp_run_killed_mid_run_resumes_to_the_uninterrupted_runs_losses_and_we
     assert max(abs(a - b) for a, b in zip(uninterrupted, resumed, strict=True)) <= TOL, (uninterrupted, resumed)
     _close(load_file(str(out / "model" / "model.safetensors")),
            load_file(str(runs["fsdp"] / "model" / "model.safetensors")))
+
+
+def _gone(pid: int, wait: float = 10.0) -> bool:
+    """Whether `pid` has exited (gone from /proc, or a zombie) within `wait` seconds: a SIGKILL lands at once,
+    its process's end a moment later."""
+    import time
+
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+        except (OSError, IndexError):
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def test_fsdp_checkpoint_of_two_processes_resumes_on_one(runs, tiny_ckpt, code_cache, tmp_path) -> None:
@@ -175,7 +195,6 @@ def test_fsdp_sigterm_on_one_rank_saves_a_complete_gathered_checkpoint_that_resu
         tiny_ckpt, code_cache, tmp_path) -> None:
     import signal
 
-    from tests.processes import rank_pids
     from trainer import errors
 
     out = tmp_path / "term"
