@@ -107,6 +107,20 @@ def log(msg: str) -> None:
     print(f"[bench_gpu {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def parse_options(pairs: list[str]) -> dict[str, Any]:
+    """`--option NAME=VALUE` pairs -> option values, parsed as the trainer's CLI parses them."""
+    from trainer.config.values import SPECS, parse_value
+
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        name = name.strip().lstrip("-").lower()
+        if not sep or name not in SPECS:
+            raise SystemExit(f"--option {pair!r}: expected NAME=VALUE with NAME one of the trainer's options")
+        values[name] = parse_value(SPECS[name], raw, f"--option {name}")
+    return values
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=tuple(PRESETS), default=None, help="full on CUDA, tiny otherwise")
@@ -126,7 +140,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--budget_seconds", type=float, default=None,
                    help="skip variants that would not finish within this many seconds of the start")
     p.add_argument("--out", default=None, help="also write the JSON here (rewritten after every variant)")
+    p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                   help="a trainer option (as in `train --help`, without the dashes) for every variant; repeatable")
+    p.add_argument("--profile_steps", type=int, default=0,
+                   help="after the measured steps, profile this many more (torch.profiler) and add a summary "
+                        "(bench/profile_summary.py) to each variant; 0: no profile")
     ns = p.parse_args(argv)
+    ns.options = parse_options(ns.option)
     import torch
 
     ns.cuda = torch.cuda.is_available()
@@ -292,10 +312,10 @@ def train_config(ns: argparse.Namespace, spec: Spec, out: Path) -> Any:
         "output_dir": str(out), "use_lora": spec.lora, "lora_rank": ns.lora_rank,
         "attn_implementation": spec.attn,
         "gradient_checkpointing": spec.gradient_checkpointing, "disable_eval": True,
-        "max_steps": ns.warmup_steps + ns.steps, "per_device_train_batch_size": ns.batch_size,
+        "max_steps": ns.warmup_steps + ns.steps + ns.profile_steps, "per_device_train_batch_size": ns.batch_size,
         "gradient_accumulation_steps": ns.grad_accum, "warmup_steps": 0, "save_steps": 10**9,
         "logging_steps": 10**9, "dataloader_num_workers": 0, "resume": "never", "log_level": "warning",
-        "save_on_signal": False,
+        "save_on_signal": False, **ns.options,
     })
 
 
@@ -386,6 +406,12 @@ def measure(ns: argparse.Namespace, spec: Spec, ctx: dict[str, Any]) -> dict[str
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         trainer.add_callback(clock.callback)
+        profiler = None
+        if ns.profile_steps:  # after the measured steps, so the profiler's cost stays out of their times
+            from profile_summary import ProfileSteps
+
+            profiler = ProfileSteps(ns.warmup_steps + ns.steps, ns.profile_steps, cuda)
+            trainer.add_callback(profiler)
         with contextlib.redirect_stdout(sys.stderr):  # the Trainer's log lines stay off the JSON on stdout
             trainer.train()
         peak = torch.cuda.max_memory_allocated() if cuda else None
@@ -406,7 +432,7 @@ def measure(ns: argparse.Namespace, spec: Spec, ctx: dict[str, Any]) -> dict[str
         trainer.accelerator.free_memory()
         del trainer, model
     times = clock.times_from_begin()
-    measured = times[ns.warmup_steps:]
+    measured = times[ns.warmup_steps:ns.warmup_steps + ns.steps]
     step = statistics.median(measured)
     per_step = ctx["per_step"]
     flops = micro_flops * ns.grad_accum
@@ -417,6 +443,8 @@ def measure(ns: argparse.Namespace, spec: Spec, ctx: dict[str, Any]) -> dict[str
         "trainable_parameters": trainable,
         "weight_dtype": str(dtype).removeprefix("torch."),
         "applied": applied,
+        "options": {k: str(v) for k, v in ns.options.items()},
+        "profile": profiler.summary if profiler is not None else None,
         "step_seconds": round(step, 4),
         "step_seconds_mean": round(statistics.fmean(measured), 4),
         "step_seconds_all": [round(t, 4) for t in times],
@@ -476,7 +504,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg = model_config(ns, tokenizer)
     layout = Layout.from_model(cfg, tokenizer)
     per_step_samples = ns.batch_size * ns.grad_accum
-    samples = make_samples(ns, tokenizer, layout, per_step_samples * (ns.warmup_steps + ns.steps + 1))
+    samples = make_samples(ns, tokenizer, layout,
+                           per_step_samples * (ns.warmup_steps + ns.steps + ns.profile_steps + 1))
     seq = samples[0].num_tokens(layout.num_codebooks)
     target_frames = samples[0].target_frames()
     text_tokens = len(samples[0].input_ids) - len(samples[0].codes)

@@ -314,3 +314,51 @@ def test_data_scale_benchmark_reports_the_index_against_the_in_memory_baseline(t
             assert row[side][cmd]["seconds"] > 0 and row[side][cmd]["peak_rss_gb"] > 0.1, (side, cmd)
     assert set(row["ratio"]) == {f"{c}_{w}" for c in ("prepare", "train_1", "train_2")
                                  for w in ("seconds", "peak_rss_gb")}
+
+
+def test_memory_table_reproduces_the_measured_ddp_peaks_and_is_the_one_in_the_docs() -> None:
+    sys.path.insert(0, str(REPO / "bench"))
+    import memory_per_gpu as mem
+
+    result = mem.table(json.loads(mem.RESULTS.read_text())["model"])
+    n, gib = 5_377_281_024, 2**30
+    assert result["parameters"] == n and result["lora_parameters"] == 9_175_040  # 28 x 16 x (2x6144 + 2x4096)
+    rows = result["rows"]
+    assert rows["full_fp32_masters"]["state_gib"] == round(16 * n / gib, 1) == 80.1  # 4 + 4 + 8 bytes a parameter
+    assert rows["full_bf16_weights"]["state_gib"] == round(8 * n / gib, 1)
+    for mode, measured in mem.MEASURED_GIB.items():
+        assert rows[mode]["ddp_gib"] == {g: measured for g in (1, 2, 4, 8)}  # DDP replicates: no change with G
+        fsdp = rows[mode]["fsdp_gib"]
+        assert fsdp[1] > fsdp[2] > fsdp[4] > fsdp[8]
+        # Eight GPUs: an eighth of the state, plus what FSDP gathers and the activations, which do not shrink.
+        expected = rows[mode]["state_gib"] / 8 + rows[mode]["fsdp_gathered_gib"] + rows[mode]["activations_gib"]
+        assert fsdp[8] == pytest.approx(expected, abs=0.15)
+    assert rows["full_fp32_masters"]["fsdp_gib"][2] < 80 < rows["full_fp32_masters"]["ddp_gib"][1]
+    assert mem.markdown(result) in (REPO / "docs" / "training.md").read_text()
+
+
+def test_gpu_run_script_is_valid_bash() -> None:
+    proc = subprocess.run(["bash", "-n", str(REPO / "bench" / "gpu_run.sh")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_profiles_the_steps_after_the_measured_ones_and_passes_trainer_options(tmp_path) -> None:
+    out = _run("bench_gpu.py", "--preset", "tiny", "--variants", "baseline", "--steps", "2", "--warmup_steps", "1",
+               "--profile_steps", "1", "--option", "max_grad_norm=0.5", tmp_path=tmp_path)
+    base = out["variants"]["baseline"]
+    assert base["status"] == "ok" and base["options"] == {"max_grad_norm": "0.5"}
+    assert len(base["step_seconds_all"]) == 4  # warm-up, 2 measured, 1 profiled
+    profile = base["profile"]
+    assert profile["device_events"] is False and profile["top_kernels"]  # on CPU: the CPU operators
+    assert any(k["name"] == "aten::mm" for k in profile["top_kernels"])
+    assert {"sync_ms_per_step", "syncs_per_step", "idle_gaps", "busy_share"} <= set(profile)
+
+
+@pytest.mark.slow
+def test_fsdp_cpu_benchmark_reports_the_step_time_ratio_and_equal_losses(tmp_path) -> None:
+    out = _run("bench_fsdp_cpu.py", *TOY[:-1], "4", "--repeats", "1", "--threads", "2", "--workdir", str(tmp_path),
+               tmp_path=tmp_path)
+    assert out["ratio_fsdp_vs_ddp"] == pytest.approx(out["step_seconds_fsdp"] / out["step_seconds_ddp"], rel=0.01)
+    assert out["losses_equal_within_1e-5"] and out["losses_max_abs_difference"] <= 1e-5
+    assert out["processes"] == 2 and out["backend"] == "gloo"

@@ -167,6 +167,9 @@ def build(cfg: Config):
     bf16 = on_gpu if m.bf16 == "auto" else m.bf16 == "true"
     if bf16 and not on_gpu:
         raise ConfigError(f"{label('bf16')}: bfloat16 training needs a GPU here; use BF16=auto or false on CPU")
+    if t.fsdp_cpu_offload and not on_gpu:
+        raise ConfigError(f"{label('fsdp_cpu_offload')}: moves FSDP's shards off a GPU, and this process has none; "
+                          "set FSDP_CPU_OFFLOAD=false on CPU")
     args = build_training_args(cfg, use_cpu=not on_gpu, bf16=bf16)  # also starts the process group
     set_seed(t.seed)
     tidy_output_dir(t.output_dir)
@@ -227,13 +230,19 @@ def save_final(trainer, cfg: Config, tokenizer) -> None:
     whole, and the run ends with `errors.DISK_FULL`: a restart resumes from the last checkpoint and
     writes the final output again.
     """
+    from trainer.train.fsdp import full_state_dict
+
     out = Path(cfg.train.output_dir or ".")
     kind = "adapter" if cfg.lora.use_lora else "model"
     final = out / (ckpt.ADAPTER_DIR if cfg.lora.use_lora else ckpt.MODEL_DIR)
+    # Under FSDP each rank holds a shard: every rank takes part in gathering the whole, rank 0 writes it.
+    state_dict = full_state_dict(trainer)
     if trainer.args.should_save:
         try:
             with ckpt.atomic_dir(final) as tmp:
-                trainer.accelerator.unwrap_model(trainer.model).save_pretrained(str(tmp), safe_serialization=True)
+                trainer.accelerator.unwrap_model(trainer.model).save_pretrained(
+                    str(tmp), safe_serialization=True, state_dict=state_dict
+                )
                 if not cfg.lora.use_lora:
                     tokenizer.save_pretrained(str(tmp))
         except Exception as err:

@@ -144,6 +144,23 @@ class TrainArgs:
         "the thread. The next save, the end of training and a signal stop wait for it. false: save "
         "synchronously, the flush included.",
     )
+    fsdp: bool = opt(
+        False,
+        "Shard weights, gradients and optimizer state over the ranks (PyTorch FSDP2 through the Trainer: full "
+        "shard, one unit per decoder layer) instead of replicating them (DDP), so that full fine-tuning fits a "
+        "GPU's memory. Checkpoints hold the full, gathered state and resume on any number of processes; saves "
+        "are synchronous (async_save does not apply). See docs/training.md.",
+    )
+    fsdp_cpu_offload: bool = opt(
+        False,
+        "With fsdp on GPUs: keep the sharded weights, gradients and optimizer state in host memory and move "
+        "each layer to the GPU only for its forward and backward (less GPU memory, slower steps).",
+    )
+    fsdp_reduce_dtype: Literal["float32", "bfloat16"] = opt(
+        "float32",
+        "With fsdp and bf16: the precision in which gradients are reduce-scattered across ranks (compute is "
+        "bfloat16, the sharded masters stay float32). float32 sums as DDP does; bfloat16 halves the traffic.",
+    )
     load_best_model_at_end: bool = opt(
         False, "Reload the checkpoint with the lowest eval_loss at the end (needs save_steps to be a "
         "multiple of eval_steps).",

@@ -268,8 +268,23 @@ def validate(cfg: Config, required: Collection[str] | None = None) -> None:
         raise ConfigError(
             f"{label('lora_target_modules')}: a 're:' regular expression must be the only entry"
         )
+    check_fsdp(cfg)
     if t.resume not in ("auto", "never") and not t.resume.strip():
         raise ConfigError(f"{label('resume')}: expected auto, never or a checkpoint path")
+
+
+def check_fsdp(cfg: Config) -> None:
+    """What `--fsdp` cannot honour, as one error naming the options involved."""
+    t, s = cfg.train, cfg.samples
+    if t.fsdp_cpu_offload and not t.fsdp:
+        raise ConfigError(f"{label('fsdp_cpu_offload')}: applies to FSDP only; set {label('fsdp')} to true or drop it")
+    if t.fsdp and (s.sample_steps or s.sample_at_checkpoints):
+        # Rank 0 synthesizes alone while the others wait; a sharded model's forward needs every rank.
+        raise ConfigError(
+            f"{label('fsdp')}: samples while training ({label('sample_steps')}, {label('sample_at_checkpoints')}) "
+            "are synthesized by rank 0 alone, which a sharded model cannot do; turn them off, or synthesize "
+            "from the checkpoints afterwards (higgs-audio-trainer synthesize)"
+        )
 
 
 def run_name(cfg: Config) -> str:

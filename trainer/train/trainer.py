@@ -19,6 +19,7 @@ from trainer import dist as ranks
 from trainer.config.values import check_warmup, label
 from trainer.encode.collator import IGNORE, Layout
 from trainer.train import checkpoint as ckpt
+from trainer.train import fsdp
 from trainer.train.agreement import StepAgreement
 from trainer.train.background_save import OPTIMIZER_FILE, SCHEDULER_FILE, host_copy
 from trainer.train.losses import LossWindow, audio_codebook_losses
@@ -306,7 +307,17 @@ class HiggsAudioTrainer(Trainer):
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """With LoRA, save only the adapter (under `lora_adapters/`), not the frozen base model."""
         peft = self.checkpoints.peft_model
-        if peft is None or self.is_deepspeed_enabled or self.is_fsdp_enabled:
+        if self.is_fsdp_enabled:
+            # Every rank gathers (a collective), rank 0 writes: the whole model, or with LoRA the adapter.
+            state = fsdp.full_state_dict(self)
+            if self.args.should_save:
+                out = Path(output_dir if output_dir is not None else self.args.output_dir)
+                if peft is not None:
+                    peft.save_pretrained(str(out / ckpt.ADAPTER_DIR), safe_serialization=True, state_dict=state)
+                else:
+                    self._save(str(out), state_dict=state)
+            return None
+        if peft is None or self.is_deepspeed_enabled:
             return super().save_model(output_dir, _internal_call)
         if self.args.should_save:
             out = Path(output_dir if output_dir is not None else self.args.output_dir)
@@ -362,6 +373,7 @@ class HiggsAudioTrainer(Trainer):
         from accelerate.utils import DistributedDataParallelKwargs
 
         super().create_accelerator_and_postprocess()
+        fsdp.enable_on_cpu(self)
         if self.accelerator.ddp_handler is None:
             self.accelerator.ddp_handler = DistributedDataParallelKwargs()
         self.accelerator.ddp_handler.gradient_as_bucket_view = True
