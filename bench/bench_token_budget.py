@@ -56,7 +56,7 @@ def drawn(batches: list[dict[str, torch.Tensor]], dataset: Any) -> list[int]:
     """The sample indices an epoch's batches hold, matched by their tokens."""
     index = {dataset[i]["input_ids"].tobytes(): i for i in range(len(dataset))}
     return sorted(index[r[m].numpy().astype("int64").tobytes()]
-                  for b in batches for r, m in zip(b["input_ids"], b["attention_mask"].bool()))
+                  for b in batches for r, m in zip(b["input_ids"], b["attention_mask"].bool(), strict=True))
 
 
 def main() -> None:

@@ -35,6 +35,9 @@ PLANTS = {
     # The metrics pusher's thread burns CPU until it is stopped, then pushes as usual.
     "spinning_pusher": "from trainer.metrics import delivery as d; run = d.Pusher._run; "
                        "d.Pusher._run = lambda self: ([None for _ in iter(self._stop.is_set, True)], run(self))",
+    # Token-budget packing ignores the budget: the whole epoch in one batch (then split only for the ranks).
+    "budget_ignored": "from trainer.train import token_batches as t; "
+                      "t.pack = lambda order, lengths, budget: [list(order)]",
     # Voice-activity detection finds no speech at all.
     "deaf_vad": "import numpy as np; from trainer.recordings import vad; "
                 "vad.speech_scores = lambda samples: np.zeros(-(-len(samples) // vad.WINDOW), dtype=np.float32)",
@@ -286,3 +289,15 @@ def test_build_dataset_benchmark_fails_when_the_detector_hears_nothing(tmp_path)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "segmentation found 0 of" in proc.stderr
     assert json.loads(proc.stdout)["checks"]["every_utterance_found"] is False
+
+
+@pytest.mark.slow
+def test_token_budget_benchmark_reports_both_sides_and_fails_when_the_budget_is_ignored(tmp_path) -> None:
+    args = (*TOY, "--samples", "24", "--budget", "2048", "--workdir", str(tmp_path))
+    out = _run("bench_token_budget.py", *args, tmp_path=tmp_path)
+    assert out["problems"] == [] and out["largest_padded_tokens"]["budget"] <= 2048
+    assert out["fixed_batch_size"] == 2048 // out["longest_sample_tokens"]
+    assert out["tokens_per_second_ratio_budget_vs_fixed"] > 0
+    proc = _run_planted("budget_ignored", "bench_token_budget.py", *args)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "micro-batches over 2048 padded tokens" in proc.stderr

@@ -28,7 +28,7 @@ def main() -> None:
     def training_step(model, inputs, num_items_in_batch=None):
         ids, mask = inputs["input_ids"].cpu(), inputs["attention_mask"].cpu().bool()
         shapes.append(list(ids.shape))
-        batches.append([index[row[m].numpy().astype("int64").tobytes()] for row, m in zip(ids, mask)])
+        batches.append([index[row[m].numpy().astype("int64").tobytes()] for row, m in zip(ids, mask, strict=True)])
         return inner(model, inputs, num_items_in_batch)
 
     trainer.training_step = training_step

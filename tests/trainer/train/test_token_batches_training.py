@@ -35,7 +35,8 @@ class StepRecorder:
         def training_step(model, inputs, num_items_in_batch=None):
             ids, mask = inputs["input_ids"], inputs["attention_mask"].bool()
             self.shapes.append(tuple(ids.shape))
-            self.batches.append([self.index[row[m].numpy().astype("int64").tobytes()] for row, m in zip(ids, mask)])
+            rows = zip(ids, mask, strict=True)
+            self.batches.append([self.index[row[m].numpy().astype("int64").tobytes()] for row, m in rows])
             return inner(model, inputs, num_items_in_batch)
 
         trainer.training_step = training_step
@@ -126,7 +127,7 @@ def test_a_budget_step_gradient_is_the_mean_of_its_micro_batches_fixed_batch_gra
     fixed = []
     for batch in step:
         rows = [index[r[m].numpy().astype("int64").tobytes()]
-                for r, m in zip(batch["input_ids"], batch["attention_mask"].bool())]
+                for r, m in zip(batch["input_ids"], batch["attention_mask"].bool(), strict=True)]
         fixed.append(trainer.data_collator([dataset[i] for i in rows]))
     trainer.model.train()
     torch.manual_seed(0)
