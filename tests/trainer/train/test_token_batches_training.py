@@ -42,7 +42,7 @@ class StepRecorder:
         trainer.training_step = training_step
 
 
-def _run(cfg, stop_after: int | None = None):
+def _run(cfg):
     trainer, _, resume = build(cfg)
     recorder = StepRecorder(trainer)
     trainer.train(resume_from_checkpoint=resume)
