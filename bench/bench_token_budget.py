@@ -38,9 +38,13 @@ def skewed(samples: list[Any], n: int, seed: int) -> list[Any]:
     """`n` samples cycled from `samples`, each clip's codes cropped or tiled to a drawn, skewed length."""
     rng = random.Random(seed)
     out = []
+    used: set[tuple[int, int]] = set()
     for j in range(n):
         s = samples[j % len(samples)]
-        frames = int(25 * (rng.uniform(1, 3) if rng.random() < 0.8 else rng.uniform(10, 20)))
+        frames = 0
+        while frames == 0 or (j % len(samples), frames) in used:  # equal tokens could not be told apart
+            frames = int(25 * (rng.uniform(1, 3) if rng.random() < 0.8 else rng.uniform(10, 20)))
+        used.add((j % len(samples), frames))
         codes = [np.resize(c, (c.shape[0], frames)) for c in s.codes]  # tiles along time, then crops
         out.append(dataclasses.replace(s, id=f"{s.id}-{j}", codes=codes))
     return out
