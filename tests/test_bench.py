@@ -35,6 +35,9 @@ PLANTS = {
     # The metrics pusher's thread burns CPU until it is stopped, then pushes as usual.
     "spinning_pusher": "from trainer.metrics import delivery as d; run = d.Pusher._run; "
                        "d.Pusher._run = lambda self: ([None for _ in iter(self._stop.is_set, True)], run(self))",
+    # Token-budget packing ignores the budget: the whole epoch in one batch (then split only for the ranks).
+    "budget_ignored": "from trainer.train import token_batches as t; "
+                      "t.pack = lambda order, lengths, budget: [list(order)]",
     # Voice-activity detection finds no speech at all.
     "deaf_vad": "import numpy as np; from trainer.recordings import vad; "
                 "vad.speech_scores = lambda samples: np.zeros(-(-len(samples) // vad.WINDOW), dtype=np.float32)",
@@ -362,3 +365,15 @@ def test_fsdp_cpu_benchmark_reports_the_step_time_ratio_and_equal_losses(tmp_pat
     assert out["ratio_fsdp_vs_ddp"] == pytest.approx(out["step_seconds_fsdp"] / out["step_seconds_ddp"], rel=0.01)
     assert out["losses_equal_within_1e-5"] and out["losses_max_abs_difference"] <= 1e-5
     assert out["processes"] == 2 and out["backend"] == "gloo"
+
+
+@pytest.mark.slow
+def test_token_budget_benchmark_reports_both_sides_and_fails_when_the_budget_is_ignored(tmp_path) -> None:
+    args = (*TOY, "--samples", "24", "--budget", "2048", "--workdir", str(tmp_path))
+    out = _run("bench_token_budget.py", *args, tmp_path=tmp_path)
+    assert out["problems"] == [] and out["largest_padded_tokens"]["budget"] <= 2048
+    assert out["fixed_batch_size"] == 2048 // out["longest_sample_tokens"]
+    assert out["tokens_per_second_ratio_budget_vs_fixed"] > 0
+    proc = _run_planted("budget_ignored", "bench_token_budget.py", *args)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "micro-batches over 2048 padded tokens" in proc.stderr

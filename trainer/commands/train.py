@@ -217,6 +217,7 @@ def build(cfg: Config):
         keep_checkpoints=t.save_total_limit,
         skipped_samples=len(data.bad),
         group_by_length=cfg.data.group_by_length,
+        max_tokens_per_batch=t.max_tokens_per_batch,
         nan_policy=t.nan_policy,
         async_save=t.async_save,
     )

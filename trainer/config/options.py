@@ -108,7 +108,16 @@ class TrainArgs:
     num_train_epochs: float = opt(3.0, "Epochs to train (ignored when max_steps > 0).", minimum=0.0,
                                   exclusive_min=True)
     max_steps: int = opt(-1, "Optimizer steps to train; -1 means num_train_epochs decides.", minimum=-1)
-    per_device_train_batch_size: int = opt(1, "Samples per rank per micro-batch.", minimum=1)
+    per_device_train_batch_size: int = opt(1, "Samples per rank per micro-batch (ignored when max_tokens_per_batch "
+                                           "is set).", minimum=1)
+    max_tokens_per_batch: int = opt(
+        0,
+        "Token budget of a micro-batch: length-grouped samples fill each one up to this many padded tokens "
+        "(longest sample x count), so short clips make large batches and long clips small ones; a sample "
+        "longer than the budget stops the run before training. 0: a fixed per_device_train_batch_size "
+        "(docs/training.md).",
+        minimum=0,
+    )
     per_device_eval_batch_size: int = opt(1, "Samples per rank per evaluation batch.", minimum=1)
     gradient_accumulation_steps: int = opt(1, "Micro-batches per optimizer step.", minimum=1)
     learning_rate: float = opt(1e-4, "Peak learning rate.", minimum=0.0, exclusive_min=True)

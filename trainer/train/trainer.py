@@ -25,6 +25,7 @@ from trainer.train.background_save import OPTIMIZER_FILE, SCHEDULER_FILE, host_c
 from trainer.train.losses import LossWindow, audio_codebook_losses
 from trainer.train.nan_guard import NanGuard
 from trainer.train.saving import CheckpointWriter
+from trainer.train.token_batches import TokenBudgetBatchSampler, token_budget_loader
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,8 @@ class HiggsAudioTrainer(Trainer):
     - `get_batch_samples`: times the wait for each optimizer step's batches (the data-loader wait); the
       step's time runs from there to `on_step_end`, before logging, saving or evaluating. Once training is
       to stop before a step (`RunHooks.on_train_begin`), it fetches nothing, so no step is taken.
+    - `get_train_dataloader`, `get_resumed_dataloader`: with `--max_tokens_per_batch`, micro-batches up to a
+      token budget, the same count on every rank; a resumed run's sampler skips the trained ones itself.
     - `create_scheduler`: a warm-up not shorter than the run is a configuration error (`check_warmup`).
     - `evaluate`: with evaluation disabled it runs nothing and returns `{}`.
     - `save_model`: the LoRA adapter of a checkpoint goes to `lora_adapters/`.
@@ -105,6 +108,7 @@ class HiggsAudioTrainer(Trainer):
         evaluate: bool = True,
         skipped_samples: int = 0,
         group_by_length: bool = False,
+        max_tokens_per_batch: int = 0,
         nan_policy: str = "stop",
         keep_checkpoints: int = 0,
         async_save: bool = True,
@@ -129,6 +133,8 @@ class HiggsAudioTrainer(Trainer):
         self.evaluates = evaluate
         self._skipped_samples: int | None = skipped_samples  # reported with the first training log
         self.group_by_length = group_by_length
+        self.max_tokens_per_batch = max_tokens_per_batch
+        self.token_batches: TokenBudgetBatchSampler | None = None  # with a budget, once the loader is built
         self.model_accepts_loss_kwargs = False
         self.loss_is_scaled_for_ga = False
         self.evaluation_runs = 0
@@ -192,6 +198,28 @@ class HiggsAudioTrainer(Trainer):
             group = self.args.train_batch_size * self.args.gradient_accumulation_steps
             return LengthGroupedOrder(group, dataset.lengths())
         return super()._get_train_sampler(train_dataset)
+
+    def get_train_dataloader(self) -> Any:
+        """With `--max_tokens_per_batch`, micro-batches up to a token budget (trainer/train/token_batches.py).
+
+        `per_device_train_batch_size` and `group_by_length` do not apply then.
+        """
+        if not self.max_tokens_per_batch or self.train_dataset is None:
+            return super().get_train_dataloader()
+        loader, self.token_batches = token_budget_loader(
+            self.train_dataset, self.data_collator, self.args, self.accelerator, self.max_tokens_per_batch)
+        return loader
+
+    def get_resumed_dataloader(self, dataloader: Any, num_batches: int) -> Any:
+        """A resumed run's loader: with a token budget the sampler skips the trained micro-batches itself.
+
+        accelerate's `skip_first_batches` would wrap the sampler where the Trainer's `set_epoch` no longer
+        reaches it (with more than one rank), and a resumed later epoch would replay the first one's order.
+        """
+        if self.token_batches is None:
+            return super().get_resumed_dataloader(dataloader, num_batches)
+        self.token_batches.skip(num_batches)
+        return dataloader
 
     def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: Any) -> Any:
         """Fetches an optimizer step's batches, timing the wait: the number that says a run is input-bound."""
