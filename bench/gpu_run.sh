@@ -62,6 +62,10 @@ first_option() {  # the first option of train --help whose name contains $1
 }
 ROUTING_OPTION=${ROUTING_OPTION:-$(first_option routing)}
 TOKEN_BUDGET_OPTION=${TOKEN_BUDGET_OPTION:-max_tokens_per_batch}
+# The routing is on by default in this checkout: every run but `routing` turns it off, so that `released` is
+# transformers' own layer and each other run changes one thing against it.
+RELEASED=()
+if [ -n "$ROUTING_OPTION" ] && has_option "$ROUTING_OPTION"; then RELEASED=(--option "$ROUTING_OPTION=false"); fi
 
 RUNS=()
 run() {  # run NAME LAUNCHER... -- bench_gpu.py flags
@@ -85,19 +89,19 @@ skip() {
 }
 
 : >"$OUT/gpu_run.log"
-run released "$PYTHON" -- --variants baseline,weight_dtype,compile_regions "$@"
+run released "$PYTHON" -- --variants baseline,weight_dtype,compile_regions "${RELEASED[@]}" "$@"
 if [ -n "$ROUTING_OPTION" ] && has_option "$ROUTING_OPTION"; then
     run routing "$PYTHON" -- --variants baseline --option "$ROUTING_OPTION=$ROUTING_VALUE" "$@"
 else
     skip routing "no routing option in train --help (set ROUTING_OPTION)"
 fi
 if has_option "$TOKEN_BUDGET_OPTION"; then
-    run token_budget "$PYTHON" -- --variants baseline --grad_accum 1 --option "$TOKEN_BUDGET_OPTION=$TOKEN_BUDGET" "$@"
+    run token_budget "$PYTHON" -- --variants baseline --grad_accum 1 --option "$TOKEN_BUDGET_OPTION=$TOKEN_BUDGET" "${RELEASED[@]}" "$@"
 else
     skip token_budget "no --$TOKEN_BUDGET_OPTION in train --help (set TOKEN_BUDGET_OPTION)"
 fi
 run fsdp_1gpu "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node=1 -- \
-    --variants baseline --option fsdp=true "$@"
+    --variants baseline --option fsdp=true "${RELEASED[@]}" "$@"
 
 "$PYTHON" - "$OUT" "${RUNS[@]}" <<'PY' | tee "$OUT/gpu_run.json"
 import json, sys
