@@ -8,6 +8,7 @@ end of the log, and no test leaves a training process behind.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -128,3 +129,28 @@ def trainer_process(command: str, env: dict[str, str], log: Path, *,
         finally:
             process.kill()
             proc.wait()
+
+
+def torchrun_probe(probe: Path, env: dict[str, str], probe_dir: Path, nproc: int = 2) -> list[dict]:
+    """Run a probe script under a real standalone `torchrun` and read what each rank wrote.
+
+    Args:
+        probe (`Path`):
+            The script each rank runs; it writes `PROBE_DIR/rank<R>.json`.
+        env (`dict[str, str]`):
+            The ranks' environment (the trainer's options as variables); `PROBE_DIR` is added.
+        probe_dir (`Path`):
+            Where the ranks write their reports; created.
+        nproc (`int`):
+            Local ranks to start.
+
+    Returns:
+        `list[dict]`: each rank's report, in rank order.
+    """
+    probe_dir.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
+            "--master_port=0", "--standalone", str(probe)]
+    proc = subprocess.run(argv, env={**env, "PROBE_DIR": str(probe_dir)}, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-TAIL:] + proc.stderr[-TAIL:]
+    return [json.loads((probe_dir / f"rank{r}.json").read_text()) for r in range(nproc)]

@@ -3,29 +3,22 @@ reuses it, and a resumed run trains the same batches, in the same order, as one 
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import clean_env
+from tests.processes import torchrun_probe
 
 pytestmark = pytest.mark.slow
 PROBE = Path(__file__).with_name("index_probe.py")
 
 
 def _run(base_args: dict[str, str], probe_dir: Path, **over: str) -> list[dict]:
-    probe_dir.mkdir(parents=True, exist_ok=True)
     values = base_args | {"per_device_train_batch_size": "2", "group_by_length": "true", "save_steps": "2",
                           "logging_steps": "1"} | over
-    env = clean_env(**{k.upper(): v for k, v in values.items()}, OMP_NUM_THREADS="1", PROBE_DIR=str(probe_dir))
-    argv = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-            "--master_port=0", "--standalone", str(PROBE)]
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return [json.loads((probe_dir / f"rank{r}.json").read_text()) for r in (0, 1)]
+    env = clean_env(**{k.upper(): v for k, v in values.items()}, OMP_NUM_THREADS="1")
+    return torchrun_probe(PROBE, env, probe_dir)
 
 
 def _indexes(cache: Path) -> list[Path]:

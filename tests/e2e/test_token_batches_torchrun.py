@@ -4,14 +4,12 @@ on each rank, what the uninterrupted run drew."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import clean_env
+from tests.processes import torchrun_probe
 
 pytestmark = pytest.mark.slow
 PROBE = Path(__file__).with_name("token_batches_probe.py")
@@ -19,13 +17,8 @@ BUDGET = 1200
 
 
 def _launch(args: dict[str, str], probe_dir: Path) -> list[dict]:
-    probe_dir.mkdir(parents=True, exist_ok=True)
-    env = clean_env(**{k.upper(): v for k, v in args.items()}, OMP_NUM_THREADS="1", PROBE_DIR=str(probe_dir))
-    argv = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-            "--master_port=0", "--standalone", str(PROBE)]
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return [json.loads((probe_dir / f"rank{r}.json").read_text()) for r in (0, 1)]
+    env = clean_env(**{k.upper(): v for k, v in args.items()}, OMP_NUM_THREADS="1")
+    return torchrun_probe(PROBE, env, probe_dir)
 
 
 def test_two_ranks_step_equally_draw_every_sample_once_and_resume_in_order(base_args, tmp_path) -> None:
