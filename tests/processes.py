@@ -64,16 +64,16 @@ class TrainerProcess:
         own, so a process group does not reach them), and its whole group when it has one of its own."""
         from trainer.launch.supervise import children_of
 
+        below: list[int] = []
+        if self.proc.poll() is None:  # once reaped, its pid may belong to another process: no tree to walk
+            frontier = [self.proc.pid]
+            while frontier:  # collected before any kill: an orphan's parent changes, and killing the group
+                frontier = [c for pid in frontier for c in children_of(pid)]  # first would reap the leader
+                below += frontier
         if self.own_group:  # what is left of the group, even once its leader is gone
             with suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-        if self.proc.poll() is not None:  # reaped: its pid may belong to another process by now
-            return
-        below, frontier = [], [self.proc.pid]
-        while frontier:  # collected before any kill: an orphan's parent changes
-            frontier = [c for pid in frontier for c in children_of(pid)]
-            below += frontier
-        for pid in [self.proc.pid, *below]:
+        for pid in [*([self.proc.pid] if self.proc.poll() is None else []), *below]:
             with suppress(ProcessLookupError):  # already gone
                 os.kill(pid, signal.SIGKILL)
 
