@@ -45,7 +45,8 @@ def test_kill_of_a_process_with_its_own_group_reaches_a_child_in_another_session
             time.sleep(0.05)
         assert not _alive(child), f"the child {child} in its own session outlived kill()"
     finally:  # nothing outlives the test, even when it fails
-        for pid in (proc.pid, child):
-            if pid and _alive(pid):
-                os.kill(pid, 9)
+        if proc.poll() is None:
+            proc.kill()
+        if child and _alive(child):
+            os.kill(child, 9)
         proc.wait(timeout=10)
