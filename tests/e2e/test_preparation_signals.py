@@ -22,8 +22,11 @@ STARTED = 20  # clips encoded before the signal: rank 0 is well into encoding, t
 
 
 def cached(cache: Path) -> int:
-    """Complete entries in a code cache (an entry being written is a hidden temporary file)."""
-    return sum(1 for p in cache.rglob("*.npy") if not p.name.startswith("."))
+    """Complete entries in a code cache (an entry being written is a hidden temporary file).
+
+    Entries are `<identity>/<2 hex>/<digest>.npy`; the dataset index's columns, deeper, are not entries.
+    """
+    return sum(1 for p in cache.glob("*/*/*.npy") if not p.name.startswith("."))
 
 
 def test_sigterm_to_a_rank_waiting_for_the_audio_encoding_stops_the_launch_at_once(base_args, tmp_path) -> None:

@@ -31,4 +31,6 @@ def test_seed_layout_trains_under_torchrun_from_env_vars_with_adapters_in_every_
                         "checkpoint-6/lora_adapters/adapter_model.safetensors",
                         "lora_adapters/adapter_model.safetensors"]
     assert all((out / f"checkpoint-{s}" / "checkpoint_complete.json").is_file() for s in (3, 6))
-    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 8  # every clip encoded once, references included
+    # every clip encoded once, references included: code-cache entries are <identity>/<2 hex>/<digest>.npy,
+    # the dataset index's columns lie deeper, under <identity>/index/
+    assert len(list((tmp_path / "cache").glob("*/*/*.npy"))) == 8
