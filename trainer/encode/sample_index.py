@@ -27,7 +27,7 @@ import shutil
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -244,7 +244,16 @@ class IndexView:
             self._codes.move_to_end(key)
         return codes
 
-    def __getitem__(self, i: int) -> EncodedSample:
+    @overload
+    def __getitem__(self, i: int) -> EncodedSample: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[EncodedSample]: ...
+
+    def __getitem__(self, i: int | slice) -> EncodedSample | list[EncodedSample]:
+        """Sample i, or a list for a slice, as the list of samples the in-memory path holds gives them."""
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
         r, ix = self._row(i), self.index
         lo, hi = ix.clip_offsets[r], ix.clip_offsets[r + 1]
         return EncodedSample(

@@ -133,6 +133,9 @@ def test_validation_split_from_the_index_holds_out_the_same_samples(parts, code_
     indexed, _ = prepared(parts, DEMO_DATA, code_cache, tmp_path / "b", validation_split="0.3", seed_split="7")
     assert memory.eval and indexed.eval
     assert [s.id for s in indexed.eval] == [s.id for s in memory.eval]  # type: ignore[union-attr]
+    # a slice, as `--sample_from_eval` takes the first evaluation samples, is the list's slice
+    assert [s.id for s in indexed.eval[:2]] == [s.id for s in memory.eval[:2]]  # type: ignore[index]
+    assert [s.input_ids for s in indexed.train[-3:]] == [s.input_ids for s in memory.train[-3:]]
     assert_same_batches(batches(memory.train, layout), batches(indexed.train, layout))
     assert_same_batches(batches(memory.eval, layout, seed=5), batches(indexed.eval, layout, seed=5))
 
