@@ -9,12 +9,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from trainer.config.values import label
 from trainer.errors import ConfigError
+from trainer.train import checkpoint as ckpt
 
 
 def enable_on_cpu(trainer: Any) -> None:
@@ -60,3 +62,23 @@ def full_state_dict(trainer: Any) -> dict[str, torch.Tensor] | None:
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     state = get_model_state_dict(trainer.model, options=options)
     return {name: tensor.detach().clone() for name, tensor in state.items()}
+
+
+def save_gathered(trainer: Any, out: Path, peft: Any) -> None:
+    """Save a sharded model whole: every rank gathers (a collective), rank 0 writes.
+
+    Args:
+        trainer (`HiggsAudioTrainer`):
+            The trainer whose FSDP-wrapped model is saved.
+        out (`Path`):
+            The checkpoint or output directory.
+        peft (`PeftModel | None`):
+            With LoRA, the adapter's model: only the adapter is written (under `lora_adapters/`).
+    """
+    state = full_state_dict(trainer)
+    if not trainer.args.should_save:
+        return
+    if peft is not None:
+        peft.save_pretrained(str(out / ckpt.ADAPTER_DIR), safe_serialization=True, state_dict=state)
+    else:
+        trainer._save(str(out), state_dict=state)

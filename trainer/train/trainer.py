@@ -336,15 +336,8 @@ class HiggsAudioTrainer(Trainer):
         """With LoRA, save only the adapter (under `lora_adapters/`), not the frozen base model."""
         peft = self.checkpoints.peft_model
         if self.is_fsdp_enabled:
-            # Every rank gathers (a collective), rank 0 writes: the whole model, or with LoRA the adapter.
-            state = fsdp.full_state_dict(self)
-            if self.args.should_save:
-                out = Path(output_dir if output_dir is not None else self.args.output_dir)
-                if peft is not None:
-                    peft.save_pretrained(str(out / ckpt.ADAPTER_DIR), safe_serialization=True, state_dict=state)
-                else:
-                    self._save(str(out), state_dict=state)
-            return None
+            return fsdp.save_gathered(self, Path(output_dir if output_dir is not None else self.args.output_dir),
+                                      peft)
         if peft is None or self.is_deepspeed_enabled:
             return super().save_model(output_dir, _internal_call)
         if self.args.should_save:

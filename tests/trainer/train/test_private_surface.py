@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[3]
 PACKAGE = ROOT / "trainer"
 # The modules that subclass `Trainer` or hold a trainer: where a private name of transformers could be read.
 TRAINER_MODULES = [PACKAGE / "train" / name for name in ("trainer.py", "saving.py", "agreement.py", "nan_guard.py",
-                                                          "signals.py")]
+                                                          "signals.py", "fsdp.py", "token_batches.py")]
 
 
 def _trainer_classes(tree: ast.Module) -> list[ast.ClassDef]:
