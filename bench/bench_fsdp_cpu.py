@@ -21,7 +21,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from common import DEMO, REPO, add_model_args, make_checkpoint, median_after_warmup, print_result
+from common import (
+    DEMO,
+    REPO,
+    add_alternating_run_args,
+    add_model_args,
+    make_checkpoint,
+    median_after_warmup,
+    print_result,
+)
 
 
 def run(ns: argparse.Namespace, fsdp: bool, work: Path, model_dir: Path, codec_dir: Path) -> tuple[float, list[float]]:
@@ -48,8 +56,7 @@ def run(ns: argparse.Namespace, fsdp: bool, work: Path, model_dir: Path, codec_d
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(parser)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="CPU threads in total")
-    parser.add_argument("--repeats", type=int, default=2, help="runs of each configuration, alternating")
+    add_alternating_run_args(parser)
     ns = parser.parse_args()
     work, model_dir, codec_dir = make_checkpoint(ns)
     times: dict[bool, list[float]] = {False: [], True: []}

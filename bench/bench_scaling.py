@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from common import REPO, add_model_args, config, make_checkpoint
+from common import REPO, add_alternating_run_args, add_model_args, config, make_checkpoint
 
 
 def run(ns: argparse.Namespace, nproc: int, threads: int, work: Path, model_dir: Path,
@@ -56,8 +56,7 @@ def run(ns: argparse.Namespace, nproc: int, threads: int, work: Path, model_dir:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(parser)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="CPU threads in total")
-    parser.add_argument("--repeats", type=int, default=2, help="runs of each configuration, alternating")
+    add_alternating_run_args(parser)
     ns = parser.parse_args()
     ns.steps = max(ns.steps, 10)
     work, model_dir, codec_dir = make_checkpoint(ns)

@@ -26,6 +26,12 @@ sys.path.insert(0, str(REPO))
 DEMO = REPO / "examples" / "demo_data" / "train.json"
 
 
+def add_alternating_run_args(parser: argparse.ArgumentParser) -> None:
+    """The threads and repeats of a bench that runs whole configurations in turn, alternating their order."""
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="CPU threads in total")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each configuration, alternating")
+
+
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hidden_size", type=int, default=512)
     parser.add_argument("--num_layers", type=int, default=8)
