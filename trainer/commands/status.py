@@ -86,14 +86,44 @@ def _before(when: Any, created: Any) -> bool:
         return False
 
 
+def _finished(pod: Any) -> tuple[Any, int] | None:
+    """(finish time, exit code) of the pod's trainer container's last ending, if any."""
+    for status in (pod.status and pod.status.container_statuses) or []:
+        for state in (status.state, status.last_state):
+            term = state and state.terminated
+            if term is not None:
+                return term.finished_at, int(term.exit_code)
+    return None
+
+
+def earlier_exits(pod: Any, exits: list[tuple[Any, int]]) -> list[tuple[Any, int]]:
+    """The operator's exit Events of the pods that had this pod's name before it: those at or before its creation.
+
+    Events and creation times have whole seconds, so a pod that ends within the second it was created (a
+    configuration error) has its own exit Event in that second too. That Event is its own, not an earlier
+    pod's: when the pod finished in its creation second, the last Event of that second with the code it ended
+    with is left out.
+    """
+    created = pod.metadata.creation_timestamp
+    earlier = [(w, c) for w, c in exits if _before(w, created)]
+    own = _finished(pod)
+    if own is not None:
+        finished, code = own
+        for i in range(len(earlier) - 1, -1, -1):
+            when, c = earlier[i]
+            if c == code and when == created == finished:
+                del earlier[i]
+                break
+    return earlier
+
+
 def pod_line(pod: Any, exits: dict[str, list[tuple[Any, int]]] | None = None) -> str:
     """One line per pod: role, index, phase, restarts and the exits of its earlier containers."""
     labels = pod.metadata.labels or {}
     role = labels.get("training.kubeflow.org/replica-type") or labels.get("jobset.sigs.k8s.io/replicatedjob-name")
     index = labels.get("training.kubeflow.org/replica-index") or labels.get("jobset.sigs.k8s.io/job-index")
     restarts = sum(s.restart_count or 0 for s in (pod.status.container_statuses or []))
-    earlier = [(w, c) for w, c in (exits or {}).get(pod.metadata.name, [])
-               if _before(w, pod.metadata.creation_timestamp)]
+    earlier = earlier_exits(pod, (exits or {}).get(pod.metadata.name, []))
     restarts += len(earlier)  # pods the operator replaced under this name
     line = f"  {role or 'pod'}-{index or 0} {pod.metadata.name}: {pod.status.phase}, {restarts} restarts"
     if earlier:

@@ -116,3 +116,39 @@ def test_a_preflight_failed_event_is_shown_and_says_the_job_fails_before_the_ope
     assert f"  PreflightFailed: demo-worker-0: exit code 2: {why}" in text
     assert text.endswith("next: exit code 2 (configuration error (flag, env var, YAML key or path)): not retried, "
                          "the job fails")
+
+
+def test_a_pod_that_fails_within_its_creation_second_has_no_restart_from_its_own_exit_event() -> None:
+    """A configuration error ends the pod in the second it was created; the operator's ExitedWithCode Event for
+    that ending carries the same whole second as the pod's creation. It is the pod's own ending, not an earlier
+    pod's, so no restart is counted; an Event of that second with another code is an earlier pod's and is."""
+    from kubernetes.client import CoreV1EventList, V1PodList
+
+    from trainer.cluster.client import KINDS
+    from trainer.cluster.jobs import JobView
+    from trainer.commands.status import render
+
+    second = "2026-12-06T08:00:10Z"
+    pods = V1PodList.from_dict({"items": [{
+        "metadata": {"name": "demo-master-0", "creationTimestamp": second, "labels": {
+            "training.kubeflow.org/replica-type": "master", "training.kubeflow.org/replica-index": "0"}},
+        "status": {"phase": "Failed", "containerStatuses": [{
+            "name": "pytorch", "image": "t", "imageID": "", "ready": False, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 2, "reason": "Error", "finishedAt": second,
+                                     "message": "lora_rank must be positive"}}}]}}]}).items
+
+    def exited(code: int, name: str) -> dict:
+        return {"metadata": {"name": name}, "involvedObject": {"kind": "PyTorchJob", "name": "demo"},
+                "reason": "ExitedWithCode", "message": f"Pod: team.demo-master-0 exited with code {code}",
+                "source": {"component": "pytorchjob-controller"}, "lastTimestamp": second}
+
+    job = {"status": {"conditions": [{"type": "Failed", "status": "True", "reason": "PyTorchJobFailed"}]}}
+    own = CoreV1EventList.from_dict({"items": [exited(2, "demo.a")]}).items
+    text = render(JobView(KINDS["PyTorchJob"], job, pods, None, own, None), "demo", "team")
+    assert "  master-0 demo-master-0: Failed, 0 restarts; last exit 2 (configuration error" in text
+    assert "recreated" not in text
+
+    both = CoreV1EventList.from_dict({"items": [exited(137, "demo.b"), exited(2, "demo.a")]}).items
+    text = render(JobView(KINDS["PyTorchJob"], job, pods, None, both, None), "demo", "team")
+    assert ("  master-0 demo-master-0: Failed, 1 restarts; recreated by the operator after exit 137 (killed by "
+            "signal 9); last exit 2") in text
