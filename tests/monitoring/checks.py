@@ -97,6 +97,8 @@ def assert_run_metrics(
     wait_for(prom_url, f'higgs_trainer_run_status{{{sel}, status="{status}"}} == 1', timeout=timeout)
     wait_for(prom_url, f"count(higgs_trainer_rank_info{{{sel}}})",
              lambda r: bool(r) and value(r[0]) == world_size, timeout=timeout)
+    if status == "succeeded":  # the last-success group is pushed after the status: a scrape between sees one only
+        wait_for(prom_url, f"higgs_trainer_last_success_time_seconds{{{sel}}}", timeout=timeout)
     now = time.time()
     got = {name: query(prom_url, f'{name}{{{sel}}}') for name in documented_series()}
 

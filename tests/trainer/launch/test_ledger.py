@@ -69,12 +69,20 @@ def test_a_run_that_checkpoints_between_kills_keeps_its_retryable_code(base_args
 
     out = Path(base_args["output_dir"])
     env = launch_env(base_args, tmp_path, max_steps="400", save_steps="2", logging_steps="1", retry_budget="2")
+
+    def newest() -> int:
+        return max((int(p.parent.name.split("-")[1]) for p in out.glob(f"checkpoint-*/{MARKER}")), default=0)
+
     for n in range(1, 5):
+        # A kill can land after a run saved one more checkpoint than the one waited for: each launch waits for
+        # a checkpoint newer than all before it (only its own run can save that one), then for its torchrun.
+        before = newest()
         with trainer_process("launch", env, tmp_path / f"launch-{n}.log") as run:
-            run.wait_for(lambda n=n: (out / f"checkpoint-{2 * n}" / MARKER).is_file(), f"checkpoint-{2 * n}",
+            run.wait_for(lambda before=before: newest() > before, f"a checkpoint after step {before}",
                          timeout=240, interval=0.05)
-            (torchrun,) = children_of(run.proc.pid)
-            for rank in children_of(torchrun):
+            (torchrun,) = run.wait_for(lambda: children_of(run.proc.pid), "the launch's torchrun", timeout=60,
+                                       interval=0.05)
+            for rank in run.wait_for(lambda t=torchrun: children_of(t), "its rank", timeout=60, interval=0.05):
                 os.kill(rank, signal.SIGKILL)
             code = run.proc.wait(timeout=120)
         assert code == errors.PROCESS_LOST, run.log_text()[-3000:]
