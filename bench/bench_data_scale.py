@@ -15,7 +15,7 @@ Per size, each command a separate process (`python -m trainer ...`), its peak RS
   `--baseline_max`: the same three commands. `ratio` = baseline / index (above 1: the index is better).
 
     .venv/bin/python bench/bench_data_scale.py [--sizes 10000,100000,1000000] [--baseline_max 100000]
-        [--prepare_workers 2] [--workdir DIR]
+        [--prepare_workers 0] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--baseline_max", type=int, default=100_000)
-    parser.add_argument("--prepare_workers", type=int, default=2)
+    parser.add_argument("--prepare_workers", type=int, default=0)  # 0: the option's auto count
     parser.add_argument("--workdir", default=None)
     ns = parser.parse_args()
     from trainer.model.tiny import build_tiny_checkpoint
@@ -191,7 +191,10 @@ def main() -> None:
                 for cmd in ("prepare", "train_1", "train_2") for what in ("seconds", "peak_rss_gb")
             }
         results.append(row)
+    from trainer.encode.cpus import prepare_workers
+
     print_result({"bench": "data_scale", "clips": CLIPS, "prepare_workers": ns.prepare_workers,
+                  "prepare_workers_resolved": prepare_workers(ns.prepare_workers),
                   "cpu_count": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 1),
                   "results": results})
 

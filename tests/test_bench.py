@@ -46,6 +46,10 @@ PLANTS = {
     # The synthesizer decodes no audio from the codes it generated.
     "silent_decode": "import numpy as np; from trainer.generate.synthesizer import Synthesizer as S; "
                      "S.decode = lambda self, codes: np.zeros(0, dtype=np.float32)",
+    # The fast chat-template path gives every added token the next id (its safety net then turns it off).
+    "added_ids_off_by_one": "from trainer.encode.fast_prompts import FastPrompts as F; enc = F.encode; "
+                            "F.encode = lambda self, prompts: [[t + 1 if t in self.ids.values() else t for t in ids] "
+                            "for ids in enc(self, prompts)]",
 }
 
 
@@ -377,3 +381,13 @@ def test_token_budget_benchmark_reports_both_sides_and_fails_when_the_budget_is_
     proc = _run_planted("budget_ignored", "bench_token_budget.py", *args)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "micro-batches over 2048 padded tokens" in proc.stderr
+
+
+@pytest.mark.slow
+def test_render_benchmark_compares_the_two_paths_and_fails_when_they_differ(tmp_path) -> None:
+    out = _run("bench_render.py", "--samples", "300", "--repeats", "1", tmp_path=tmp_path)
+    assert out["samples"] == 300 and out["same_ids"] is True and out["fast_chunks"] == 1
+    assert out["per_sample_ms"] > 0 and out["fast_ms"] > 0 and out["ratio"] > 0
+    proc = _run_planted("added_ids_off_by_one", "bench_render.py", "--samples", "300", "--repeats", "1")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "the fast path was not taken" in proc.stderr

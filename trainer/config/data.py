@@ -67,10 +67,11 @@ class DataArgs:
         "(docs/training.md#large-datasets); false holds every sample in each rank's memory.",
     )
     prepare_workers: int = opt(
-        1,
+        0,
         "Processes that render and tokenize samples while the dataset index is built (by prepare, or by train "
-        "when the index is stale); about one per free core.",
-        minimum=1,
+        "when the index is stale); 0 (auto): 2 where the process may use 2 CPUs or more (its CPU affinity and "
+        "cgroup CPU limit), else 1, in the building process itself.",
+        minimum=0,
     )
     seed_split: int = opt(
         0, "Seed of the train/validation split and of the reference clips picked for corpora that name "

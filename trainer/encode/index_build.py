@@ -13,6 +13,7 @@ again after touching the data file.
 from __future__ import annotations
 
 import fcntl
+import gc
 import hashlib
 import json
 import logging
@@ -29,8 +30,9 @@ from trainer import dist
 from trainer.config.options import DataArgs
 from trainer.data.samples import BadSample
 from trainer.encode.code_cache import CodeCache
-from trainer.encode.collator import EncodedSample, Layout
+from trainer.encode.collator import Layout
 from trainer.encode.counter import Counter
+from trainer.encode.index_chunks import ChunkRenderer
 from trainer.encode.sample_index import META, IndexWriter, SampleIndex
 
 log = logging.getLogger(__name__)
@@ -156,65 +158,63 @@ class FrameCounts:
 
 CHUNK = 1000  # conversations a worker renders per task: large enough that pickling the results stays cheap
 
-_render_in_child: Callable[[Any], Any] | None = None  # set before the workers fork; they inherit it
-_convs_in_child: list = []
+_work_in_child: Callable[[list], Any] | None = None  # set before the workers fork; they inherit it
+_items_in_child: list = []
 
 
-def _render_chunk(start: int) -> list:
-    assert _render_in_child is not None
-    return [_render_in_child(c) for c in _convs_in_child[start:start + CHUNK]]
+def _chunk_in_child(start: int) -> Any:
+    assert _work_in_child is not None
+    return _work_in_child(_items_in_child[start:start + CHUNK])
 
 
-def rendered(convs: list, render: Callable[[Any], Any], workers: int) -> Iterator[Any]:
-    """`render(conv)` of each conversation, in order: in this process, or in `workers` forked processes.
+def in_chunks(items: list, work: Callable[[list], Any], workers: int) -> Iterator[Any]:
+    """`work(chunk)` of each run of `CHUNK` items, in order: in this process, or in `workers` forked processes.
 
     Forked, so that the workers inherit the tokenizer and the conversations instead of pickling them; each task
-    is a range of conversations, and only the token ids come back.
+    is a range of items, and only the result (an index chunk's columns) comes back. The workers keep the pool's
+    own termination: no signal handler of theirs may stand between a terminate and their exit.
     """
-    global _render_in_child, _convs_in_child
-    if workers <= 1 or len(convs) <= CHUNK:
-        yield from map(render, convs)
+    global _work_in_child, _items_in_child
+    starts = range(0, len(items), CHUNK)
+    if workers <= 1 or len(items) <= CHUNK:
+        for start in starts:
+            yield work(items[start:start + CHUNK])
         return
     import multiprocessing
 
-    _render_in_child, _convs_in_child = render, convs
+    _work_in_child, _items_in_child = work, items
+    # The workers' own collections then never walk (and so copy, page by page) the conversations they inherit
+    gc.freeze()
     try:
         with multiprocessing.get_context("fork").Pool(workers) as pool:
-            for chunk in pool.imap(_render_chunk, range(0, len(convs), CHUNK)):
-                yield from chunk
+            yield from pool.imap(_chunk_in_child, starts)
     finally:
-        _render_in_child, _convs_in_child = None, []
+        gc.unfreeze()
+        _work_in_child, _items_in_child = None, []
 
 
 def write_samples(writer: IndexWriter, convs: list, bad: list[BadSample], *, keys: dict, cache: CodeCache,
                   render: Callable[[Any], tuple[list[int], list[bool], list[int]] | BadSample],
-                  num_codebooks: int, progress: bool, between: Callable[[], None], workers: int = 1) -> None:
+                  num_codebooks: int, progress: bool, between: Callable[[], None], workers: int = 1,
+                  tokenizer: Any = None, layout: Layout | None = None) -> None:
     """Every read-time bad sample, then each conversation rendered (or found bad) into `writer`, in input order.
 
     `render(conv)` is the tokenization `trainer.encode.prepare` does for the in-memory path, so both paths build
-    the same samples; a clip whose codes are missing from the cache makes its sample bad, as there. `workers`
-    processes render in parallel (`--prepare_workers`).
+    the same samples; with the `tokenizer` and `layout` it uses, chunks take the checked fast path of
+    `trainer.encode.index_chunks`. A clip whose codes are missing from the cache makes its sample bad, as there.
+    `workers` processes render in parallel (`--prepare_workers`).
     """
     for b in bad:
         writer.add_bad(b)
-    frames = FrameCounts(cache)
+    renderer = ChunkRenderer(render, tokenizer=tokenizer, layout=layout, keys=keys, frames=FrameCounts(cache),
+                             num_codebooks=num_codebooks)
     counter = Counter(len(convs), "indexing samples", "sample") if progress else None
-    for conv, out in zip(convs, rendered(convs, render, workers), strict=True):
+    for chunk in in_chunks(convs, renderer.chunk, workers):
         between()
-        clips = conv.clips()
-        clip_keys = [keys[c] for c in clips]
-        counts = [frames(k) for k in clip_keys]
-        missing = next((c for c, n in zip(clips, counts, strict=True) if n is None), None)
-        if missing is not None:
-            out = BadSample(conv.source, f"audio could not be decoded or encoded: {missing}")
-        if isinstance(out, BadSample):
-            writer.add_bad(out)
-        else:
-            ids, flags, text_targets = out
-            sample = EncodedSample(conv.id, conv.source, ids, [], flags, text_targets)
-            length = len(ids) + sum(n + num_codebooks for n in counts)  # EncodedSample.num_tokens
-            writer.add(sample, clip_keys, conv.speaker, length)
+        for b in chunk.bad:
+            writer.add_bad(b)
+        writer.add_many(chunk)
         if counter is not None:
-            counter.advance()
+            counter.advance(chunk.count + len(chunk.bad))
     if counter is not None:
         counter.close()

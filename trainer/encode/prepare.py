@@ -28,6 +28,7 @@ from trainer.data.samples import BadSample, Clip, Conversation
 from trainer.encode.code_cache import CodeCache, clip_key, file_digest, fill_cache, tokenizer_identity
 from trainer.encode.collator import EncodedSample, Layout, text_targets_after, tokenize_conversation
 from trainer.encode.counter import Counter
+from trainer.encode.cpus import prepare_workers
 from trainer.encode.index_build import open_index, tokenizer_fingerprint, write_samples
 from trainer.encode.sample_index import IndexView, IndexWriter, SampleIndex
 from trainer.errors import BadSamplesError, ConfigError, DataError
@@ -299,7 +300,7 @@ def _prepare_indexed(args: DataArgs, *, evaluate: bool, report_dir: Path | None,
             write_samples(writer, convs, bad, keys=keys, cache=cache,
                           render=lambda conv: render(conv, tokenizer, layout), num_codebooks=layout.num_codebooks,
                           progress=dist.rank() == 0, between=at_most_every(PEER_CHECK_SECONDS, between_samples),
-                          workers=args.prepare_workers)
+                          workers=prepare_workers(args.prepare_workers), tokenizer=tokenizer, layout=layout)
 
         return open_index(args, path, cache=cache, text_identity=text_identity, build=build)
 

@@ -34,6 +34,7 @@ import numpy as np
 from trainer import fsmode
 from trainer.data.samples import BadSample
 from trainer.encode.collator import EncodedSample
+from trainer.encode.index_chunks import Chunk
 
 META = "meta.json"
 BAD = "bad.jsonl"
@@ -47,30 +48,34 @@ class _Column:
     def __init__(self, directory: Path, name: str, dtype: Any, ragged: bool) -> None:
         self.path, self.dtype, self.ragged = directory / f"{name}.raw", np.dtype(dtype), ragged
         self.file = open(self.path, "wb")  # noqa: SIM115 - closed in finish()
-        self.buffer: list[Any] = []
-        self.offsets = [0] if ragged else None
+        self.arrays: list[np.ndarray] = []  # rows added since the last flush, a chunk's column at a time
+        self.buffered = 0
+        self.offsets: list[np.ndarray] = []  # each row's end, of the rows not yet flushed
         self.count = 0
         self.offsets_path = directory / f"{name}_offsets.raw"
         self.offsets_file = open(self.offsets_path, "wb") if ragged else None  # noqa: SIM115
+        if self.offsets_file is not None:
+            self.offsets_file.write(np.zeros(1, np.int64).tobytes())
 
-    def add(self, value: Any) -> None:
+    def add_many(self, values: np.ndarray, lengths: np.ndarray | None = None) -> None:
+        """Rows at once: `values` concatenated, and for a ragged column each row's length."""
+        self.arrays.append(np.asarray(values, dtype=self.dtype))
         if self.ragged:
-            self.buffer.extend(value)
-            self.count += len(value)
-            assert self.offsets is not None
-            self.offsets.append(self.count)
-        else:
-            self.buffer.append(value)
-        if len(self.buffer) >= FLUSH_ROWS:
+            assert lengths is not None
+            self.offsets.append(self.count + np.cumsum(lengths, dtype=np.int64))
+            self.count += int(np.sum(lengths, dtype=np.int64))
+        self.buffered += len(values) if lengths is None else len(lengths)
+        if self.buffered >= FLUSH_ROWS:
             self.flush()
 
     def flush(self) -> None:
-        self.file.write(np.asarray(self.buffer, dtype=self.dtype).tobytes())
-        self.buffer = []
-        if self.offsets_file is not None and self.offsets:
-            last = self.offsets[-1]
-            self.offsets_file.write(np.asarray(self.offsets[:-1], dtype=np.int64).tobytes())
-            self.offsets = [last]
+        for array in self.arrays:
+            self.file.write(array.tobytes())
+        self.arrays, self.buffered = [], 0
+        if self.offsets_file is not None:
+            for ends in self.offsets:
+                self.offsets_file.write(ends.tobytes())
+            self.offsets = []
 
     def finish(self, directory: Path, name: str) -> None:
         """Write the `.npy` files (header + the raw bytes) and drop the raw ones."""
@@ -78,7 +83,6 @@ class _Column:
         self.file.close()
         _raw_to_npy(self.path, directory / f"{name}.npy", self.dtype)
         if self.offsets_file is not None:
-            self.offsets_file.write(np.asarray(self.offsets, dtype=np.int64).tobytes())
             self.offsets_file.close()
             _raw_to_npy(self.offsets_path, directory / f"{name}_offsets.npy", np.dtype(np.int64))
 
@@ -118,19 +122,19 @@ class IndexWriter:
         self.bad_file = open(self.tmp / BAD, "w", encoding="utf-8")  # noqa: SIM115 - closed in commit()
         self.count = self.bad_count = 0
 
-    def add(self, sample: EncodedSample, keys: list[str], speaker: str | None, length: int) -> None:
-        """One usable sample: its tokens, its clips' cache keys (in placeholder order), its length."""
+    def add_many(self, chunk: Chunk) -> None:
+        """A chunk's usable samples, column by column (its bad ones go through `add_bad`)."""
         c = self.columns
-        c["tokens"].add(sample.input_ids)
-        c["clips"].add([self.keys.setdefault(k, len(self.keys)) for k in keys])
-        for flag in sample.is_target:
-            c["targets"].add(flag)
-        c["text"].add(sample.text_target_positions)
-        c["lengths"].add(length)
-        c["ids"].add(sample.id.encode())
-        c["sources"].add(sample.source.encode())
-        c["speakers"].add((speaker or "").encode())
-        self.count += 1
+        rows = np.asarray([self.keys.setdefault(k, len(self.keys)) for k in chunk.keys], np.int32)
+        c["tokens"].add_many(chunk.tokens, chunk.token_lens)
+        c["clips"].add_many(rows[chunk.clips] if len(rows) else chunk.clips, chunk.clip_lens)
+        c["targets"].add_many(chunk.targets)
+        c["text"].add_many(chunk.text, chunk.text_lens)
+        c["lengths"].add_many(chunk.lengths)
+        for name in ("ids", "sources", "speakers"):
+            data, lengths = chunk.strings[name]
+            c[name].add_many(np.frombuffer(data, np.uint8), lengths)
+        self.count += chunk.count
 
     def add_bad(self, bad: BadSample) -> None:
         """Record a bad sample in the index, so a reused index still reports it."""

@@ -245,7 +245,12 @@ def test_workers_render_in_other_processes_and_keep_the_order(monkeypatch) -> No
     from trainer.encode import index_build
 
     monkeypatch.setattr(index_build, "CHUNK", 3)
-    out = list(index_build.rendered(list(range(10)), lambda x: (x, os.getpid()), workers=2))
+
+    def work(xs: list) -> list:
+        return [(x, os.getpid()) for x in xs]
+
+    out = [y for chunk in index_build.in_chunks(list(range(10)), work, workers=2) for y in chunk]
     assert [x for x, _ in out] == list(range(10))
     assert os.getpid() not in {pid for _, pid in out}
-    assert [x for x, _ in index_build.rendered([1, 2], lambda x: (x, 0), workers=2)] == [1, 2]  # small: in-process
+    small = [y for chunk in index_build.in_chunks([1, 2], work, workers=2) for y in chunk]
+    assert small == [(1, os.getpid()), (2, os.getpid())]  # small: in-process
