@@ -8,7 +8,9 @@ step, is what is measured).
 Per size, each command a separate process (`python -m trainer ...`), its peak RSS read from `/proc/PID/status`
 (VmHWM, polled every 0.1 s, of every process of the command: for `torchrun`, the largest rank):
 
-- `prepare`: wall time, samples per second (N / wall, start-up included), peak RSS, the index's size on disk;
+- `prepare`: wall time, samples per second (N / wall, start-up included), peak RSS, the index's size on disk
+  and the rendered parts' (`trainer.encode.part_store`); with the index, then `prepare` again after 1% more
+  samples are appended to the same file (`full_over_append`: the full build's time over the rebuild's);
 - `train` with a current index, 1 process and 2 (`torchrun`, gloo): wall time to the end of the first step
   (`--max_steps 1`; the tiny adapter's save after it is a fraction of a second), peak RSS per rank;
 - the baseline, today's in-memory path (`--data_index false`), in the same run, for sizes up to
@@ -57,6 +59,11 @@ def write_clips(directory: Path) -> list[tuple[str, str, float]]:
     return out
 
 
+def _sample(i: int, clips: list[tuple[str, str, float]]) -> str:
+    ref, target = clips[(i + 1) % CLIPS], clips[i % CLIPS]
+    return json.dumps(seed_sample((ref[0], ref[1]), (target[0], target[1]), target[2], f"spk{i % 50}"))
+
+
 def write_dataset(directory: Path, count: int, clips: list[tuple[str, str, float]]) -> Path:
     """`train.json` of `count` samples, written as a stream (a 1M-sample list is about 0.9 GB)."""
     path = directory / f"train-{count}.json"
@@ -66,12 +73,22 @@ def write_dataset(directory: Path, count: int, clips: list[tuple[str, str, float
     with open(tmp, "w") as f:
         f.write("[\n")
         for i in range(count):
-            ref, target = clips[(i + 1) % CLIPS], clips[i % CLIPS]
-            sample = seed_sample((ref[0], ref[1]), (target[0], target[1]), target[2], f"spk{i % 50}")
-            f.write(("," if i else "") + json.dumps(sample) + "\n")
+            f.write(("," if i else "") + _sample(i, clips) + "\n")
         f.write("]\n")
     tmp.replace(path)
     return path
+
+
+def append_samples(path: Path, start: int, count: int, clips: list[tuple[str, str, float]]) -> None:
+    """Samples `start` to `start + count` appended to the list in `path`, in place (its closing `]` rewritten)."""
+    with open(path, "r+b") as f:
+        f.seek(-2, os.SEEK_END)
+        assert f.read(2) == b"]\n", path
+        f.seek(-2, os.SEEK_END)
+        f.truncate()
+        for i in range(start, start + count):
+            f.write(("," + _sample(i, clips) + "\n").encode())
+        f.write(b"]\n")
 
 
 def _peak_rss(pid: int) -> int:
@@ -171,16 +188,27 @@ def main() -> None:
                 shutil.rmtree(sub, ignore_errors=True)
             out = f"out-{size}-{name}"
             shutil.rmtree(work / out, ignore_errors=True)
-            prep = measure([py, "-m", "trainer", "prepare", *flags(data, out, index)], env, False)
+            live = data
+            if index:  # a copy of its own to append to, beside the clips its samples name
+                live = work / "train-live.json"
+                shutil.copyfile(data, live)
+            prep = measure([py, "-m", "trainer", "prepare", *flags(live, out, index)], env, False)
             prep["samples_per_second"] = round(size / prep["seconds"], 1)
             part = {"prepare": prep}
             if index:
-                found = [p for p in (work / "cache").glob("*/index/*") if p.is_dir()]
+                # 1% more samples in the same file: the rebuild renders only the new parts (trainer.encode.part_store)
+                append_samples(live, size, max(1, size // 100), clips)
+                again = measure([py, "-m", "trainer", "prepare", *flags(live, out, index)], env, False)
+                again["full_over_append"] = round(prep["seconds"] / again["seconds"], 2)
+                part["prepare_after_1pct_append"] = again
+                found = [p for p in (work / "cache").glob("*/index/*") if p.is_dir() and p.suffix != ".parts"]
                 part["index_mb"] = round(sum(f.stat().st_size for p in found for f in p.iterdir()) / 1e6, 1)
+                stored = [f for p in (work / "cache").glob("*/index/*.parts") for f in p.iterdir()]
+                part["parts_mb"] = round(sum(f.stat().st_size for f in stored) / 1e6, 1)
             shutil.rmtree(work / out, ignore_errors=True)
-            part["train_1"] = measure([py, "-m", "trainer", "train", *flags(data, out, index)], env, False)
+            part["train_1"] = measure([py, "-m", "trainer", "train", *flags(live, out, index)], env, False)
             shutil.rmtree(work / out, ignore_errors=True)
-            part["train_2"] = measure([*torchrun, "train", *flags(data, out, index)], env, True)
+            part["train_2"] = measure([*torchrun, "train", *flags(live, out, index)], env, True)
             shutil.rmtree(work / out, ignore_errors=True)
             row[name] = part
             print(json.dumps({size: {name: part}}), file=sys.stderr, flush=True)

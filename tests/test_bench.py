@@ -315,7 +315,10 @@ def test_data_scale_benchmark_reports_the_index_against_the_in_memory_baseline(t
     out = _run("bench_data_scale.py", "--sizes", "300", "--prepare_workers", "1", "--workdir", str(tmp_path),
                tmp_path=tmp_path)
     (row,) = out["results"]
-    assert row["samples"] == 300 and row["index"]["index_mb"] > 0
+    assert row["samples"] == 300 and row["index"]["index_mb"] > 0 and row["index"]["parts_mb"] > 0
+    again = row["index"]["prepare_after_1pct_append"]
+    assert again["seconds"] > 0 and again["full_over_append"] == round(row["index"]["prepare"]["seconds"]
+                                                                     / again["seconds"], 2)
     for side in ("index", "baseline"):
         for cmd in ("prepare", "train_1", "train_2"):
             assert row[side][cmd]["seconds"] > 0 and row[side][cmd]["peak_rss_gb"] > 0.1, (side, cmd)

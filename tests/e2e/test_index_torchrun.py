@@ -22,7 +22,7 @@ def _run(base_args: dict[str, str], probe_dir: Path, **over: str) -> list[dict]:
 
 
 def _indexes(cache: Path) -> list[Path]:
-    return sorted(p for p in cache.glob("*/index/*") if p.is_dir())
+    return sorted(p for p in cache.glob("*/index/*") if p.is_dir() and p.suffix != ".parts")
 
 
 def test_two_ranks_share_one_index_and_a_resumed_run_trains_the_same_batches(base_args, tmp_path) -> None:

@@ -33,6 +33,7 @@ from trainer.encode.code_cache import CodeCache
 from trainer.encode.collator import Layout
 from trainer.encode.counter import Counter
 from trainer.encode.index_chunks import ChunkRenderer
+from trainer.encode.part_store import PartStore, StoredChunks
 from trainer.encode.sample_index import META, IndexWriter, SampleIndex
 
 log = logging.getLogger(__name__)
@@ -82,11 +83,20 @@ def fingerprint(args: DataArgs, path: str, text_identity: str) -> str:
     return h.hexdigest()[:24]
 
 
+def _stem(path: str) -> str:
+    """The data file's name and a digest of its absolute path: two `train.json` in two folders stay apart."""
+    absolute = os.path.abspath(path)
+    return f"{Path(absolute).name}-{hashlib.sha256(absolute.encode()).hexdigest()[:8]}"
+
+
 def index_dir(cache: CodeCache, path: str, key: str) -> Path:
     """Where the index of `path` with fingerprint `key` lives, beside the code cache's entries."""
-    absolute = os.path.abspath(path)
-    stem = f"{Path(absolute).name}-{hashlib.sha256(absolute.encode()).hexdigest()[:8]}"
-    return cache.dir / "index" / f"{stem}-{key}"
+    return cache.dir / "index" / f"{_stem(path)}-{key}"
+
+
+def parts_dir(cache: CodeCache, path: str) -> Path:
+    """Where the rendered parts of `path`'s indexes are kept (`trainer.encode.part_store`): one store a data file."""
+    return cache.dir / "index" / f"{_stem(path)}.parts"
 
 
 def is_current(directory: Path, key: str) -> bool:
@@ -108,8 +118,11 @@ def file_lock(path: Path) -> Iterator[None]:
 
 
 def open_index(args: DataArgs, path: str, *, cache: CodeCache, text_identity: str,
-               build: Callable[[IndexWriter], None]) -> SampleIndex:
+               build: Callable[[IndexWriter, PartStore], None]) -> SampleIndex:
     """The current index of `path`, built first by local rank 0 (`build` fills a writer) when there is none.
+
+    `build` also gets the data file's part store, whose parts from an earlier build it reuses; after a build,
+    the parts it did not use are removed. Both under the build's lock, so no other builder's parts go.
 
     Every rank passes the barrier, whether or not an index had to be built, so that no rank reads one that
     local rank 0 is still writing.
@@ -120,13 +133,18 @@ def open_index(args: DataArgs, path: str, *, cache: CodeCache, text_identity: st
         with file_lock(final.parent / f"{final.name}.lock"):
             if not is_current(final, key):  # another job or node may have built it while this one waited
                 log.info("building the dataset index of %s in %s", path, final)
-                writer = IndexWriter(final, {"fingerprint": key, "data": os.path.abspath(path)})
-                try:
-                    build(writer)
-                    writer.commit()
-                except BaseException:
-                    writer.abort()
-                    raise
+                parts = PartStore(parts_dir(cache, path), text_identity)
+                # builds of other fingerprints of this file (other options) share its parts: one at a time
+                with file_lock(parts.dir.with_name(f"{parts.dir.name}.lock")):
+                    parts.remove_temporary()
+                    writer = IndexWriter(final, {"fingerprint": key, "data": os.path.abspath(path)})
+                    try:
+                        build(writer, parts)
+                        writer.commit()
+                    except BaseException:
+                        writer.abort()
+                        raise
+                    parts.keep_only_used()
                 _remove_stale(final)
     dist.barrier(poll=dist.raise_if_peer_stopped)
     if not is_current(final, key):
@@ -197,21 +215,26 @@ def in_chunks(items: list, work: Callable[[list], Any], workers: int) -> Iterato
 def write_samples(writer: IndexWriter, convs: list, bad: list[BadSample], *, keys: dict, cache: CodeCache,
                   render: Callable[[Any], tuple[list[int], list[bool], list[int]] | BadSample],
                   num_codebooks: int, progress: bool, between: Callable[[], None], workers: int = 1,
-                  tokenizer: Any = None, layout: Layout | None = None) -> None:
+                  tokenizer: Any = None, layout: Layout | None = None, parts: PartStore | None = None) -> None:
     """Every read-time bad sample, then each conversation rendered (or found bad) into `writer`, in input order.
 
     `render(conv)` is the tokenization `trainer.encode.prepare` does for the in-memory path, so both paths build
     the same samples; with the `tokenizer` and `layout` it uses, chunks take the checked fast path of
     `trainer.encode.index_chunks`. A clip whose codes are missing from the cache makes its sample bad, as there.
-    `workers` processes render in parallel (`--prepare_workers`).
+    `workers` processes render in parallel (`--prepare_workers`). With `parts`, a chunk rendered by an earlier
+    build of the same data file is loaded instead of rendered again (`trainer.encode.part_store`).
     """
     for b in bad:
         writer.add_bad(b)
-    renderer = ChunkRenderer(render, tokenizer=tokenizer, layout=layout, keys=keys, frames=FrameCounts(cache),
+    frames = FrameCounts(cache)
+    renderer = ChunkRenderer(render, tokenizer=tokenizer, layout=layout, keys=keys, frames=frames,
                              num_codebooks=num_codebooks)
+    work = renderer.chunk if parts is None else StoredChunks(parts, renderer.chunk, keys=keys, frames=frames)
     counter = Counter(len(convs), "indexing samples", "sample") if progress else None
-    for chunk in in_chunks(convs, renderer.chunk, workers):
+    for chunk in in_chunks(convs, work, workers):
         between()
+        if parts is not None:
+            parts.used.add(chunk.part)  # a worker's store is a copy: the builder records what its index holds
         for b in chunk.bad:
             writer.add_bad(b)
         writer.add_many(chunk)

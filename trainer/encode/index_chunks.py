@@ -45,6 +45,7 @@ class Chunk:
     lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     strings: dict[str, tuple[bytes, np.ndarray]] = field(default_factory=dict)  # ids, sources, speakers
     bad: list[BadSample] = field(default_factory=list)
+    part: str = ""  # the key it is stored under in the data file's part store (trainer.encode.part_store), if any
 
 
 class ChunkRenderer:

@@ -30,6 +30,7 @@ from trainer.encode.collator import EncodedSample, Layout, text_targets_after, t
 from trainer.encode.counter import Counter
 from trainer.encode.cpus import prepare_workers
 from trainer.encode.index_build import open_index, tokenizer_fingerprint, write_samples
+from trainer.encode.part_store import PartStore
 from trainer.encode.sample_index import IndexView, IndexWriter, SampleIndex
 from trainer.errors import BadSamplesError, ConfigError, DataError
 
@@ -289,7 +290,7 @@ def _prepare_indexed(args: DataArgs, *, evaluate: bool, report_dir: Path | None,
     text_identity = tokenizer_fingerprint(tokenizer, layout)
 
     def index_of(path: str) -> SampleIndex:
-        def build(writer: IndexWriter) -> None:
+        def build(writer: IndexWriter, parts: PartStore) -> None:
             convs, bad = read_dataset(args, path)
             keys = fill(convs, cache=cache, load_codec=load_codec, sample_rate=sample_rate)
 
@@ -300,7 +301,8 @@ def _prepare_indexed(args: DataArgs, *, evaluate: bool, report_dir: Path | None,
             write_samples(writer, convs, bad, keys=keys, cache=cache,
                           render=lambda conv: render(conv, tokenizer, layout), num_codebooks=layout.num_codebooks,
                           progress=dist.rank() == 0, between=at_most_every(PEER_CHECK_SECONDS, between_samples),
-                          workers=prepare_workers(args.prepare_workers), tokenizer=tokenizer, layout=layout)
+                          workers=prepare_workers(args.prepare_workers), tokenizer=tokenizer, layout=layout,
+                          parts=parts)
 
         return open_index(args, path, cache=cache, text_identity=text_identity, build=build)
 

@@ -141,7 +141,9 @@ def test_validation_split_from_the_index_holds_out_the_same_samples(parts, code_
 
 
 def _index_dirs(cache: Path) -> list[Path]:
-    return sorted(p for p in cache.glob("*/index/*") if p.is_dir() and not p.name.startswith("."))
+    """The indexes under `cache` (not their parts' store, `<data file>.parts`)."""
+    return sorted(p for p in cache.glob("*/index/*")
+                  if p.is_dir() and not p.name.startswith(".") and p.suffix != ".parts")
 
 
 def test_a_current_index_is_reused_without_reading_the_data(parts, tmp_path, monkeypatch) -> None:
