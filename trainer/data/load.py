@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -111,10 +111,10 @@ def load_conversations(
         raise DataError(f"{path}: does not exist; expected {EXPECTED_INPUT}")
     with _no_cyclic_gc():
         fmt, candidates = read_candidates(path, system_prompt, read)
-        if not candidates:
-            raise DataError(f"{path}: holds no samples; expected {EXPECTED_INPUT}")
         files: dict[str, tuple[float, str | None]] = {}
         good, bad = _check_audio(candidates, (min_audio_seconds, max_audio_seconds), files)
+        if not good and not bad:  # only known once a streamed file is read through
+            raise DataError(f"{path}: holds no samples; expected {EXPECTED_INPUT}")
         if fmt in SPEAKER_CORPORA:
             seconds = {p: s for p, (s, problem) in files.items() if problem is None}
             good, report = pair_references(good, seconds, count=references.count,
@@ -155,7 +155,7 @@ def format_bad_samples(bad: list[BadSample], limit: int = 50) -> str:
 
 
 def _check_audio(
-    candidates: list[Candidate], limits: tuple[float, float], files: dict[str, tuple[float, str | None]]
+    candidates: Iterable[Candidate], limits: tuple[float, float], files: dict[str, tuple[float, str | None]]
 ) -> tuple[list[Conversation], list[BadSample]]:
     """Check each candidate's audio headers (each file once) and split good from bad.
 
