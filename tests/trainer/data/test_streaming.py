@@ -15,6 +15,7 @@ import pytest
 
 from tests.trainer.datafiles import ARABIC, SEED_SYSTEM, load, seed_dataset, seed_sample
 from trainer.data import json_stream
+from trainer.data import load as data_load
 from trainer.data.chatml import _chatml_candidate, read_chatml
 from trainer.data.json_stream import iter_json_list
 from trainer.data.pairs import read_jsonl
@@ -95,7 +96,7 @@ def test_random_lists_read_as_json_loads_them(tmp_path) -> None:
 
 @pytest.fixture(scope="module")
 def seed_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A seed-layout train.json with bad samples among the good ones (a non-object, a sample without messages)."""
+    """A seed-layout train.json with three bad samples among the good ones (a number, no messages, no assistant)."""
     path = seed_dataset(tmp_path_factory.mktemp("seed"), count=6)
     items = _json_load(path)
     items[2:2] = [42, {"start_index": 0}, {"messages": [{"role": "user", "content": "no assistant"}]}]
@@ -113,11 +114,13 @@ def test_the_seed_layout_reads_the_candidates_of_a_whole_file_read(seed_path, mo
     assert list(read_chatml(str(seed_path), SEED_SYSTEM)) == expected
 
 
-def test_the_seed_layout_loads_the_same_at_any_chunk_size(seed_path, monkeypatch) -> None:
-    whole = load(seed_path)
+@pytest.mark.parametrize("batch", [1, 2, 4])
+def test_the_seed_layout_loads_the_same_at_any_chunk_and_check_batch_size(seed_path, monkeypatch, batch) -> None:
+    whole = load(seed_path)  # one buffer, one batch
     assert [b.source for b in whole[1]] == [f"{seed_path}[{i}]" for i in (2, 3, 4)]
     assert [c.id for c in whole[0]] == [f"train-{i}" for i in (0, 1, 5, 6, 7, 8)]
     monkeypatch.setattr(json_stream, "CHUNK_SIZE", 5)
+    monkeypatch.setattr(data_load, "CHECK_BATCH", batch)
     assert load(seed_path) == whole
 
 
