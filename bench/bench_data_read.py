@@ -32,6 +32,11 @@ do, so there are as many distinct audio files as samples. The files are real 16-
   with the real chat template (the real 128k-token one costs more, which only lowers the share); the
   digests read these short clips (real clips of several seconds take longer to hash: again a lower share).
   Model and audio-tokenizer loading are not part of it.
+- stream: the streaming read of the list alone (`trainer.data.json_stream.iter_json_list`, every item decoded
+  and dropped) against `json.load` of the same file, warm medians in the same rounds (`time_ratio`), and the
+  peak of Python allocations of one run of each under tracemalloc (`peak_ratio`); beside them the peaks of
+  the parse and mapping (`read_chatml`, candidates dropped) and of `load_conversations`, which holds every
+  conversation it returns (`ours_peak_bytes_per_sample`).
 - target: ours within `--max_ratio` (default 2) of the floor, warm. The result is printed either way; a
   missed target then exits 1.
 
@@ -50,6 +55,7 @@ import statistics
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -142,7 +148,31 @@ def parse_map(path: Path) -> int:
     """The trainer's reader without the audio check: JSON and the mapping of every sample."""
     from trainer.data.chatml import read_chatml
 
-    return len(read_chatml(str(path), SEED_SYSTEM))
+    return sum(1 for _ in read_chatml(str(path), SEED_SYSTEM))
+
+
+def stream_items(path: Path) -> int:
+    """The streaming read of the list alone (`trainer.data.json_stream`), every item decoded and dropped."""
+    from trainer.data.json_stream import iter_json_list
+
+    return sum(1 for _ in iter_json_list(str(path)))
+
+
+def json_load(path: Path) -> int:
+    """The whole-file read the streaming one replaced: every item held at once."""
+    with open(path, encoding="utf-8-sig") as f:
+        return len(json.load(f))
+
+
+def peak_bytes(fn: Callable[[], Any]) -> int:
+    """The most memory Python allocations held while `fn` ran, its result included (tracemalloc)."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 def floor(path: Path, parts: list[tuple[float, float]]) -> tuple[int, int]:
@@ -248,9 +278,12 @@ def main() -> None:
     if (floor_read, floor_files) != (ns.samples, files):
         raise SystemExit(f"the floor read {floor_read} samples and {floor_files} files, ours {read} and {files}")
     parse_map(path)
-    warm: dict[str, list[float]] = {"ours": [], "floor": [], "parse_map": []}
+    if stream_items(path) != json_load(path):
+        raise SystemExit("the streaming read and json.load read a different number of items")
+    warm: dict[str, list[float]] = {"ours": [], "floor": [], "parse_map": [], "stream": [], "json_load": []}
     runs: dict[str, Callable[[], Any]] = {"ours": lambda: ours(path), "floor": lambda: floor(path, floor_parts),
-                                          "parse_map": lambda: parse_map(path)}
+                                          "parse_map": lambda: parse_map(path), "stream": lambda: stream_items(path),
+                                          "json_load": lambda: json_load(path)}
     names = list(runs)
     for r in range(ns.repeats):  # a different one goes first in each round
         for name in names[r % len(names):] + names[:r % len(names)]:
@@ -264,6 +297,7 @@ def main() -> None:
         profiler.runcall(ours, path)
         pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(20)
 
+    peaks = {name: peak_bytes(runs[name]) for name in ("json_load", "stream", "parse_map", "ours")}
     per_sample_rest, subset = startup_rest_seconds(path, min(ns.startup_subset, ns.samples), work)
     ours_s, floor_s = statistics.median(warm["ours"]), statistics.median(warm["floor"])
     ratio = ours_s / floor_s
@@ -292,6 +326,15 @@ def main() -> None:
             "baseline_samples_per_second": round(ns.samples / statistics.median(cold["floor"])),
             "ratio_to_floor": round(statistics.median(cold["ours"]) / statistics.median(cold["floor"]), 3),
             "per_run_seconds": {k: [round(x, 3) for x in v] for k, v in cold.items()},
+        },
+        "stream": {
+            "seconds": round(statistics.median(warm["stream"]), 3),
+            "json_load_seconds": round(statistics.median(warm["json_load"]), 3),
+            "time_ratio": round(statistics.median(warm["stream"]) / statistics.median(warm["json_load"]), 3),
+            "peak_bytes": peaks["stream"], "json_load_peak_bytes": peaks["json_load"],
+            "peak_ratio": round(peaks["stream"] / peaks["json_load"], 4),
+            "parse_map_peak_bytes": peaks["parse_map"], "ours_peak_bytes": peaks["ours"],
+            "ours_peak_bytes_per_sample": round(peaks["ours"] / ns.samples),
         },
         "startup": {
             "subset_samples": subset,

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from trainer.data.fields import get_str, json_type, read_json, resolve, text_message
+from trainer.data.json_stream import iter_json_list, starts_a_list
 from trainer.data.samples import Candidate, Conversation
 from trainer.errors import DataError
 
 ROLES = ("system", "scene", "user", "assistant")
 
 
-def read_chatml(path: str, system_prompt: str) -> list[Candidate]:
+def read_chatml(path: str, system_prompt: str) -> Iterator[Candidate]:
     """One candidate per list item, in file order; `DataError` when the file is not such a list.
 
     A sample is `{"messages": [...], "start_index": n, "speaker": ..., "misc": {...}}`. Two layouts of its
@@ -28,8 +30,19 @@ def read_chatml(path: str, system_prompt: str) -> list[Candidate]:
     - the seed scripts' one (train-higgs-audio): the reference clip inside the user turn, between its
       transcript and an instruction, and the assistant turn holding the target's transcript before its audio.
 
-    Every way a sample can still break the chat template is recorded as a problem of that sample.
+    Every way a sample can still break the chat template is recorded as a problem of that sample. The list is
+    read as a stream (`trainer.data.json_stream`), an item at a time, so the file is never held whole; a
+    file that is not a list is read whole to say what it is instead.
     """
+    base = os.path.dirname(os.path.abspath(path))
+    stem = os.path.splitext(os.path.basename(path))[0]
+    items = iter_json_list(path) if starts_a_list(path) else _not_a_list(path)
+    for i, item in enumerate(items):
+        yield _chatml_candidate(item, base, f"{stem}-{i}", f"{path}[{i}]", system_prompt)
+
+
+def _not_a_list(path: str) -> list:
+    """Today's error for a file whose top level is not a list: invalid JSON, a metadata.json, or another type."""
     items = read_json(path)
     if isinstance(items, dict) and "samples" in items:
         raise DataError(f"{path}: is a dataset directory's metadata.json; pass its directory instead")
@@ -38,12 +51,7 @@ def read_chatml(path: str, system_prompt: str) -> list[Candidate]:
             f"{path}: expected a JSON list of ChatML samples "
             f'({{"messages": [...], "start_index": n}}), got {json_type(items)}'
         )
-    base = os.path.dirname(os.path.abspath(path))
-    stem = os.path.splitext(os.path.basename(path))[0]
-    return [
-        _chatml_candidate(item, base, f"{stem}-{i}", f"{path}[{i}]", system_prompt)
-        for i, item in enumerate(items)
-    ]
+    return items  # a list after all (starts_a_list found no '[' where json does): read it whole
 
 
 def _chatml_candidate(item: Any, base: str, sample_id: str, source: str, system_prompt: str) -> Candidate:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from trainer.config.data import DataFormat
@@ -58,8 +59,12 @@ def detect_format(path: str) -> str:
                     f"or --data_format {{{','.join(FORMATS[1:])}}}")
 
 
-def read_candidates(path: str, system_prompt: str, options: ReadOptions) -> tuple[str, list[Candidate]]:
-    """(format, the samples as read) of an existing path."""
+def read_candidates(path: str, system_prompt: str, options: ReadOptions) -> tuple[str, Iterable[Candidate]]:
+    """(format, the samples as read) of an existing path.
+
+    A ChatML list and a JSONL manifest come as iterators, read as they are consumed, so that the raw items
+    are never all held at once; an error of the file's content is then raised while they are consumed.
+    """
     fmt = detect_format(path) if options.data_format == "auto" else options.data_format
     if fmt not in FORMATS[1:]:
         raise DataError(f"--data_format: unknown format {fmt!r}; one of {', '.join(FORMATS)}")

@@ -10,9 +10,10 @@ from __future__ import annotations
 import gc
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import islice
 
 from trainer.config.options import MIN_AUDIO_SECONDS
 from trainer.data.audio import audio_info
@@ -40,6 +41,7 @@ __all__ = [
 # How far a ChatML `duration` may fall short of the file's length and still mean the whole file (the seed
 # scripts round it to hundredths of a second).
 DURATION_TOLERANCE_SECONDS = 0.05
+CHECK_BATCH = 10_000  # candidates read before their audio is checked (`_check_audio`)
 
 EXPECTED_INPUT = (
     "a ChatML .json list, a .jsonl manifest, a directory (metadata.json or audio + .txt pairs), or a corpus "
@@ -111,10 +113,10 @@ def load_conversations(
         raise DataError(f"{path}: does not exist; expected {EXPECTED_INPUT}")
     with _no_cyclic_gc():
         fmt, candidates = read_candidates(path, system_prompt, read)
-        if not candidates:
-            raise DataError(f"{path}: holds no samples; expected {EXPECTED_INPUT}")
         files: dict[str, tuple[float, str | None]] = {}
         good, bad = _check_audio(candidates, (min_audio_seconds, max_audio_seconds), files)
+        if not good and not bad:  # only known once a streamed file is read through
+            raise DataError(f"{path}: holds no samples; expected {EXPECTED_INPUT}")
         if fmt in SPEAKER_CORPORA:
             seconds = {p: s for p, (s, problem) in files.items() if problem is None}
             good, report = pair_references(good, seconds, count=references.count,
@@ -155,7 +157,7 @@ def format_bad_samples(bad: list[BadSample], limit: int = 50) -> str:
 
 
 def _check_audio(
-    candidates: list[Candidate], limits: tuple[float, float], files: dict[str, tuple[float, str | None]]
+    candidates: Iterable[Candidate], limits: tuple[float, float], files: dict[str, tuple[float, str | None]]
 ) -> tuple[list[Conversation], list[BadSample]]:
     """Check each candidate's audio headers (each file once) and split good from bad.
 
@@ -163,7 +165,24 @@ def _check_audio(
 
     An item whose `offset`/`duration` describe the whole file loses them here, so that it is encoded (and
     cached) as the file it is; a real segment keeps them and is cut from the file when it is encoded.
+
+    A streamed file's candidates are taken `CHECK_BATCH` at a time, read and mapped, then checked: checking
+    each as it is read did the same work 15-20% slower (CPU time, 50,000 seed-layout samples), the parser
+    and the audio header reads taking turns per sample. A batch holds only candidates, which are kept anyway.
     """
+    good: list[Conversation] = []
+    bad: list[BadSample] = []
+    iterator = iter(candidates)
+    while batch := list(islice(iterator, CHECK_BATCH)):
+        good_batch, bad_batch = _check_batch(batch, limits, files)
+        good += good_batch
+        bad += bad_batch
+    return good, bad
+
+
+def _check_batch(
+    candidates: list[Candidate], limits: tuple[float, float], files: dict[str, tuple[float, str | None]]
+) -> tuple[list[Conversation], list[BadSample]]:
     good: list[Conversation] = []
     bad: list[BadSample] = []
     for cand in candidates:

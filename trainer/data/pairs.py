@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from trainer.data.fields import get_str, json_type, read_json, resolve, text_message
@@ -116,11 +117,10 @@ def _reference(
 # --- format 3: JSONL manifest --------------------------------------------------------------------
 
 
-def read_jsonl(path: str, system_prompt: str) -> list[Candidate]:
-    """One candidate per non-blank line, in file order."""
+def read_jsonl(path: str, system_prompt: str) -> Iterator[Candidate]:
+    """One candidate per non-blank line, in file order, read a line at a time: no line is kept once read."""
     base = os.path.dirname(os.path.abspath(path))
     stem = os.path.splitext(os.path.basename(path))[0]
-    candidates = []
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
             source = f"{path}:{lineno}"
@@ -130,12 +130,11 @@ def read_jsonl(path: str, system_prompt: str) -> list[Candidate]:
                     continue
                 record = json.loads(line)
             except UnicodeDecodeError as err:
-                candidates.append(Candidate(source, [f"line is not UTF-8 text: {err}"]))
+                yield Candidate(source, [f"line is not UTF-8 text: {err}"])
             except json.JSONDecodeError as err:
-                candidates.append(Candidate(source, [f"line is not valid JSON: {err}"]))
+                yield Candidate(source, [f"line is not valid JSON: {err}"])
             else:
-                candidates.append(_jsonl_candidate(record, base, f"{stem}-{lineno}", source, system_prompt))
-    return candidates
+                yield _jsonl_candidate(record, base, f"{stem}-{lineno}", source, system_prompt)
 
 
 def _jsonl_candidate(record: Any, base: str, sample_id: str, source: str, system_prompt: str) -> Candidate:
