@@ -29,6 +29,7 @@ from trainer.encode.code_cache import CodeCache, clip_key, file_digest, fill_cac
 from trainer.encode.collator import EncodedSample, Layout, text_targets_after, tokenize_conversation
 from trainer.encode.counter import Counter
 from trainer.encode.cpus import prepare_workers
+from trainer.encode.digest_cache import DigestCache
 from trainer.encode.index_build import open_index, tokenizer_fingerprint, write_samples
 from trainer.encode.part_store import PartStore
 from trainer.encode.sample_index import IndexView, IndexWriter, SampleIndex
@@ -139,7 +140,8 @@ def fill(convs: list[Conversation], *, cache: CodeCache, load_codec: Callable[[]
          sample_rate: int) -> dict[Clip, str]:
     """Every clip's cache key; local rank 0 also encodes the clips missing from the cache."""
     clips = sorted({clip for c in convs for clip in c.clips()}, key=str)
-    digests = digest_files(sorted({clip.path for clip in clips}), progress=dist.rank() == 0)
+    digests = digest_files(sorted({clip.path for clip in clips}), progress=dist.rank() == 0,
+                           remembered=DigestCache(cache.dir.parent, file_digest))
     keys = {clip: clip_key(clip, digests[clip.path]) for clip in clips}
     if dist.local_rank() == 0:
 
@@ -155,18 +157,21 @@ def fill(convs: list[Conversation], *, cache: CodeCache, load_codec: Callable[[]
     return keys
 
 
-def digest_files(paths: list[str], *, progress: bool) -> dict[str, str]:
+def digest_files(paths: list[str], *, progress: bool, remembered: DigestCache) -> dict[str, str]:
     """Each audio file's content digest (the cache key's part that notices a file replaced under its name).
 
-    A read of every byte, minutes on a large data set, so rank 0 shows it counting.
+    A read of every byte of the files not read before (or changed since: `trainer.encode.digest_cache`),
+    minutes on a large data set, so rank 0 shows it counting.
     """
     if not progress:
-        return {p: file_digest(p) for p in paths}
-    digests = {}
-    with Counter(len(paths), "reading audio files", "file") as counter:
-        for p in paths:
-            digests[p] = file_digest(p)
-            counter.advance()
+        digests = {p: remembered.digest(p) for p in paths}
+    else:
+        digests = {}
+        with Counter(len(paths), "reading audio files", "file") as counter:
+            for p in paths:
+                digests[p] = remembered.digest(p)
+                counter.advance()
+    remembered.save()
     return digests
 
 
