@@ -7,7 +7,8 @@ are that tokenizer's), as `index/<data file name>-<path hash>-<fingerprint>/`. L
 lock (two jobs, or two nodes on one volume, never build one index twice at once) while the other ranks wait at
 a barrier; the build writes to a temporary directory and renames it into place, so a reader never sees half an
 index. An audio file replaced under the same name with the data file untouched is not noticed: run `prepare`
-again after touching the data file.
+again after touching the data file. Rendered chunks are kept in the data file's part store
+(`trainer.encode.part_store`), so a rebuild after an append renders only what is new.
 """
 
 from __future__ import annotations
