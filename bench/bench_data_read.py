@@ -55,7 +55,6 @@ import statistics
 import sys
 import tempfile
 import time
-import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -64,6 +63,7 @@ import numpy as np
 import soundfile as sf
 from common import print_result, result_only_on_stdout  # also puts the repository on sys.path
 
+from tests.allocations import peak_bytes
 from tests.trainer.datafiles import ARABIC, SEED_SYSTEM, demo_pairs, seed_sample
 
 PART_SIZE = 10_000  # files per datasets/part_N directory
@@ -162,17 +162,6 @@ def json_load(path: Path) -> int:
     """The whole-file read the streaming one replaced: every item held at once."""
     with open(path, encoding="utf-8-sig") as f:
         return len(json.load(f))
-
-
-def peak_bytes(fn: Callable[[], Any]) -> int:
-    """The most memory Python allocations held while `fn` ran, its result included (tracemalloc)."""
-    gc.collect()
-    tracemalloc.start()
-    try:
-        fn()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 def floor(path: Path, parts: list[tuple[float, float]]) -> tuple[int, int]:

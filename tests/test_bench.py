@@ -235,6 +235,10 @@ def test_data_read_benchmark_reads_every_sample_it_wrote_and_reports_a_ratio_to_
     assert out["startup"]["subset_samples"] == 50 and 0 < out["startup"]["share_of_data_startup"] < 1
     assert out["target"] == {"max_ratio_to_floor": 1000, "met": True}
     assert len(out["per_repeat_ratio"]) == 1
+    stream = out["stream"]  # the streaming read against json.load of the same file, in the same run
+    assert stream["seconds"] > 0 and stream["json_load_seconds"] > 0 and stream["peak_bytes"] > 0
+    assert stream["peak_ratio"] == round(stream["peak_bytes"] / stream["json_load_peak_bytes"], 4)
+    assert stream["time_ratio"] > 0
 
 
 @pytest.mark.slow

@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import os
 import random
-import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.allocations import peak_bytes
 from tests.trainer.datafiles import ARABIC, SEED_SYSTEM, load, seed_dataset, seed_sample
 from trainer.data import json_stream
 from trainer.data import load as data_load
@@ -193,15 +193,6 @@ def test_a_top_level_that_is_not_a_list_keeps_its_message(tmp_path, text, messag
 # --- memory --------------------------------------------------------------------------------------
 
 
-def _peak_bytes(fn: Callable[[], object]) -> int:
-    tracemalloc.start()
-    try:
-        fn()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
 def _drain(iterator: Any) -> None:
     for _ in iterator:
         pass
@@ -220,8 +211,8 @@ def test_reading_a_big_chatml_list_peaks_far_below_json_load(tmp_path, big_sampl
     path = tmp_path / "train.json"
     path.write_text(json.dumps(big_samples, ensure_ascii=False, indent=1), encoding="utf-8")
     assert os.path.getsize(path) > 20e6
-    whole = _peak_bytes(lambda: _json_load(path))
-    streamed = _peak_bytes(lambda: _drain(read_chatml(str(path), SEED_SYSTEM)))
+    whole = peak_bytes(lambda: _json_load(path))
+    streamed = peak_bytes(lambda: _drain(read_chatml(str(path), SEED_SYSTEM)))
     assert whole > os.path.getsize(path)  # the objects of a whole-file read take more than the file
     assert streamed < whole / 10, (streamed, whole)
 
@@ -234,6 +225,6 @@ def test_reading_a_big_jsonl_peaks_far_below_json_load_of_the_same_records(tmp_p
     jsonl.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
     as_list.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
     assert os.path.getsize(jsonl) > 20e6
-    whole = _peak_bytes(lambda: _json_load(as_list))
-    streamed = _peak_bytes(lambda: _drain(read_jsonl(str(jsonl), SEED_SYSTEM)))
+    whole = peak_bytes(lambda: _json_load(as_list))
+    streamed = peak_bytes(lambda: _drain(read_jsonl(str(jsonl), SEED_SYSTEM)))
     assert streamed < whole / 10, (streamed, whole)
