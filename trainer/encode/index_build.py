@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -186,13 +187,25 @@ def _chunk_in_child(start: int) -> Any:
     return _work_in_child(_items_in_child[start:start + CHUNK])
 
 
+def _worker_signals() -> None:
+    """A worker ends at once on the pool's SIGTERM, whatever handler it inherited; a Ctrl-C is the builder's.
+
+    A forked worker inherits the builder's Python signal handlers, the trainer's graceful stop among them: one
+    that notes the signal and carries on leaves the worker running after `Pool.terminate`, whose join then
+    waits forever; one that raises runs Python code inside the worker's pipe writes. The kernel's default
+    action runs none. A killed worker may leave a part's temporary file, which the next build removes.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def in_chunks(items: list, work: Callable[[list], Any], workers: int) -> Iterator[Any]:
     """`work(chunk)` of each run of `CHUNK` items, in order: in this process, or in `workers` forked processes.
 
     Forked, so that the workers inherit the tokenizer and the conversations instead of pickling them (pickled,
     rendering 100,000 took 1.6 times as long: docs/performance.md#corpus-scale); each task is a range of items,
-    and only the result (an index chunk's columns) comes back. The workers keep the pool's own termination: no
-    signal handler of theirs may stand between a terminate and their exit.
+    and only the result (an index chunk's columns) comes back. Nothing may stand between the pool's terminate
+    and a worker's exit (`_worker_signals`).
     """
     global _work_in_child, _items_in_child
     starts = range(0, len(items), CHUNK)
@@ -206,7 +219,7 @@ def in_chunks(items: list, work: Callable[[list], Any], workers: int) -> Iterato
     # The workers' own collections then never walk (and so copy, page by page) the conversations they inherit
     gc.freeze()
     try:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
+        with multiprocessing.get_context("fork").Pool(workers, initializer=_worker_signals) as pool:
             yield from pool.imap(_chunk_in_child, starts)
     finally:
         gc.unfreeze()

@@ -146,3 +146,42 @@ def test_a_build_stopped_midway_ends_its_workers_at_once(monkeypatch) -> None:
             raise KeyboardInterrupt  # the builder stopped between chunks (a signal, a peer that stopped)
     assert time.monotonic() - started < 10
     assert multiprocessing.active_children() == []
+
+
+STOP_WITH_A_SWALLOWING_HANDLER = """
+import multiprocessing, signal, sys, time
+from trainer.encode import index_build
+
+def slow(xs):
+    time.sleep(0.2)
+    return xs
+
+index_build.CHUNK = 2
+signal.signal(signal.SIGTERM, lambda *_: None)  # a handler the workers inherit, which does not end them
+try:
+    for _ in index_build.in_chunks(list(range(200)), slow, workers=2):
+        raise KeyboardInterrupt
+except KeyboardInterrupt:
+    pass
+print(len(multiprocessing.active_children()))
+"""
+
+
+def test_workers_end_on_the_pools_terminate_whatever_sigterm_handler_they_inherited() -> None:
+    """The builder's process may hold a SIGTERM handler (the trainer's graceful stop) that the forked workers
+    inherit; the pool's terminate must still end them, or its join waits forever (run in a process of its own,
+    so that a hang fails here instead of stopping the suite)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", STOP_WITH_A_SWALLOWING_HANDLER], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the builder and the workers it left
+        proc.communicate()
+        raise AssertionError("the build's pool did not end within 60 s of its terminate") from None
+    assert proc.returncode == 0 and out.strip() == "0", err[-2000:]
