@@ -16,16 +16,15 @@ most lines are outdated, the table is rewritten whole under the same lock (tempo
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from trainer import fsmode
+from trainer.encode.file_lock import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +32,10 @@ TABLE = "digests.jsonl"
 LOCK = "digests.lock"
 
 
-@contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    with open(directory / LOCK, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+def _line(path: str, known: tuple[int, int, str]) -> str:
+    """The table line of one file (no line end): what `_entry` reads back."""
+    size, mtime, digest = known
+    return json.dumps({"path": path, "size": size, "mtime_ns": mtime, "digest": digest}, ensure_ascii=False)
 
 
 def _entry(line: str) -> tuple[str, tuple[int, int, str]] | None:
@@ -80,8 +75,7 @@ class DigestCache:
             return known[2]
         digest = self.compute(absolute)
         self.known[absolute] = (st.st_size, st.st_mtime_ns, digest)
-        self.new.append(json.dumps({"path": absolute, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                                    "digest": digest}, ensure_ascii=False))
+        self.new.append(_line(absolute, self.known[absolute]))
         return digest
 
     def save(self) -> None:
@@ -93,8 +87,7 @@ class DigestCache:
         if not self.new:
             return
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            with _locked(self.dir):
+            with file_lock(self.dir / LOCK):
                 table = self.dir / TABLE
                 if self.lines + len(self.new) > 2 * len(self.known) + 1000:
                     self._rewrite(table)
@@ -114,9 +107,7 @@ class DigestCache:
         fd, tmp = fsmode.temp_file(self.dir, ".digests.tmp-")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                for path, (size, mtime, digest) in merged.items():
-                    f.write(json.dumps({"path": path, "size": size, "mtime_ns": mtime, "digest": digest},
-                                       ensure_ascii=False) + "\n")
+                f.write("".join(_line(path, known) + "\n" for path, known in merged.items()))
             os.replace(tmp, table)
         except BaseException:
             tmp.unlink(missing_ok=True)

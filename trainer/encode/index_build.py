@@ -13,7 +13,6 @@ again after touching the data file. Rendered chunks are kept in the data file's 
 
 from __future__ import annotations
 
-import fcntl
 import gc
 import hashlib
 import json
@@ -22,7 +21,6 @@ import os
 import shutil
 import signal
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +32,7 @@ from trainer.data.samples import BadSample
 from trainer.encode.code_cache import CodeCache
 from trainer.encode.collator import Layout
 from trainer.encode.counter import Counter
+from trainer.encode.file_lock import file_lock
 from trainer.encode.index_chunks import ChunkRenderer
 from trainer.encode.part_store import PartStore, StoredChunks
 from trainer.encode.sample_index import META, IndexWriter, SampleIndex
@@ -105,18 +104,6 @@ def is_current(directory: Path, key: str) -> bool:
     """Whether the index in `directory` was built for the fingerprint `key`, so it can be used as it is."""
     meta = directory / META
     return meta.is_file() and json.loads(meta.read_text()).get("fingerprint") == key
-
-
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive `flock` on `path` (created if missing), held for the block."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def open_index(args: DataArgs, path: str, *, cache: CodeCache, text_identity: str,
