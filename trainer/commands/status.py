@@ -49,14 +49,22 @@ def meaning(code: int) -> str:
     return f"killed by signal {code - errors.SIGNAL_BASE}" if code > errors.SIGNAL_BASE else "exit code"
 
 
-def last_exit(pod: Any) -> tuple[int, str] | None:
-    """(exit code, termination message) of the pod's trainer container's last ending, if any."""
+def _last_terminated(pod: Any) -> Any:
+    """The terminated state of the pod's trainer container's last ending (now, or before its restart), if any."""
     for status in (pod.status and pod.status.container_statuses) or []:
         for state in (status.state, status.last_state):
             term = state and state.terminated
             if term is not None:
-                return int(term.exit_code), " ".join((term.message or term.reason or "").split())
+                return term
     return None
+
+
+def last_exit(pod: Any) -> tuple[int, str] | None:
+    """(exit code, termination message) of the pod's trainer container's last ending, if any."""
+    term = _last_terminated(pod)
+    if term is None:
+        return None
+    return int(term.exit_code), " ".join((term.message or term.reason or "").split())
 
 
 EXITED = re.compile(r"Pod: (?P<ns>[^.\s]+)\.(?P<pod>\S+) exited with code (?P<code>-?\d+)")
@@ -86,16 +94,6 @@ def _before(when: Any, created: Any) -> bool:
         return False
 
 
-def _finished(pod: Any) -> tuple[Any, int] | None:
-    """(finish time, exit code) of the pod's trainer container's last ending, if any."""
-    for status in (pod.status and pod.status.container_statuses) or []:
-        for state in (status.state, status.last_state):
-            term = state and state.terminated
-            if term is not None:
-                return term.finished_at, int(term.exit_code)
-    return None
-
-
 def earlier_exits(pod: Any, exits: list[tuple[Any, int]]) -> list[tuple[Any, int]]:
     """The operator's exit Events of the pods that had this pod's name before it: those at or before its creation.
 
@@ -106,12 +104,11 @@ def earlier_exits(pod: Any, exits: list[tuple[Any, int]]) -> list[tuple[Any, int
     """
     created = pod.metadata.creation_timestamp
     earlier = [(w, c) for w, c in exits if _before(w, created)]
-    own = _finished(pod)
+    own = _last_terminated(pod)
     if own is not None:
-        finished, code = own
         for i in range(len(earlier) - 1, -1, -1):
             when, c = earlier[i]
-            if c == code and when == created == finished:
+            if c == int(own.exit_code) and when == created == own.finished_at:
                 del earlier[i]
                 break
     return earlier
