@@ -42,7 +42,7 @@ def _added_tokens(backend: Any) -> dict[int, Any] | None:
 
 
 def _pre_tokenizer(backend: Any) -> str:
-    """The backend's pre-tokenizer as JSON ("" when it cannot say, which allows no cutting)."""
+    """The backend's pre-tokenizer as JSON (`"first"` when it cannot say, which turns the cutting off)."""
     try:
         return json.dumps(json.loads(backend.to_str())["pre_tokenizer"])
     except Exception:
